@@ -1,0 +1,3 @@
+"""llmpulse: streaming observability for LLM calls."""
+
+__version__ = "0.1.0"
