@@ -1,0 +1,3 @@
+from llmpulse.cli.main import main
+
+main()

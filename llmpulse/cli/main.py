@@ -1,0 +1,208 @@
+"""The ``llmpulse`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmpulse import __version__
+from llmpulse.cli import bench_cmd, demo_cmd, kafka_cmd, prices_cmd
+from llmpulse.cli.context import CliState, console, out, reports_errors, state
+from llmpulse.cli.output import as_csv, as_json, as_table
+
+app = typer.Typer(
+    name="llmpulse",
+    help="Streaming observability for LLM calls: Kafka in, ClickHouse out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(prices_cmd.app, name="prices")
+app.add_typer(bench_cmd.app, name="bench")
+app.command("demo")(demo_cmd.demo)
+
+ClickHouseOpt = Annotated[
+    str | None,
+    typer.Option("--clickhouse", help="ClickHouse DSN (chdb:///dir, http://user:pass@host:8123/db)"),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"llmpulse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML config file (default: ./llmpulse.toml if present)"),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version")
+    ] = False,
+) -> None:
+    ctx.obj = CliState(config=config)
+
+
+@config_app.command("show")
+@reports_errors
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective settings (file, then environment), secrets masked."""
+    out.print_json(json.dumps(state(ctx).settings().masked()))
+
+
+@app.command()
+@reports_errors
+def migrate(ctx: typer.Context, clickhouse: ClickHouseOpt = None) -> None:
+    """Create or upgrade the ClickHouse schema (idempotent)."""
+    from llmpulse.store.migrations import LATEST_VERSION
+    from llmpulse.store.migrations import migrate as run_migrations
+    from llmpulse.runtime import open_store
+
+    settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse})
+    client = open_store(settings)
+    try:
+        applied = run_migrations(client, retention_days=settings.clickhouse.retention_days)
+    finally:
+        client.close()
+    for m in applied:
+        console.print(f"applied migration {m.version}: {m.name}")
+    console.print(f"schema at version {LATEST_VERSION} ({settings.clickhouse_dsn.split('@')[-1]})")
+
+
+@app.command()
+@reports_errors
+def worker(
+    ctx: typer.Context,
+    clickhouse: ClickHouseOpt = None,
+    bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootstrap")] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Consume trace events from Kafka and write them to ClickHouse."""
+    from llmpulse.worker.run import run_worker
+
+    settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse, "kafka.bootstrap": bootstrap})
+    raise typer.Exit(run_worker(settings, loglevel=loglevel))
+
+
+@app.command()
+@reports_errors
+def replay(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="JSON Lines file of trace events (.jsonl or .gz)")],
+    clickhouse: ClickHouseOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Events per insert")] = None,
+    summary_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout")
+    ] = False,
+) -> None:
+    """Run a recorded stream through the worker's processing, without Kafka."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from llmpulse.errors import ConfigError
+    from llmpulse.replay import replay_file
+    from llmpulse.runtime import build_pipeline, prepare_store
+
+    if not file.exists():
+        raise ConfigError("FILE", f"{file} does not exist")
+    settings = state(ctx).settings(
+        **{"clickhouse.dsn": clickhouse, "worker.batch_size": batch_size}
+    )
+    client = prepare_store(settings)
+    try:
+        pipeline = build_pipeline(settings, client)
+        with Progress(
+            TextColumn("[bold]replay[/bold] {task.fields[name]}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%  {task.fields[events]:,} events"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=summary_json or not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("replay", total=file.stat().st_size, name=file.name, events=0)
+            seen = 0
+
+            def on_batch(stats: object) -> None:
+                nonlocal seen
+                seen = pipeline.stats.messages
+                progress.update(task, events=seen)
+
+            report = replay_file(
+                pipeline,
+                file,
+                batch_size=settings.worker.batch_size,
+                on_progress=lambda pos: progress.update(task, completed=pos),
+                on_batch=on_batch,
+            )
+    finally:
+        client.close()
+    s = report.stats
+    summary = {
+        "file": str(file),
+        "events": s.messages,
+        "accepted": s.accepted,
+        "duplicates": s.duplicates,
+        "rejected": s.rejected_total,
+        "rejected_by_reason": dict(s.rejected.most_common()),
+        "unpriced_by_model": dict(s.unpriced_models.most_common()),
+        "seconds": round(report.seconds, 3),
+        "events_per_second": round(report.events_per_second, 1),
+    }
+    if summary_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(
+        f"[bold]{s.messages:,}[/bold] events in {report.seconds:.2f}s "
+        f"([bold]{report.events_per_second:,.0f}[/bold] events/s): "
+        f"[green]{s.accepted:,} accepted[/green], {s.duplicates:,} duplicates, "
+        f"[red]{s.rejected_total:,} rejected[/red]"
+    )
+    if s.rejected:
+        out.print(as_table(["rejected because", "events"], s.rejected.most_common()))
+    if s.unpriced_models:
+        out.print(
+            as_table(["model without a price (cost left null)", "events"],
+                     s.unpriced_models.most_common(10))
+        )
+
+
+@app.command()
+@reports_errors
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="A read-only SQL query")],
+    clickhouse: ClickHouseOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Run a read-only query against the store (also while a worker owns it)."""
+    from llmpulse.errors import ConfigError
+    from llmpulse.store.query import query_store
+
+    if format not in ("table", "csv", "json"):
+        raise ConfigError("--format", f"must be table, csv or json, got {format!r}")
+    settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse})
+    columns, rows = query_store(settings, query)
+    if format == "json":
+        print(as_json(columns, rows))
+    elif format == "csv":
+        print(as_csv(columns, rows), end="")
+    else:
+        out.print(as_table(columns, rows))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

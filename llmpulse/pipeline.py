@@ -1,0 +1,137 @@
+"""The ingest pipeline shared by the worker and replay: process, dedup, write.
+
+It glues the pure ``TraceProcessor`` to an ``EventStore`` and to observers
+(window statistics, drift, alerting) that see each newly stored event once.
+Time is injected (``clock``) so replays and tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from llmpulse.processors.dedup import RecentIds
+from llmpulse.processors.traces import PricedEvent, RawMessage, Rejection, TraceProcessor
+from llmpulse.schemas.rows import trace_row
+from llmpulse.store.writer import EventStore
+
+
+class EventObserver(Protocol):
+    """Sees every event once, after it is durably stored (windows, drift, alerts)."""
+
+    def observe(self, events: Sequence[PricedEvent], now: datetime) -> None: ...
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    cost_sources: Counter[str] = field(default_factory=Counter)
+    unpriced_models: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def add(self, other: IngestStats) -> None:
+        self.messages += other.messages
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected.update(other.rejected)
+        self.cost_sources.update(other.cost_sources)
+        self.unpriced_models.update(other.unpriced_models)
+
+
+@dataclass
+class BatchOutcome:
+    written: list[PricedEvent]
+    rejections: list[Rejection]
+    stats: IngestStats
+
+
+def _token(kind: str, ids: Sequence[str]) -> str:
+    h = hashlib.blake2b(kind.encode(), digest_size=16)
+    for i in sorted(ids):
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        processor: TraceProcessor,
+        store: EventStore,
+        *,
+        store_text: bool = False,
+        recent: RecentIds | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        observers: Sequence[EventObserver] = (),
+    ) -> None:
+        self.processor = processor
+        self.store = store
+        self.store_text = store_text
+        self.recent = recent if recent is not None else RecentIds()
+        self.clock = clock
+        self.observers = list(observers)
+        self.stats = IngestStats()
+
+    def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        """Process one batch and write it; raises if the store fails (nothing is
+        marked as seen then, so the caller can retry or let Kafka redeliver)."""
+        batch = self.processor.process(messages)
+        fresh = [p for p in batch.accepted if p.event.event_id not in self.recent]
+        duplicates = batch.duplicates_in_batch + len(batch.accepted) - len(fresh)
+        if fresh:
+            times = [p.event.timestamp for p in fresh]
+            known = self.store.known_event_ids(
+                [p.event.event_id for p in fresh], min(times), max(times)
+            )
+            if known:
+                fresh = [p for p in fresh if p.event.event_id not in known]
+                duplicates += len(known)
+
+        now = self.clock()
+        if fresh:
+            rows = [
+                trace_row(p.event, p.cost, source=p.source, ingested_at=now,
+                          store_text=self.store_text)
+                for p in fresh
+            ]
+            self.store.write_traces(rows, _token("traces", [p.event.event_id for p in fresh]))
+
+        if batch.rejected:
+            known_rej = self.store.known_rejection_ids([r.rejection_id for r in batch.rejected])
+            new_rej = [r for r in batch.rejected if r.rejection_id not in known_rej]
+            if new_rej:
+                self.store.write_rejected(
+                    [
+                        (r.rejection_id, now, r.source, r.reason, r.category, r.field,
+                         r.event_id, r.raw_text)
+                        for r in new_rej
+                    ],
+                    _token("rejected", [r.rejection_id for r in new_rej]),
+                )
+
+        self.recent.add_all(p.event.event_id for p in fresh)
+        for obs in self.observers:
+            obs.observe(fresh, now)
+
+        stats = IngestStats(messages=len(messages), accepted=len(fresh), duplicates=duplicates)
+        stats.rejected.update(r.category for r in batch.rejected)
+        stats.cost_sources.update(p.cost.cost_source for p in fresh)
+        stats.unpriced_models.update(
+            p.event.model for p in fresh if p.cost.cost_source == "unpriced"
+        )
+        self.stats.add(stats)
+        return BatchOutcome(fresh, batch.rejected, stats)

@@ -1,0 +1,128 @@
+"""Raw bytes or dicts -> ``TraceEvent``, or a rejection that names field, rule and value.
+
+>>> validate_raw(b'{"schema_version":1,"event_id":"x","timestamp":1767225600000,'
+...              b'"service":"s","model":"m","latency_ms":-5}')
+Traceback (most recent call last):
+...
+llmpulse.errors.ValidationError: latency_ms: must be >= 0, got -5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+from pydantic_core import ErrorDetails
+
+from llmpulse.errors import MISSING, FieldProblem, ValidationError
+from llmpulse.schemas.event import SCHEMA_VERSION, TraceEvent
+
+_TYPE_RULES: dict[str, str] = {
+    "missing": "is required",
+    "finite_number": "must be a finite number",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "string_type": "must be a string",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "timezone_aware": "must include a time zone offset (RFC 3339, e.g. 2026-01-01T12:00:00Z)",
+    "datetime_type": "must be an RFC 3339 timestamp with zone or epoch milliseconds",
+    "datetime_parsing": "must be an RFC 3339 timestamp with zone or epoch milliseconds",
+    "datetime_from_date_parsing": "must be an RFC 3339 timestamp with zone or epoch milliseconds",
+    "json_invalid": "must be valid JSON",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+}
+
+
+def _num(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _rule(err: ErrorDetails) -> str:
+    kind = err["type"]
+    ctx: dict[str, Any] = dict(err.get("ctx") or {})
+    if kind == "greater_than_equal":
+        return f"must be >= {_num(ctx['ge'])}"
+    if kind == "greater_than":
+        return f"must be > {_num(ctx['gt'])}"
+    if kind == "less_than_equal":
+        return f"must be <= {_num(ctx['le'])}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx['max_length']} characters"
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} items"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} items"
+    if kind == "literal_error":
+        return f"must be {ctx['expected']}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return _TYPE_RULES.get(kind, err["msg"])
+
+
+def _field(err: ErrorDetails) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # A list element or map key shows as prompt_embedding[3], scores.relevance.
+    parts: list[str] = []
+    for p in loc:
+        if p.isdigit() and parts:
+            parts[-1] += f"[{p}]"
+        elif p in ("[key]",):
+            parts[-1] += "(key)"
+        else:
+            parts.append(p)
+    return ".".join(parts) or "$"
+
+
+def problems_from(exc: pydantic.ValidationError) -> list[FieldProblem]:
+    out: list[FieldProblem] = []
+    for err in exc.errors(include_url=False):
+        kind = err["type"]
+        value = MISSING if kind == "missing" else err.get("input", MISSING)
+        if kind in ("json_invalid", "model_type", "model_attributes_type"):
+            field, value = "$", _preview(err.get("input", MISSING))
+        else:
+            field = _field(err)
+        out.append(FieldProblem(field, _rule(err), value))
+    # The schema version is checked first: for a future version every other
+    # complaint would be noise.
+    version = [p for p in out if p.field == "schema_version" and p.value is not MISSING]
+    return version or out
+
+
+def _preview(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value[:60]).decode("utf-8", "replace")
+    if isinstance(value, str) and len(value) > 60:
+        return value[:57] + "..."
+    if isinstance(value, list | dict):
+        return type(value).__name__
+    return value
+
+
+def validate_raw(raw: bytes | str) -> TraceEvent:
+    """Parse and validate one JSON message; raises ``ValidationError`` with every problem."""
+    try:
+        return TraceEvent.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(problems_from(exc)) from None
+
+
+def validate_mapping(data: Mapping[str, Any]) -> TraceEvent:
+    """Validate an already decoded event (used by decoders of other formats)."""
+    if not isinstance(data, Mapping):
+        raise ValidationError([FieldProblem("$", "must be a JSON object", _preview(data))])
+    try:
+        return TraceEvent.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(problems_from(exc)) from None
+
+
+__all__ = ["SCHEMA_VERSION", "problems_from", "validate_mapping", "validate_raw"]

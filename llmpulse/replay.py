@@ -1,0 +1,63 @@
+"""Offline replay: the worker's processing of a recorded stream, without Kafka."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from llmpulse.ingest.files import read_jsonl
+from llmpulse.pipeline import IngestPipeline, IngestStats
+from llmpulse.processors.traces import RawMessage
+
+
+@dataclass
+class ReplayReport:
+    stats: IngestStats
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.stats.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def batched(items: Iterable[RawMessage], size: int) -> Iterator[Sequence[RawMessage]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def replay_messages(
+    pipeline: IngestPipeline,
+    messages: Iterable[RawMessage],
+    *,
+    batch_size: int,
+    on_batch: Callable[[IngestStats], None] | None = None,
+    perf: Callable[[], float] = time.perf_counter,
+) -> ReplayReport:
+    total = IngestStats()
+    started = perf()
+    for chunk in batched(messages, batch_size):
+        outcome = pipeline.handle(chunk)
+        total.add(outcome.stats)
+        if on_batch is not None:
+            on_batch(outcome.stats)
+    return ReplayReport(total, perf() - started)
+
+
+def replay_file(
+    pipeline: IngestPipeline,
+    path: Path,
+    *,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
+    on_batch: Callable[[IngestStats], None] | None = None,
+) -> ReplayReport:
+    return replay_messages(
+        pipeline,
+        read_jsonl(path, on_progress=on_progress),
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )

@@ -1,0 +1,70 @@
+"""Assembling components from settings: the only place settings become objects.
+
+The CLI and the worker call these; everything below receives plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from llmpulse.errors import ConfigError
+from llmpulse.pipeline import IngestPipeline, utc_now
+from llmpulse.processors.cost import PriceTable
+from llmpulse.processors.dedup import RecentIds
+from llmpulse.processors.traces import TraceProcessor
+from llmpulse.settings import Settings
+from llmpulse.store.client import SerialClient, connect
+from llmpulse.store.migrations import migrate
+from llmpulse.store.writer import ClickHouseStore
+
+
+def open_store(settings: Settings, dsn: str | None = None) -> SerialClient:
+    target = dsn or settings.clickhouse_dsn
+    return SerialClient(connect(target, settings.clickhouse.database), target)
+
+
+def load_prices(settings: Settings) -> PriceTable:
+    table = PriceTable.default()
+    if settings.prices.file is not None:
+        if not settings.prices.file.exists():
+            raise ConfigError("prices.file", f"{settings.prices.file} does not exist")
+        table = table.overlay(PriceTable.from_file(settings.prices.file))
+    return table
+
+
+def publish_prices(client: SerialClient, table: PriceTable) -> None:
+    """Record the price table in ``model_prices`` once per version, for analysts
+    to join and to audit which prices produced a stored cost."""
+    known = client.rows(
+        "SELECT count() FROM model_prices WHERE table_version = {v:String}", {"v": table.version}
+    )
+    if known and known[0][0]:
+        return
+    now = datetime.now(UTC)
+    rows = [[*r.values(), now] for r in table.rows()]
+    ClickHouseStore(client).write_prices(rows)
+
+
+def prepare_store(settings: Settings, dsn: str | None = None) -> SerialClient:
+    """Open the store and bring its schema up to date (idempotent)."""
+    client = open_store(settings, dsn)
+    migrate(client, retention_days=settings.clickhouse.retention_days)
+    return client
+
+
+def build_pipeline(
+    settings: Settings,
+    client: SerialClient,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+) -> IngestPipeline:
+    prices = load_prices(settings)
+    publish_prices(client, prices)
+    return IngestPipeline(
+        TraceProcessor(prices),
+        ClickHouseStore(client),
+        store_text=settings.clickhouse.store_text,
+        recent=RecentIds(settings.worker.dedup_cache),
+        clock=clock,
+    )

@@ -1,0 +1,149 @@
+"""Table rows: the columns llmpulse writes, with their ClickHouse types.
+
+The DDL in ``llmpulse.store.migrations`` and the row builders below use these
+lists, so the order of values in a row and the columns of its table cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llmpulse.schemas.event import TraceEvent
+
+Column = tuple[str, str]
+
+TRACE_COLUMNS: tuple[Column, ...] = (
+    ("event_id", "String"),
+    ("schema_version", "UInt8"),
+    ("timestamp", "DateTime64(3, 'UTC')"),
+    ("service", "LowCardinality(String)"),
+    ("endpoint", "LowCardinality(String)"),
+    ("model", "LowCardinality(String)"),
+    ("provider", "LowCardinality(String)"),
+    ("tenant", "LowCardinality(String)"),
+    ("team", "LowCardinality(String)"),
+    ("user_id", "String"),
+    ("environment", "LowCardinality(String)"),
+    ("response_model", "LowCardinality(String)"),
+    ("operation", "LowCardinality(String)"),
+    ("prompt_version", "LowCardinality(String)"),
+    ("variant", "LowCardinality(String)"),
+    ("trace_id", "String"),
+    ("span_id", "String"),
+    ("parent_span_id", "String"),
+    ("latency_ms", "Float64"),
+    ("ttft_ms", "Nullable(Float64)"),
+    ("status", "LowCardinality(String)"),
+    ("error_type", "LowCardinality(String)"),
+    ("finish_reason", "LowCardinality(String)"),
+    ("input_tokens", "Nullable(UInt64)"),
+    ("output_tokens", "Nullable(UInt64)"),
+    ("cached_input_tokens", "Nullable(UInt64)"),
+    ("cache_creation_input_tokens", "Nullable(UInt64)"),
+    ("reasoning_tokens", "Nullable(UInt64)"),
+    ("cost_usd", "Nullable(Float64)"),
+    ("cost_source", "LowCardinality(String)"),
+    ("price_version", "LowCardinality(String)"),
+    ("scores", "Map(String, Float64)"),
+    ("attributes", "Map(String, String)"),
+    ("prompt", "Nullable(String)"),
+    ("response", "Nullable(String)"),
+    ("prompt_embedding_dim", "UInt16"),
+    ("response_embedding_dim", "UInt16"),
+    ("source", "String"),
+    ("ingested_at", "DateTime64(3, 'UTC')"),
+)
+
+REJECTED_COLUMNS: tuple[Column, ...] = (
+    ("rejection_id", "String"),
+    ("received_at", "DateTime64(3, 'UTC')"),
+    ("source", "String"),
+    ("reason", "String"),
+    ("category", "LowCardinality(String)"),
+    ("field", "LowCardinality(String)"),
+    ("event_id", "String"),
+    ("raw", "String"),
+)
+
+MODEL_PRICE_COLUMNS: tuple[Column, ...] = (
+    ("provider", "LowCardinality(String)"),
+    ("model", "String"),
+    ("aliases", "Array(String)"),
+    ("patterns", "Array(String)"),
+    ("effective_from", "Date"),
+    ("input_per_mtok", "Float64"),
+    ("output_per_mtok", "Float64"),
+    ("cached_input_per_mtok", "Nullable(Float64)"),
+    ("cache_creation_per_mtok", "Nullable(Float64)"),
+    ("reasoning_per_mtok", "Nullable(Float64)"),
+    ("source", "String"),
+    ("table_version", "String"),
+)
+
+
+def names(columns: tuple[Column, ...]) -> list[str]:
+    return [c[0] for c in columns]
+
+
+@dataclass(frozen=True, slots=True)
+class CostFields:
+    cost_usd: float | None
+    cost_source: str
+    price_version: str
+
+
+def trace_row(
+    event: TraceEvent,
+    cost: CostFields,
+    *,
+    source: str,
+    ingested_at: datetime,
+    store_text: bool,
+) -> tuple[Any, ...]:
+    """Values in ``TRACE_COLUMNS`` order."""
+    e = event
+    return (
+        e.event_id,
+        e.schema_version,
+        e.timestamp,
+        e.service,
+        e.endpoint,
+        e.model,
+        e.provider,
+        e.tenant,
+        e.team,
+        e.user_id,
+        e.environment,
+        e.response_model,
+        e.operation,
+        e.prompt_version,
+        e.variant,
+        e.trace_id,
+        e.span_id,
+        e.parent_span_id,
+        e.latency_ms,
+        e.ttft_ms,
+        e.status,
+        e.error_type,
+        e.finish_reason,
+        e.input_tokens,
+        e.output_tokens,
+        e.cached_input_tokens,
+        e.cache_creation_input_tokens,
+        e.reasoning_tokens,
+        cost.cost_usd,
+        cost.cost_source,
+        cost.price_version,
+        e.scores,
+        e.attributes,
+        e.prompt if store_text else None,
+        e.response if store_text else None,
+        len(e.prompt_embedding) if e.prompt_embedding else 0,
+        len(e.response_embedding) if e.response_embedding else 0,
+        source,
+        ingested_at,
+    )
+

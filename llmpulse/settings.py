@@ -1,0 +1,208 @@
+"""The one settings tree, read once at the edge (CLI, worker start-up).
+
+Sources, highest priority first: environment variables (``LLMPULSE_*``), the
+TOML config file (``--config``, default ``./llmpulse.toml`` when present), then
+the defaults below. Nested sections map to ``LLMPULSE_<SECTION>_<FIELD>``, so
+``LLMPULSE_KAFKA_BOOTSTRAP`` sets ``kafka.bootstrap`` and
+``LLMPULSE_WORKER_BATCH_SIZE`` sets ``worker.batch_size``. Nothing below the CLI
+and the worker reads the environment; they pass the pieces they need.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from llmpulse.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("llmpulse.toml")
+
+
+def _xdg_dir(var: str, fallback: str) -> Path:
+    base = os.environ.get(var)
+    return (Path(base) if base else Path.home() / fallback) / "llmpulse"
+
+
+def default_data_dir() -> Path:
+    return _xdg_dir("XDG_DATA_HOME", ".local/share")
+
+
+def default_cache_dir() -> Path:
+    return _xdg_dir("XDG_CACHE_HOME", ".cache")
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,...]")
+    client_id: str = "llmpulse"
+    local_port: int = Field(9092, description="Port of the broker `llmpulse kafka start` runs")
+
+
+class TopicSettings(BaseModel):
+    traces: str = "llm.traces"
+    dlq: str = "llm.traces.dlq"
+    control: str = "llm.control"
+    partitions: int = Field(6, ge=1, description="Partitions when llmpulse creates a topic")
+
+
+class ClickHouseSettings(BaseModel):
+    dsn: str | None = Field(
+        None,
+        description="chdb:///path (embedded), chdb://memory, or http(s)://user:pass@host:8123/db;"
+        " default: an embedded store under data_dir",
+    )
+    database: str | None = Field(None, description="Database for llmpulse tables (default: DSN's)")
+    retention_days: int | None = Field(
+        None, ge=1, description="TTL of raw rows, counted from ingestion; unset keeps them"
+    )
+    store_text: bool = Field(False, description="Store prompt and response text in traces")
+
+
+class WorkerSettings(BaseModel):
+    app_id: str = Field("llmpulse", description="Consumer group and Faust app id")
+    batch_size: int = Field(5000, ge=1, description="Events per ClickHouse insert")
+    flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a partial batch")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, description="Worker HTTP port: /health, /metrics, /sql")
+    dedup_cache: int = Field(1_000_000, ge=0, description="Recent event ids kept in memory")
+
+
+class PriceSettings(BaseModel):
+    file: Path | None = Field(None, description="User price file overriding the shipped table")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LLMPULSE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    worker: WorkerSettings = WorkerSettings()
+    prices: PriceSettings = PriceSettings()
+    sql_url: str | None = Field(
+        None, description="Worker SQL endpoint used when the embedded store is locked"
+    )
+
+    @field_validator("data_dir", "cache_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The config file arrives as init kwargs; the environment must still win.
+        return env_settings, init_settings
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse.dsn or f"chdb://{(self.data_dir / 'store').resolve()}"
+
+    @property
+    def worker_url(self) -> str:
+        return self.sql_url or f"http://{self.worker.web_host}:{self.worker.web_port}"
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings as plain data, with passwords in DSNs masked."""
+        data = self.model_dump(mode="json")
+        data["clickhouse"]["dsn"] = mask_dsn(self.clickhouse_dsn)
+        return data
+
+
+def mask_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings tree from a TOML file and the environment.
+
+    ``config=None`` reads ``./llmpulse.toml`` when it exists. ``overrides`` are
+    values from CLI flags; they sit with the file, below the environment, except
+    that a flag the user typed should win, so CLI code passes flags it was given
+    explicitly through ``apply_flags`` instead.
+    """
+    file_values: dict[str, Any] = {}
+    path = config if config is not None else DEFAULT_CONFIG_FILE
+    if config is not None and not path.exists():
+        raise ConfigError("--config", f"file {path} does not exist")
+    if path.exists():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"invalid TOML: {exc}") from exc
+    _deep_merge(file_values, overrides)
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(loc, f"{first['msg']}, got {first.get('input')!r}") from exc
+
+
+def apply_flags(settings: Settings, flags: dict[str, Any]) -> Settings:
+    """Return settings with explicit CLI flags applied on top of everything else.
+
+    Keys are dotted ``section.field`` paths (``"clickhouse.dsn"``) or top-level
+    names; ``None`` values (flags not given) are ignored.
+    """
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        section, _, leaf = dotted.partition(".")
+        if not leaf:
+            settings = settings.model_copy(update={section: value})
+            continue
+        node = getattr(settings, section)
+        settings = settings.model_copy(update={section: node.model_copy(update={leaf: value})})
+    return settings
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+__all__ = [
+    "ClickHouseSettings",
+    "KafkaSettings",
+    "PriceSettings",
+    "SecretStr",
+    "Settings",
+    "TopicSettings",
+    "WorkerSettings",
+    "apply_flags",
+    "load_settings",
+    "mask_dsn",
+]

@@ -1,0 +1,117 @@
+"""Schema migrations: versioned, idempotent, the same DDL on chDB and a server.
+
+``migrate`` applies every version not yet recorded in ``schema_migrations`` and
+then re-applies the settings that may change between runs (retention TTL).
+Every statement is written to be safe to run twice, so a crash between a
+statement and its record only repeats harmless work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from llmpulse.schemas.rows import MODEL_PRICE_COLUMNS, REJECTED_COLUMNS, TRACE_COLUMNS, Column
+from llmpulse.store.client import SerialClient
+
+
+def _cols(columns: tuple[Column, ...]) -> str:
+    return ",\n    ".join(f"{name} {kind}" for name, kind in columns)
+
+
+# A retried insert of the same block (same deduplication token) is dropped by
+# ClickHouse itself; non-replicated tables need this window to be non-zero.
+_DEDUP = "non_replicated_deduplication_window = 1000"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "raw traces, rejected events, model prices",
+        (
+            f"""CREATE TABLE IF NOT EXISTS traces (
+    {_cols(TRACE_COLUMNS)},
+    INDEX idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 1
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (toStartOfHour(timestamp), service, model, event_id)
+SETTINGS {_DEDUP}""",
+            f"""CREATE TABLE IF NOT EXISTS rejected_events (
+    {_cols(REJECTED_COLUMNS)}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(received_at)
+ORDER BY rejection_id
+SETTINGS {_DEDUP}""",
+            f"""CREATE TABLE IF NOT EXISTS model_prices (
+    {_cols(MODEL_PRICE_COLUMNS)},
+    loaded_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(loaded_at)
+ORDER BY (table_version, provider, model, effective_from)""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree ORDER BY version"""
+
+
+def applied_versions(client: SerialClient) -> set[int]:
+    client.command(_MIGRATIONS_TABLE)
+    return {int(r[0]) for r in client.rows("SELECT DISTINCT version FROM schema_migrations")}
+
+
+def migrate(
+    client: SerialClient,
+    *,
+    retention_days: int | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[Migration]:
+    """Bring the schema to ``LATEST_VERSION``; returns the migrations applied now."""
+    done = applied_versions(client)
+    applied: list[Migration] = []
+    for m in MIGRATIONS:
+        if m.version in done:
+            continue
+        for stmt in m.statements:
+            client.command(stmt)
+        client.insert(
+            "schema_migrations", [(m.version, m.name, now())], ["version", "name", "applied_at"]
+        )
+        applied.append(m)
+    apply_retention(client, retention_days)
+    return applied
+
+
+def apply_retention(client: SerialClient, retention_days: int | None) -> None:
+    # Counted from ingestion, not event time: replaying last year's traffic
+    # must not be deleted on arrival.
+    for table, column in (("traces", "ingested_at"), ("rejected_events", "received_at")):
+        if retention_days:
+            client.command(
+                f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) "
+                f"+ INTERVAL {int(retention_days)} DAY"
+            )
+        elif _has_ttl(client, table):
+            client.command(f"ALTER TABLE {table} REMOVE TTL")
+
+
+def _has_ttl(client: SerialClient, table: str) -> bool:
+    rows = client.rows(
+        "SELECT create_table_query FROM system.tables "
+        "WHERE database = currentDatabase() AND name = {t:String}",
+        {"t": table},
+    )
+    return bool(rows) and " TTL " in str(rows[0][0])

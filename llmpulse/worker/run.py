@@ -1,0 +1,34 @@
+"""Starting the worker process: store, topics, Faust worker."""
+
+from __future__ import annotations
+
+import logging
+
+from llmpulse.devkafka.topics import ensure_topics_sync
+from llmpulse.runtime import build_pipeline, prepare_store
+from llmpulse.settings import Settings
+from llmpulse.worker.metrics import WorkerMetrics
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
+    import faust
+
+    from llmpulse.worker.app import create_app
+
+    client = prepare_store(settings)
+    try:
+        pipeline = build_pipeline(settings, client)
+        t = settings.topics
+        ensure_topics_sync(
+            settings.kafka.bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1}
+        )
+        app = create_app(settings, client, pipeline, WorkerMetrics())
+        logging.getLogger("llmpulse").setLevel(loglevel.upper())
+        worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+    finally:
+        client.close()
