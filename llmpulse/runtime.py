@@ -25,7 +25,13 @@ def open_store(settings: Settings, dsn: str | None = None) -> SerialClient:
 
 
 def load_prices(settings: Settings) -> PriceTable:
+    """The shipped table, overlaid by imported files (DATA_DIR/prices/*.json, in
+    import order) and then by ``prices.file``."""
     table = PriceTable.default()
+    imported = settings.data_dir / "prices"
+    if imported.is_dir():
+        for path in sorted(imported.glob("*.json")):
+            table = table.overlay(PriceTable.from_file(path))
     if settings.prices.file is not None:
         if not settings.prices.file.exists():
             raise ConfigError("prices.file", f"{settings.prices.file} does not exist")

@@ -434,7 +434,7 @@ class AsyncEmitter:
             return False
         # Waking the sender costs a syscall from another thread: only do it when
         # it may be idle (first event) or when a batch just filled up.
-        if size == 1 or size == self._batch_size:
+        if size in (1, self._batch_size):
             self._wake()
         return True
 

@@ -100,13 +100,15 @@ def usage_fields(usage: Any, *, api: UsageApi = "auto") -> dict[str, int]:
     ``input_tokens`` includes cached reads and cache creation, ``output_tokens``
     includes reasoning. Counts the usage does not carry are left out.
 
-    >>> usage_fields({"prompt_tokens": 1200, "completion_tokens": 300,
-    ...               "prompt_tokens_details": {"cached_tokens": 1024},
-    ...               "completion_tokens_details": {"reasoning_tokens": 128}})
-    {'input_tokens': 1200, 'output_tokens': 300, 'cached_input_tokens': 1024, 'reasoning_tokens': 128}
-    >>> usage_fields({"input_tokens": 10, "cache_read_input_tokens": 900,
-    ...               "cache_creation_input_tokens": 90, "output_tokens": 40})
-    {'input_tokens': 1000, 'output_tokens': 40, 'cached_input_tokens': 900, 'cache_creation_input_tokens': 90}
+    >>> chat = usage_fields({"prompt_tokens": 1200, "completion_tokens": 300,
+    ...                      "prompt_tokens_details": {"cached_tokens": 1024},
+    ...                      "completion_tokens_details": {"reasoning_tokens": 128}})
+    >>> chat["input_tokens"], chat["cached_input_tokens"], chat["reasoning_tokens"]
+    (1200, 1024, 128)
+    >>> claude = usage_fields({"input_tokens": 10, "cache_read_input_tokens": 900,
+    ...                        "cache_creation_input_tokens": 90, "output_tokens": 40})
+    >>> claude["input_tokens"], claude["cached_input_tokens"], claude["cache_creation_input_tokens"]
+    (1000, 900, 90)
     """
     kind = _detect(usage) if api == "auto" else api
     out: dict[str, int | None] = {}

@@ -167,7 +167,8 @@ class PriceTable:
         self._version = version
         grouped: dict[tuple[str, str], list[ModelPrice]] = {}
         for entry in entries:
-            grouped.setdefault((entry.provider, entry.model.lower()), []).append(entry)
+            key = (_provider_key(entry.provider), entry.model.lower())
+            grouped.setdefault(key, []).append(entry)
         self._exact: dict[str, list[_Model]] = {}
         self._alias: dict[str, list[_Model]] = {}
         self._patterns: list[tuple[re.Pattern[str], _Model]] = []
@@ -189,7 +190,11 @@ class PriceTable:
             aliases = dict.fromkeys(a.lower() for e in group for a in e.aliases)
             for alias in aliases:
                 self._alias.setdefault(alias, []).append(resolved)
-            for pattern, source in dict.fromkeys((p, e.source) for e in group for p in e.patterns):
+            patterns: dict[str, str] = {}
+            for e in group:
+                for pattern in e.patterns:
+                    patterns.setdefault(pattern, e.source)
+            for pattern, source in patterns.items():
                 self._patterns.append((_compile(pattern, source), resolved))
         self._entries = tuple(ordered)
         self._memo: dict[tuple[str, str | None], _Model | None] = {}
@@ -359,7 +364,7 @@ def _name_variants(name: str) -> Iterator[str]:
 
 
 def _entry_key(entry: ModelPrice) -> tuple[str, str, date]:
-    return (entry.provider, entry.model.lower(), entry.effective_from)
+    return (_provider_key(entry.provider), entry.model.lower(), entry.effective_from)
 
 
 def _compile(pattern: str, source: str) -> re.Pattern[str]:
@@ -400,21 +405,30 @@ def cost_of_call(
         return _UNPRICED
     if input_tokens is None and output_tokens is None:
         return CallCost(None, "unpriced", price)
-    total_in = max(input_tokens or 0, 0)
-    total_out = max(output_tokens or 0, 0)
-    cached = max(cached_input_tokens or 0, 0)
-    creation = max(cache_creation_input_tokens or 0, 0)
-    reasoning = max(reasoning_tokens or 0, 0)
+    # Conditional expressions rather than max(): this runs once per event.
+    total_in = input_tokens if input_tokens is not None and input_tokens > 0 else 0
+    total_out = output_tokens if output_tokens is not None and output_tokens > 0 else 0
+    cached = (
+        cached_input_tokens if cached_input_tokens is not None and cached_input_tokens > 0 else 0
+    )
+    creation = (
+        cache_creation_input_tokens
+        if cache_creation_input_tokens is not None and cache_creation_input_tokens > 0
+        else 0
+    )
+    reasoning = reasoning_tokens if reasoning_tokens is not None and reasoning_tokens > 0 else 0
+    uncached_in = total_in - cached - creation
+    visible_out = total_out - reasoning
     in_rate = price.input_per_mtok
     out_rate = price.output_per_mtok
     cached_rate = price.cached_input_per_mtok
     creation_rate = price.cache_creation_per_mtok
     reasoning_rate = price.reasoning_per_mtok
     micro = (
-        max(total_in - cached - creation, 0) * in_rate
+        (uncached_in if uncached_in > 0 else 0) * in_rate
         + cached * (in_rate if cached_rate is None else cached_rate)
         + creation * (in_rate if creation_rate is None else creation_rate)
-        + max(total_out - reasoning, 0) * out_rate
+        + (visible_out if visible_out > 0 else 0) * out_rate
         + reasoning * (out_rate if reasoning_rate is None else reasoning_rate)
     )
     return CallCost(micro / _PER_MTOK, "price_table", price)

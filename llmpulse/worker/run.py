@@ -15,6 +15,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
 
     from llmpulse.worker.app import create_app
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     client = prepare_store(settings)
     try:
         pipeline = build_pipeline(settings, client)

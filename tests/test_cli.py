@@ -1,0 +1,108 @@
+"""The command line as users run it: separate processes on a real embedded store."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import event, raw
+
+
+def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmpulse", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "LLMPULSE_DATA_DIR": str(tmp_path / "data"),
+        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
+        "LLMPULSE_WORKER_BATCH_SIZE": "40",
+    }
+
+
+def write_stream(path: Path) -> None:
+    lines = [raw(event(i)) for i in range(100)]
+    lines += [raw(event(i)) for i in range(10)]  # duplicate deliveries
+    lines += [
+        b"{not json",
+        b"[]",
+        raw(event(900, latency_ms=-5)),
+        raw({k: v for k, v in event(901).items() if k != "model"}),
+        raw(event(902, timestamp="2026-01-01 00:00:00")),
+    ]
+    lines.insert(50, b"")  # blank lines are not events
+    data = b"\n".join(lines) + b"\n"
+    if path.suffix == ".gz":
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def replay_summary(path: Path, env: dict[str, str]) -> dict[str, object]:
+    return json.loads(run(["replay", str(path), "--json"], env).stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", ["stream.jsonl", "stream.jsonl.gz"])
+def test_replay_twice_exact_counts(tmp_path: Path, env: dict[str, str], name: str) -> None:
+    path = tmp_path / name
+    write_stream(path)
+    first = replay_summary(path, env)
+    assert (first["events"], first["accepted"], first["duplicates"], first["rejected"]) == (
+        115, 100, 10, 5,
+    )
+    reasons = first["rejected_by_reason"]
+    assert isinstance(reasons, dict)
+    assert reasons["latency_ms: must be >= 0"] == 1 and reasons["model: is required"] == 1
+    second = replay_summary(path, env)
+    assert (second["accepted"], second["duplicates"]) == (0, 110)
+
+    q = "SELECT count() AS n, uniqExact(event_id) AS ids FROM traces"
+    assert json.loads(run(["sql", q, "--format", "json"], env).stdout) == [{"n": 100, "ids": 100}]
+    rej = json.loads(run(["sql", "SELECT count() AS n FROM rejected_events", "-f", "json"], env).stdout)
+    assert rej == [{"n": 5}]
+    csv_out = run(["sql", "SELECT reason FROM rejected_events ORDER BY source", "-f", "csv"], env)
+    assert "latency_ms: must be >= 0, got -5" in csv_out.stdout
+
+
+def test_sql_is_read_only(tmp_path: Path, env: dict[str, str]) -> None:
+    run(["migrate"], env)
+    proc = run(["sql", "DROP TABLE traces"], env, check=False)
+    assert proc.returncode == 1 and "read" in proc.stderr.lower()
+    assert json.loads(run(["sql", "SELECT count() AS n FROM traces", "-f", "json"], env).stdout) == [
+        {"n": 0}
+    ]
+
+
+def test_replay_missing_file_is_a_clear_error(env: dict[str, str]) -> None:
+    proc = run(["replay", "/nonexistent.jsonl"], env, check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_config_show_masks_secrets_and_env_wins(tmp_path: Path, env: dict[str, str]) -> None:
+    cfg = tmp_path / "llmpulse.toml"
+    cfg.write_text('[kafka]\nbootstrap = "file:1"\n[worker]\nbatch_size = 77\n')
+    env = {**env, "LLMPULSE_CLICKHOUSE_DSN": "http://u:secret@ch:8123/db", "LLMPULSE_KAFKA_BOOTSTRAP": "env:2"}
+    shown = json.loads(run(["--config", str(cfg), "config", "show"], env).stdout)
+    assert shown["kafka"]["bootstrap"] == "env:2"
+    assert shown["worker"]["batch_size"] == 40  # env LLMPULSE_WORKER_BATCH_SIZE beats the file
+    assert ":secret@" not in json.dumps(shown) and shown["clickhouse"]["dsn"].startswith("http://u:***@")
+
+
+def test_bad_config_value_names_the_setting(env: dict[str, str]) -> None:
+    proc = run(["config", "show"], {**env, "LLMPULSE_WORKER_BATCH_SIZE": "-3"}, check=False)
+    assert proc.returncode == 2 and "worker.batch_size" in proc.stderr
