@@ -104,8 +104,9 @@ class IngestPipeline:
         now = self.clock()
         if fresh:
             rows = [
-                trace_row(p.event, p.cost, source=p.source, ingested_at=now,
-                          store_text=self.store_text)
+                trace_row(
+                    p.event, p.cost, source=p.source, ingested_at=now, store_text=self.store_text
+                )
                 for p in fresh
             ]
             self.store.write_traces(rows, _token("traces", [p.event.event_id for p in fresh]))
@@ -116,8 +117,16 @@ class IngestPipeline:
             if new_rej:
                 self.store.write_rejected(
                     [
-                        (r.rejection_id, now, r.source, r.reason, r.category, r.field,
-                         r.event_id, r.raw_text)
+                        (
+                            r.rejection_id,
+                            now,
+                            r.source,
+                            r.reason,
+                            r.category,
+                            r.field,
+                            r.event_id,
+                            r.raw_text,
+                        )
                         for r in new_rej
                     ],
                     _token("rejected", [r.rejection_id for r in new_rej]),

@@ -14,7 +14,9 @@ import pytest
 from tests.helpers import event, raw
 
 
-def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "llmpulse", *args],
         env={**os.environ, **env},
@@ -63,7 +65,10 @@ def test_replay_twice_exact_counts(tmp_path: Path, env: dict[str, str], name: st
     write_stream(path)
     first = replay_summary(path, env)
     assert (first["events"], first["accepted"], first["duplicates"], first["rejected"]) == (
-        115, 100, 10, 5,
+        115,
+        100,
+        10,
+        5,
     )
     reasons = first["rejected_by_reason"]
     assert isinstance(reasons, dict)
@@ -73,7 +78,9 @@ def test_replay_twice_exact_counts(tmp_path: Path, env: dict[str, str], name: st
 
     q = "SELECT count() AS n, uniqExact(event_id) AS ids FROM traces"
     assert json.loads(run(["sql", q, "--format", "json"], env).stdout) == [{"n": 100, "ids": 100}]
-    rej = json.loads(run(["sql", "SELECT count() AS n FROM rejected_events", "-f", "json"], env).stdout)
+    rej = json.loads(
+        run(["sql", "SELECT count() AS n FROM rejected_events", "-f", "json"], env).stdout
+    )
     assert rej == [{"n": 5}]
     csv_out = run(["sql", "SELECT reason FROM rejected_events ORDER BY source", "-f", "csv"], env)
     assert "latency_ms: must be >= 0, got -5" in csv_out.stdout
@@ -83,9 +90,9 @@ def test_sql_is_read_only(tmp_path: Path, env: dict[str, str]) -> None:
     run(["migrate"], env)
     proc = run(["sql", "DROP TABLE traces"], env, check=False)
     assert proc.returncode == 1 and "read" in proc.stderr.lower()
-    assert json.loads(run(["sql", "SELECT count() AS n FROM traces", "-f", "json"], env).stdout) == [
-        {"n": 0}
-    ]
+    assert json.loads(
+        run(["sql", "SELECT count() AS n FROM traces", "-f", "json"], env).stdout
+    ) == [{"n": 0}]
 
 
 def test_replay_missing_file_is_a_clear_error(env: dict[str, str]) -> None:
@@ -96,11 +103,17 @@ def test_replay_missing_file_is_a_clear_error(env: dict[str, str]) -> None:
 def test_config_show_masks_secrets_and_env_wins(tmp_path: Path, env: dict[str, str]) -> None:
     cfg = tmp_path / "llmpulse.toml"
     cfg.write_text('[kafka]\nbootstrap = "file:1"\n[worker]\nbatch_size = 77\n')
-    env = {**env, "LLMPULSE_CLICKHOUSE_DSN": "http://u:secret@ch:8123/db", "LLMPULSE_KAFKA_BOOTSTRAP": "env:2"}
+    env = {
+        **env,
+        "LLMPULSE_CLICKHOUSE_DSN": "http://u:secret@ch:8123/db",
+        "LLMPULSE_KAFKA_BOOTSTRAP": "env:2",
+    }
     shown = json.loads(run(["--config", str(cfg), "config", "show"], env).stdout)
     assert shown["kafka"]["bootstrap"] == "env:2"
     assert shown["worker"]["batch_size"] == 40  # env LLMPULSE_WORKER_BATCH_SIZE beats the file
-    assert ":secret@" not in json.dumps(shown) and shown["clickhouse"]["dsn"].startswith("http://u:***@")
+    assert ":secret@" not in json.dumps(shown) and shown["clickhouse"]["dsn"].startswith(
+        "http://u:***@"
+    )
 
 
 def test_bad_config_value_names_the_setting(env: dict[str, str]) -> None:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from llmpulse.pipeline import IngestPipeline
@@ -53,7 +54,9 @@ def test_retention_ttl_is_applied_and_removed(client: SerialClient) -> None:
     assert " TTL " not in client.rows("SHOW CREATE TABLE traces")[0][0]
 
 
-def test_valid_invalid_and_duplicates_exact_counts(settings: Settings, client: SerialClient) -> None:
+def test_valid_invalid_and_duplicates_exact_counts(
+    settings: Settings, client: SerialClient
+) -> None:
     pipeline = build_pipeline(settings, client, clock=lambda: FIXED_NOW)
     good = [event(i) for i in range(50)]
     bad = [event(100 + i, latency_ms=-i - 1) for i in range(7)]
@@ -75,13 +78,11 @@ def test_valid_invalid_and_duplicates_exact_counts(settings: Settings, client: S
 
 def test_cost_columns(settings: Settings, client: SerialClient) -> None:
     pipeline = build_pipeline(settings, client, clock=lambda: FIXED_NOW)
-    pipeline.handle(
-        msgs([event(1), event(2, cost_usd=0.5), event(3, model="no-such-model-xyz")])
-    )
-    rows = dict(
-        (r[0], (r[1], r[2]))
+    pipeline.handle(msgs([event(1), event(2, cost_usd=0.5), event(3, model="no-such-model-xyz")]))
+    rows = {
+        r[0]: (r[1], r[2])
         for r in client.rows("SELECT event_id, cost_usd, cost_source FROM traces")
-    )
+    }
     assert rows["evt-2"] == (0.5, "event")
     assert rows["evt-3"] == (None, "unpriced")
     assert rows["evt-1"][1] == "price_table" and rows["evt-1"][0] > 0
@@ -94,7 +95,10 @@ def test_text_stored_only_when_enabled(settings: Settings) -> None:
         s = settings.model_copy(
             update={
                 "clickhouse": settings.clickhouse.model_copy(
-                    update={"store_text": store_text, "database": f"{settings.clickhouse.database}_{store_text}"}
+                    update={
+                        "store_text": store_text,
+                        "database": f"{settings.clickhouse.database}_{store_text}",
+                    }
                 )
             }
         )

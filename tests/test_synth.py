@@ -60,7 +60,7 @@ def contract_problem(raw: bytes) -> str | None:
     for name in ("service", "model"):
         if not isinstance(event.get(name), str):
             return name
-    ts = event.get("timestamp")
+    ts: Any = event.get("timestamp")
     if isinstance(ts, str):
         try:
             if datetime.fromisoformat(ts).tzinfo is None:
@@ -211,7 +211,7 @@ def test_error_burst_sets_error_probability() -> None:
     inside, outside = _split(events, 30, 90)
 
     def error_share(sample: list[dict[str, Any]]) -> float:
-        return sum(e["status"] == "error" for e in sample) / len(sample)
+        return float(sum(e["status"] == "error" for e in sample)) / len(sample)
 
     assert 0.33 < error_share([e for e in inside if e["service"] == "search"]) < 0.47
     assert error_share([e for e in inside if e["service"] != "search"]) < 0.02
@@ -229,9 +229,10 @@ def test_cost_spike_multiplies_output_tokens() -> None:
     def median_out(sample: list[dict[str, Any]]) -> float:
         return float(
             statistics.median(
-            e["output_tokens"]
-            for e in sample
-            if e["endpoint"] == "/v1/chat" and "output_tokens" in e
+                e["output_tokens"]
+                for e in sample
+                if e["endpoint"] == "/v1/chat" and "output_tokens" in e
+            )
         )
 
     assert 3.0 < median_out(inside) / median_out(outside) < 5.0

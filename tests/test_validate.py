@@ -71,8 +71,11 @@ def test_bad_field_reason(field: str, value: Any, message: str) -> None:
         (b"not json", "$: must be valid JSON"),
         (b"[1, 2]", "$: must be a JSON object"),
         (b'"text"', "$: must be a JSON object"),
-        (b'{"schema_version":1,"event_id":"e","timestamp":1767225600000,"service":"s",'
-         b'"model":"m","latency_ms":NaN}', "latency_ms: must be a finite number"),
+        (
+            b'{"schema_version":1,"event_id":"e","timestamp":1767225600000,"service":"s",'
+            b'"model":"m","latency_ms":NaN}',
+            "latency_ms: must be a finite number",
+        ),
         (b"", "$: must be valid JSON"),
     ],
 )
@@ -89,13 +92,15 @@ def test_nulls_for_optional_labels_mean_empty() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(REQUIRED + ["ttft_ms", "input_tokens", "status", "scores"]), json_values)
+@given(st.sampled_from([*REQUIRED, "ttft_ms", "input_tokens", "status", "scores"]), json_values)
 def test_any_value_is_accepted_or_rejected_with_a_named_field(field: str, value: Any) -> None:
     """Whatever a producer sends, validation answers with an event or a reason naming the
     field: it never raises anything else."""

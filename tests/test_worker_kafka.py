@@ -103,7 +103,9 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     w.stop()
 
 
-def produce(bootstrap: str, topic: str, payloads: list[bytes], keyed: Callable[[int], bytes]) -> None:
+def produce(
+    bootstrap: str, topic: str, payloads: list[bytes], keyed: Callable[[int], bytes]
+) -> None:
     async def go() -> None:
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await p.start()

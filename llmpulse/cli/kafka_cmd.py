@@ -18,7 +18,9 @@ app = typer.Typer(
 @reports_errors
 def start(
     ctx: typer.Context,
-    port: Annotated[int | None, typer.Option(help="Listener port (default kafka.local_port)")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listener port (default kafka.local_port)")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 120.0,
 ) -> None:
     """Start the broker (downloads the jars once into the cache directory)."""
@@ -31,9 +33,11 @@ def start(
             cache_dir=settings.cache_dir,
             port=port or settings.kafka.local_port,
             timeout=timeout,
-            log=lambda line: console.log(line),
+            log=console.log,
         )
-    out.print(f"Kafka running at [bold]{info.bootstrap}[/bold] (pid {info.pid}); log: {info.log_file}")
+    out.print(
+        f"Kafka running at [bold]{info.bootstrap}[/bold] (pid {info.pid}); log: {info.log_file}"
+    )
     out.print(f"use it with: export LLMPULSE_KAFKA_BOOTSTRAP={info.bootstrap}")
 
 

@@ -29,7 +29,9 @@ app.command("demo")(demo_cmd.demo)
 
 ClickHouseOpt = Annotated[
     str | None,
-    typer.Option("--clickhouse", help="ClickHouse DSN (chdb:///dir, http://user:pass@host:8123/db)"),
+    typer.Option(
+        "--clickhouse", help="ClickHouse DSN (chdb:///dir, http://user:pass@host:8123/db)"
+    ),
 ]
 
 
@@ -64,9 +66,9 @@ def config_show(ctx: typer.Context) -> None:
 @reports_errors
 def migrate(ctx: typer.Context, clickhouse: ClickHouseOpt = None) -> None:
     """Create or upgrade the ClickHouse schema (idempotent)."""
+    from llmpulse.runtime import open_store
     from llmpulse.store.migrations import LATEST_VERSION
     from llmpulse.store.migrations import migrate as run_migrations
-    from llmpulse.runtime import open_store
 
     settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse})
     client = open_store(settings)
@@ -171,8 +173,10 @@ def replay(
         out.print(as_table(["rejected because", "events"], s.rejected.most_common()))
     if s.unpriced_models:
         out.print(
-            as_table(["model without a price (cost left null)", "events"],
-                     s.unpriced_models.most_common(10))
+            as_table(
+                ["model without a price (cost left null)", "events"],
+                s.unpriced_models.most_common(10),
+            )
         )
 
 

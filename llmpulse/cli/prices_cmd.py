@@ -20,7 +20,10 @@ app = typer.Typer(help="Model prices used to compute cost_usd.", no_args_is_help
 def import_prices(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(help="llmpulse price file, or LiteLLM's model_prices_and_context_window.json")
+        Path,
+        typer.Argument(
+            help="llmpulse price file, or LiteLLM's model_prices_and_context_window.json"
+        ),
     ],
     effective_from: Annotated[
         str | None,
@@ -38,9 +41,13 @@ def import_prices(
 
     settings = state(ctx).settings()
     try:
-        day = (datetime.fromisoformat(effective_from) if effective_from else datetime.now(UTC)).date()
+        day = (
+            datetime.fromisoformat(effective_from) if effective_from else datetime.now(UTC)
+        ).date()
     except ValueError as exc:
-        raise ConfigError("--effective-from", f"must be YYYY-MM-DD, got {effective_from!r}") from exc
+        raise ConfigError(
+            "--effective-from", f"must be YYYY-MM-DD, got {effective_from!r}"
+        ) from exc
     table = PriceTable.from_file(file, litellm_effective_from=day)
     target = settings.data_dir / "prices" / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{file.stem}.json"
     save_price_file(table, target)
@@ -70,7 +77,15 @@ def show(
     if as_json:
         print(json.dumps(rows, default=str))
         return
-    cols = ["provider", "model", "effective_from", "input_per_mtok", "output_per_mtok",
-            "cached_input_per_mtok", "cache_creation_per_mtok", "reasoning_per_mtok"]
+    cols = [
+        "provider",
+        "model",
+        "effective_from",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_creation_per_mtok",
+        "reasoning_per_mtok",
+    ]
     out.print(as_table(cols, [[r[c] for c in cols] for r in rows]))
     out.print(f"price table version {table.version}, {len(table)} prices")

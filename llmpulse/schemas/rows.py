@@ -146,4 +146,3 @@ def trace_row(
         source,
         ingested_at,
     )
-

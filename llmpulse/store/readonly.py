@@ -8,6 +8,7 @@ through the worker's ``/sql`` endpoint, which calls the same function.
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from datetime import date, datetime
@@ -49,7 +50,7 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and value != value:  # NaN has no JSON spelling
+    if isinstance(value, float) and math.isnan(value):  # NaN has no JSON spelling
         return None
     return value
 

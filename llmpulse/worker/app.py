@@ -128,7 +128,7 @@ def create_app(
 
     @app.agent(traces, name="llmpulse.ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch_size, within=within):
+        async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
             outcome = await handler.handle(to_messages(events))
             for r in outcome.rejections:
                 try:
@@ -163,7 +163,7 @@ def create_app(
 
     class Sql(View):
         async def post(self, request: Request) -> Response:
-            sql = (await request.read()).decode("utf-8", "replace")  # type: ignore[attr-defined]
+            sql = (await request.read()).decode("utf-8", "replace")
             try:
                 result = await asyncio.to_thread(run_readonly, client, sql)
             except ReadOnlyQueryError as exc:

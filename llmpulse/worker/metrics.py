@@ -11,9 +11,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.events = Counter(
-            "llmpulse_events", "Trace events by outcome", ["outcome"], registry=r
-        )
+        self.events = Counter("llmpulse_events", "Trace events by outcome", ["outcome"], registry=r)
         self.rejected = Counter(
             "llmpulse_rejected_events", "Rejected events by offending field", ["field"], registry=r
         )
@@ -30,7 +28,8 @@ class WorkerMetrics:
             "llmpulse_batch_seconds", "Time to process and store one batch", registry=r
         )
         self.last_event_time = Gauge(
-            "llmpulse_last_event_timestamp_seconds", "Event time of the newest stored event",
+            "llmpulse_last_event_timestamp_seconds",
+            "Event time of the newest stored event",
             registry=r,
         )
 

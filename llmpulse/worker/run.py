@@ -26,10 +26,11 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
         app = create_app(settings, client, pipeline, WorkerMetrics())
         logging.getLogger("llmpulse").setLevel(loglevel.upper())
         worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+        code: int = 0
         try:
             worker.execute_from_commandline()
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
+        except SystemExit as exc:  # mode ends the worker with sys.exit
+            code = int(exc.code or 0)
+        return code
     finally:
         client.close()
