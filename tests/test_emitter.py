@@ -28,6 +28,7 @@ from llmpulse.ingest.emitter import (
     series_key,
 )
 from llmpulse.ingest.timing import track_llm_call, usage_fields
+from llmpulse.processors.validate import validate_raw
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
 
@@ -515,6 +516,8 @@ async def test_track_async_with_emitter() -> None:
     assert 0 < ok["ttft_ms"] <= ok["latency_ms"]
     assert failed["status"] == "error" and failed["error_type"] == "TimeoutError"
     assert ok["schema_version"] == 1 and ok["event_id"] == call.event_id
+    for record in transport.records:  # what the pipeline will receive passes its validator
+        validate_raw(record.value)
 
 
 # --------------------------------------------------------------------------- real Kafka

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmpulse.errors import ConfigError
+from llmpulse.errors import ConfigError, ValidationError
+from llmpulse.processors.validate import validate_raw
+from llmpulse.schemas.event import MAX_LABEL_LEN
 from llmpulse.synth.traffic import (
     BASELINE_TOPICS,
     VOCABULARIES,
@@ -58,7 +60,7 @@ def contract_problem(raw: bytes) -> str | None:
     if not isinstance(event.get("event_id"), str) or not event["event_id"]:
         return "event_id"
     for name in ("service", "model"):
-        if not isinstance(event.get(name), str):
+        if not isinstance(event.get(name), str) or not 0 < len(event[name]) <= MAX_LABEL_LEN:
             return name
     ts: Any = event.get("timestamp")
     if isinstance(ts, str):
@@ -299,6 +301,16 @@ def test_malformed_events_are_distinct_and_invalid() -> None:
     assert any(len(raw) > 100_000 for raw in raws)  # huge strings
     assert malformed_events(300, seed=4) == raws
     assert malformed_events(300, seed=5) != raws
+
+
+def test_project_validator_agrees() -> None:
+    """The pipeline's own validator rejects every malformed message and accepts the traffic."""
+    for _label, raw in malformed_cases(120, seed=8):
+        with pytest.raises(ValidationError):
+            validate_raw(raw)
+    config = TrafficConfig(embeddings=True)
+    for e in _gen(8, rate=100.0, config=config).events(3000):
+        validate_raw(orjson.dumps(e))
 
 
 def test_malformed_bases_are_valid() -> None:

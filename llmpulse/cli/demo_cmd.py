@@ -2,8 +2,207 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Sequence
+import time
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from llmpulse.cli.context import console, out, reports_errors, state
+from llmpulse.settings import Settings
+
+# (kind, start s, duration s, service, magnitude): one of each incident the
+# later issues alert on, spaced so each shows up alone in the charts.
+SCHEDULE: tuple[tuple[str, float, float, str | None, float], ...] = (
+    ("latency_regression", 60, 60, "chat-api", 4.0),
+    ("error_burst", 150, 45, "search", 0.3),
+    ("cost_spike", 225, 60, "support-bot", 5.0),
+    ("prompt_drift", 300, 120, "chat-api", 0.6),
+)
+
+STATUS_SQL = """
+SELECT service,
+       count() AS calls,
+       round(countIf(status = 'error') / count() * 100, 2) AS error_pct,
+       round(quantile(0.5)(latency_ms)) AS p50_ms,
+       round(quantile(0.99)(latency_ms)) AS p99_ms,
+       round(sum(cost_usd), 4) AS cost_usd
+FROM traces
+WHERE timestamp >= now64() - INTERVAL 60 SECOND
+GROUP BY service ORDER BY service
+"""
 
 
-def demo(ctx: typer.Context) -> None:
-    """Run the whole pipeline on synthetic traffic with scheduled incidents."""
+def _env_for_worker(settings: Settings, bootstrap: str) -> dict[str, str]:
+    return {
+        "LLMPULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "LLMPULSE_DATA_DIR": str(settings.data_dir),
+        "LLMPULSE_CLICKHOUSE_DSN": settings.clickhouse_dsn,
+        "LLMPULSE_WORKER_WEB_PORT": str(settings.worker.web_port),
+        "LLMPULSE_TOPICS_TRACES": settings.topics.traces,
+        "LLMPULSE_TOPICS_DLQ": settings.topics.dlq,
+    }
+
+
+@reports_errors
+def demo(
+    ctx: typer.Context,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Calls per second of synthetic traffic")] = 40.0,
+    seed: Annotated[int, typer.Option(help="Seed of the traffic generator")] = 7,
+    incidents: Annotated[bool, typer.Option(help="Schedule the incidents")] = True,
+) -> None:
+    """Run the pipeline on synthetic traffic with scheduled incidents.
+
+    Uses the configured broker, or starts a local one; runs a worker on the
+    configured store (the embedded default unless set) and emits traffic from
+    several services, models and tenants. Ctrl-C stops everything.
+    """
+    from llmpulse.devkafka.ensure import lease_broker
+    from llmpulse.devkafka.topics import ensure_topics_sync
+    from llmpulse.ingest.emitter import kafka_emitter
+    from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator, malformed_events
+    from llmpulse.worker.process import WorkerProcess
+
+    settings = state(ctx).settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with console.status("Kafka: looking for a broker (or starting one)..."):
+        lease = lease_broker(
+            settings.kafka.bootstrap,
+            state_dir=settings.data_dir / "kafka",
+            cache_dir=settings.cache_dir,
+            local_port=settings.kafka.local_port,
+        )
+    console.print(
+        f"Kafka at [bold]{lease.bootstrap}[/bold]"
+        + (" (started for the demo)" if lease.started_here else "")
+    )
+    t = settings.topics
+    ensure_topics_sync(lease.bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+    worker = WorkerProcess(
+        _env_for_worker(settings, lease.bootstrap),
+        settings.data_dir / "demo-worker.log",
+        web_port=settings.worker.web_port,
+    )
+    emitter = None
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        with console.status("starting the worker (migrates the store)..."):
+            worker.start()
+            worker.wait_healthy()
+        start_ms = int(time.time() * 1000)
+        planned = (
+            [
+                Incident(kind, start_s, dur, service=svc, magnitude=mag)  # type: ignore[arg-type]
+                for kind, start_s, dur, svc, mag in SCHEDULE
+            ]
+            if incidents
+            else []
+        )
+        gen = TrafficGenerator(
+            TrafficConfig(embeddings=True),
+            seed=seed,
+            start_ms=start_ms,
+            rate_per_s=rate,
+            incidents=planned,
+        )
+        emitter = kafka_emitter(lease.bootstrap, settings.topics.traces)
+        _print_intro(settings, planned)
+        # A few malformed messages show the DLQ and rejected_events at work.
+        _send_malformed(lease.bootstrap, settings.topics.traces, malformed_events(5, seed=seed))
+        cursor = start_ms
+        next_status = time.monotonic() + 15
+        while not stopping:
+            now_ms = int(time.time() * 1000)
+            for e in gen.events_between(cursor, now_ms):
+                emitter.emit(e)
+            cursor = now_ms
+            if duration is not None and now_ms - start_ms >= duration * 1000:
+                break
+            if time.monotonic() >= next_status:
+                next_status += 15
+                _print_status(worker, (now_ms - start_ms) / 1000)
+            time.sleep(0.2)
+            if not worker.alive:
+                console.print(f"[red]the worker stopped:[/red]\n{worker.log_tail()}")
+                raise typer.Exit(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if emitter is not None:
+            emitter.close(timeout=10)
+            console.print(f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")
+        time.sleep(2 * settings.worker.flush_interval_s)
+        if worker.alive:
+            _print_status(worker, None)
+        worker.stop()
+        lease.release()
+    out.print("demo stopped; the data stays in the store: try [bold]llmpulse sql[/bold]")
+
+
+def _send_malformed(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def go() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await p.start()
+        try:
+            for v in payloads:
+                await p.send(topic, v, key=b"demo-malformed")
+        finally:
+            await p.stop()
+
+    asyncio.run(go())
+
+
+def _print_intro(settings: Settings, planned: Sequence[object]) -> None:
+    out.print(
+        f"worker: http://{settings.worker.web_host}:{settings.worker.web_port}"
+        " (/health, /metrics, POST /sql)"
+    )
+    out.print(f"store:  {settings.clickhouse_dsn}")
+    if planned:
+        t = Table("incident", "starts at", "lasts", "where")
+        for kind, start_s, dur, svc, _ in SCHEDULE:
+            t.add_row(kind, f"+{start_s:.0f}s", f"{dur:.0f}s", svc or "all")
+        out.print(t)
+    out.print("look at it (in another terminal, while the demo runs):")
+    for q in (
+        'llmpulse sql "SELECT service, model, count() FROM traces GROUP BY ALL"',
+        'llmpulse sql "SELECT reason, count() FROM rejected_events GROUP BY reason"',
+        'llmpulse sql "SELECT model, sum(cost_usd) FROM traces GROUP BY model" -f csv',
+    ):
+        out.print(f"  {q}")
+    out.print("Ctrl-C stops the demo.")
+
+
+def _print_status(worker: object, elapsed: float | None) -> None:
+    from llmpulse.errors import LlmpulseError
+    from llmpulse.worker.process import WorkerProcess
+
+    assert isinstance(worker, WorkerProcess)
+    try:
+        cols, rows = worker.sql(STATUS_SQL)
+        totals = worker.sql(
+            "SELECT (SELECT count() FROM traces), (SELECT count() FROM rejected_events)"
+        )[1][0]
+    except LlmpulseError as exc:
+        console.print(f"[yellow]status unavailable:[/yellow] {exc}")
+        return
+    title = "last 60 s" + (f" at +{elapsed:.0f}s" if elapsed is not None else "")
+    t = Table(*cols, title=f"{title}: {totals[0]:,} traces stored, {totals[1]} rejected")
+    for r in rows:
+        t.add_row(*(str(v) for v in r))
+    out.print(t)

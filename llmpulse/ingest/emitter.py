@@ -423,6 +423,7 @@ class AsyncEmitter:
         if len(value) > self._max_event_bytes:
             self._count_drop(f"event of {len(value)} bytes exceeds {self._max_event_bytes}")
             return False
+        size = 0
         with self._lock:
             refused = self._closing or len(self._buffer) >= self._max_buffer
             if not refused:

@@ -644,6 +644,7 @@ _CASES: list[tuple[str, bool, _Builder]] = [
         lambda b, r: _with(b, timestamp="2026-01-01T00:00:00" + "9" * 100_000),
     ),
     ("huge_event_id_number", True, lambda b, r: _raw_field(b, "event_id", b"9" * 5000)),
+    ("huge_service_label", True, lambda b, r: _with(b, service=b["service"] * 20_000)),
 ]
 
 
