@@ -19,61 +19,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import StoreError
-from llmpulse.store.readonly import query_worker
+from llmpulse.worker.process import WorkerProcess
 from tests.helpers import event, raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{env['LLMPULSE_WORKER_WEB_PORT']}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmpulse", "worker"],
-            env={**os.environ, **self.env},
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def sql(self, q: str) -> int:
-        return int(query_worker(self.url, q)[1][0][0])
-
-    def wait_for(self, q: str, expected: int, timeout: float = 90.0) -> int:
-        deadline = time.monotonic() + timeout
-        value = -1
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker died:\n{self.log.read_text()[-3000:]}")
-            try:
-                value = self.sql(q)
-                if value == expected:
-                    return value
-            except StoreError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"{q} = {value}, expected {expected}\n{self.log.read_text()[-3000:]}")
-
-    def health(self) -> dict[str, int]:
-        import urllib.request
-
-        with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -96,8 +45,10 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
-    w = Worker(worker_env, tmp_path / "worker.log")
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(
+        worker_env, tmp_path / "worker.log", web_port=int(worker_env["LLMPULSE_WORKER_WEB_PORT"])
+    )
     w.start()
     yield w
     w.stop()
@@ -146,7 +97,9 @@ def payloads(n_valid: int, n_invalid: int, offset: int = 0) -> list[bytes]:
     return good + bad
 
 
-def test_valid_invalid_and_redelivered_events(worker: Worker, worker_env: dict[str, str]) -> None:
+def test_valid_invalid_and_redelivered_events(
+    worker: WorkerProcess, worker_env: dict[str, str]
+) -> None:
     bootstrap, topic = worker_env["LLMPULSE_KAFKA_BOOTSTRAP"], worker_env["LLMPULSE_TOPICS_TRACES"]
     n, m = 300, 12
     batch = payloads(n, m)
@@ -162,8 +115,8 @@ def test_valid_invalid_and_redelivered_events(worker: Worker, worker_env: dict[s
     while worker.health()["duplicates"] < n and time.monotonic() < deadline:
         time.sleep(0.3)
     assert worker.health()["duplicates"] == n
-    assert worker.sql("SELECT count() FROM traces") == n
-    assert worker.sql("SELECT uniqExact(event_id) FROM traces") == n
+    assert worker.scalar("SELECT count() FROM traces") == n
+    assert worker.scalar("SELECT uniqExact(event_id) FROM traces") == n
 
     # An analyst's query while the worker owns the embedded store goes through its endpoint.
     proc = subprocess.run(
@@ -178,14 +131,14 @@ def test_valid_invalid_and_redelivered_events(worker: Worker, worker_env: dict[s
 
 
 def test_killed_worker_restarts_without_loss_or_duplicates(
-    worker: Worker, worker_env: dict[str, str]
+    worker: WorkerProcess, worker_env: dict[str, str]
 ) -> None:
     bootstrap, topic = worker_env["LLMPULSE_KAFKA_BOOTSTRAP"], worker_env["LLMPULSE_TOPICS_TRACES"]
     produce(bootstrap, topic, payloads(400, 0), lambda i: f"k{i % 5}".encode())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if worker.sql("SELECT count() FROM traces") > 0:
+            if worker.scalar("SELECT count() FROM traces") > 0:
                 break
         except StoreError:
             pass
@@ -195,5 +148,37 @@ def test_killed_worker_restarts_without_loss_or_duplicates(
     worker.start()
     worker.wait_for("SELECT count() FROM traces", 800)
     time.sleep(2)  # any redelivery still in flight would show up now
-    assert worker.sql("SELECT count() FROM traces") == 800
-    assert worker.sql("SELECT uniqExact(event_id) FROM traces") == 800
+    assert worker.scalar("SELECT count() FROM traces") == 800
+    assert worker.scalar("SELECT uniqExact(event_id) FROM traces") == 800
+
+
+def _cli(
+    args: list[str], env: dict[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmpulse", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_demo_stores_synthetic_traffic(worker_env: dict[str, str]) -> None:
+    proc = _cli(["demo", "--duration", "12", "--rate", "50"], worker_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "traces stored" in proc.stdout and "demo stopped" in proc.stdout
+    q = "SELECT count() AS n, uniqExact(service) AS services FROM traces"
+    result = json.loads(_cli(["sql", q, "-f", "json"], worker_env).stdout)[0]
+    assert result["n"] > 300 and result["services"] >= 3
+    rejected = json.loads(
+        _cli(["sql", "SELECT count() AS n FROM rejected_events", "-f", "json"], worker_env).stdout
+    )
+    assert rejected == [{"n": 5}]
+
+
+def test_bench_pipeline_prints_its_figures(worker_env: dict[str, str]) -> None:
+    proc = _cli(["bench", "pipeline", "--events", "3000", "--fresh-events", "100"], worker_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for measure in ("raw consume", "llmpulse worker", "ratio worker / raw consume", "p99"):
+        assert measure in proc.stdout

@@ -2,6 +2,49 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from llmpulse.cli.context import console, out, reports_errors, state
+from llmpulse.cli.output import as_table
+
 app = typer.Typer(help="Benchmarks (end-to-end pipeline, windows, drift).", no_args_is_help=True)
+
+
+@app.command("pipeline")
+@reports_errors
+def pipeline(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events in the backlog")] = 200_000,
+    partitions: Annotated[int, typer.Option(help="Partitions of the bench topic")] = 6,
+    batch_size: Annotated[int, typer.Option(help="Worker batch size")] = 5000,
+    fresh_events: Annotated[int, typer.Option(help="Paced events for freshness")] = 2000,
+) -> None:
+    """emit -> Kafka -> worker -> ClickHouse, against raw aiokafka consumption."""
+    from llmpulse.bench.pipeline import run_pipeline_bench
+    from llmpulse.devkafka.ensure import lease_broker
+
+    settings = state(ctx).settings()
+    lease = lease_broker(
+        settings.kafka.bootstrap,
+        state_dir=settings.data_dir / "kafka",
+        cache_dir=settings.cache_dir,
+        local_port=settings.kafka.local_port,
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as work:
+            result = run_pipeline_bench(
+                lease.bootstrap,
+                Path(work),
+                events=events,
+                partitions=partitions,
+                batch_size=batch_size,
+                fresh_events=fresh_events,
+                say=lambda m: console.log(m),
+            )
+    finally:
+        lease.release()
+    out.print(as_table(["measure", "value"], result.rows()))

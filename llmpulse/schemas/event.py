@@ -24,11 +24,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -61,7 +61,7 @@ Required = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_L
 Tokens = Annotated[int, Field(ge=0, le=2**40)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Embedding = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1)]
-EventTime = Annotated[AwareDatetime, BeforeValidator(_epoch_ms)]
+EventTime = AwareDatetime
 
 
 class TraceEvent(BaseModel):
@@ -106,28 +106,21 @@ class TraceEvent(BaseModel):
     scores: dict[Label, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
     attributes: dict[Label, str] = Field(default_factory=dict)
 
-    @field_validator(
-        "endpoint",
-        "tenant",
-        "team",
-        "user_id",
-        "environment",
-        "provider",
-        "response_model",
-        "operation",
-        "prompt_version",
-        "variant",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "error_type",
-        "finish_reason",
-        mode="before",
-    )
+    @model_validator(mode="before")
     @classmethod
-    def _null_is_empty(cls, v: Any) -> Any:
-        # Emitters commonly send null for "not set"; the store uses "" for that.
-        return "" if v is None else v
+    def _normalise(cls, data: Any) -> Any:
+        # One Python call per event instead of one per field keeps validation
+        # cheap: emitters commonly send null for "not set" labels (the store
+        # uses ""), and numeric timestamps are epoch milliseconds.
+        if not isinstance(data, dict):
+            return data
+        for name in _LABEL_FIELDS:
+            if name in data and data[name] is None:
+                data[name] = ""
+        ts = data.get("timestamp")
+        if ts is not None and not isinstance(ts, str):
+            data["timestamp"] = _epoch_ms(ts)
+        return data
 
     @field_validator("timestamp")
     @classmethod
@@ -145,6 +138,24 @@ class TraceEvent(BaseModel):
     def timestamp_ms(self) -> int:
         return int(self.timestamp.timestamp() * 1000)
 
+
+_LABEL_FIELDS: tuple[str, ...] = (
+    "endpoint",
+    "tenant",
+    "team",
+    "user_id",
+    "environment",
+    "provider",
+    "response_model",
+    "operation",
+    "prompt_version",
+    "variant",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "error_type",
+    "finish_reason",
+)
 
 # Dimensions by which series are grouped (windows, drift, alerts).
 DIMENSIONS: tuple[str, ...] = (

@@ -112,6 +112,9 @@ def create_app(
         topic_partitions=settings.topics.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # take_events holds a batch unacked until it is stored; if the stream
+        # buffer were smaller than a batch, every batch would wait `within`.
+        stream_buffer_maxsize=max(4096, 2 * settings.worker.batch_size),
     )
     traces = app.topic(
         settings.topics.traces,
