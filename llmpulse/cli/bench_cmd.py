@@ -43,7 +43,7 @@ def pipeline(
                 partitions=partitions,
                 batch_size=batch_size,
                 fresh_events=fresh_events,
-                say=lambda m: console.log(m),
+                say=console.log,
             )
     finally:
         lease.release()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer

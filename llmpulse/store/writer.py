@@ -61,9 +61,12 @@ class ClickHouseStore:
             rows = self.client.rows(f"SELECT event_id FROM traces WHERE {in_range}", bounds)
             return {r[0] for r in rows if r[0] in wanted}
         found: set[str] = set()
+        by_id = (
+            f"SELECT event_id FROM traces WHERE {in_range} AND event_id IN {{ids:Array(String)}}"
+        )
         for i in range(0, len(ids), _ID_CHUNK):
             rows = self.client.rows(
-                f"SELECT event_id FROM traces WHERE {in_range} AND event_id IN {{ids:Array(String)}}",
+                by_id,
                 {**bounds, "ids": list(ids[i : i + _ID_CHUNK])},
             )
             found.update(r[0] for r in rows)
