@@ -61,7 +61,7 @@ def _payloads(n: int, seed: int, start_ms: int) -> list[tuple[bytes, bytes]]:
     gen = TrafficGenerator(
         TrafficConfig(include_text=False), seed=seed, start_ms=start_ms, rate_per_s=2000.0
     )
-    out = []
+    out: list[tuple[bytes, bytes]] = []
     for e in gen.events(n):
         e["event_id"] = f"bench-{seed}-{len(out)}"
         out.append((series_key(e), encode_event(e)))
