@@ -1,22 +1,28 @@
 """The ingest pipeline shared by the worker and replay: process, dedup, write.
 
-It glues the pure ``TraceProcessor`` to an ``EventStore`` and to observers
-(window statistics, drift, alerting) that see each newly stored event once.
-Time is injected (``clock``) so replays and tests are deterministic.
+It glues the pure stages (``TraceProcessor``, ``WindowStage``, ``BudgetTracker``)
+to an ``EventStore``. Each event reaches the stages once, after it is durably
+stored, so redeliveries and replays never count twice. Time is injected
+(``clock`` for row stamps, ``wall`` for window idleness) so replays and tests are
+deterministic.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from llmpulse.processors.budgets import BudgetStatus, BudgetTracker
 from llmpulse.processors.dedup import RecentIds
 from llmpulse.processors.traces import PricedEvent, RawMessage, Rejection, TraceProcessor
-from llmpulse.schemas.rows import trace_row
+from llmpulse.processors.window_stage import WindowStage
+from llmpulse.processors.windows import WindowResult, window_id
+from llmpulse.schemas.rows import trace_row, window_row
 from llmpulse.store.writer import EventStore
 
 
@@ -31,6 +37,7 @@ class IngestStats:
     messages: int = 0
     accepted: int = 0
     duplicates: int = 0
+    windows: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     cost_sources: Counter[str] = field(default_factory=Counter)
     unpriced_models: Counter[str] = field(default_factory=Counter)
@@ -43,6 +50,7 @@ class IngestStats:
         self.messages += other.messages
         self.accepted += other.accepted
         self.duplicates += other.duplicates
+        self.windows += other.windows
         self.rejected.update(other.rejected)
         self.cost_sources.update(other.cost_sources)
         self.unpriced_models.update(other.unpriced_models)
@@ -53,6 +61,8 @@ class BatchOutcome:
     written: list[PricedEvent]
     rejections: list[Rejection]
     stats: IngestStats
+    windows: list[WindowResult] = field(default_factory=list)
+    budgets: list[BudgetStatus] = field(default_factory=list)
 
 
 def _token(kind: str, ids: Sequence[str]) -> str:
@@ -76,6 +86,9 @@ class IngestPipeline:
         store_text: bool = False,
         recent: RecentIds | None = None,
         clock: Callable[[], datetime] = utc_now,
+        wall: Callable[[], float] = time.time,
+        windows: WindowStage | None = None,
+        budgets: BudgetTracker | None = None,
         observers: Sequence[EventObserver] = (),
     ) -> None:
         self.processor = processor
@@ -83,6 +96,9 @@ class IngestPipeline:
         self.store_text = store_text
         self.recent = recent if recent is not None else RecentIds()
         self.clock = clock
+        self.wall = wall
+        self.windows = windows
+        self.budgets = budgets
         self.observers = list(observers)
         self.stats = IngestStats()
 
@@ -133,14 +149,65 @@ class IngestPipeline:
                 )
 
         self.recent.add_all(p.event.event_id for p in fresh)
+        closed = self.windows.observe(fresh, self.wall()) if self.windows else []
+        written_windows = self.write_windows(closed, now)
+        budgets = self._account(fresh)
         for obs in self.observers:
             obs.observe(fresh, now)
 
-        stats = IngestStats(messages=len(messages), accepted=len(fresh), duplicates=duplicates)
+        stats = IngestStats(
+            messages=len(messages),
+            accepted=len(fresh),
+            duplicates=duplicates,
+            windows=len(written_windows),
+        )
         stats.rejected.update(r.category for r in batch.rejected)
         stats.cost_sources.update(p.cost.cost_source for p in fresh)
         stats.unpriced_models.update(
             p.event.model for p in fresh if p.cost.cost_source == "unpriced"
         )
         self.stats.add(stats)
-        return BatchOutcome(fresh, batch.rejected, stats)
+        return BatchOutcome(fresh, batch.rejected, stats, written_windows, budgets)
+
+    def _account(self, fresh: Sequence[PricedEvent]) -> list[BudgetStatus]:
+        if not self.budgets:
+            return []
+        changed: dict[tuple[object, object], BudgetStatus] = {}
+        for p in fresh:
+            cost = p.cost.cost_usd
+            if cost:
+                e = p.event
+                for st in self.budgets.add(e.tenant, e.team, e.timestamp.date(), cost):
+                    changed[(st.budget, st.period_start)] = st
+        return list(changed.values())
+
+    def write_windows(self, results: Sequence[WindowResult], now: datetime) -> list[WindowResult]:
+        """Store closed windows once: a window already stored (a restart rebuilt
+        it, a replay repeated it) is skipped. Returns the windows written now."""
+        if not results:
+            return []
+        ids = [window_id(r) for r in results]
+        starts = [r.window_start for r in results]
+        known = self.store.known_window_ids(ids, min(starts), max(starts))
+        fresh = [(i, r) for i, r in zip(ids, results, strict=True) if i not in known]
+        if fresh:
+            self.store.write_windows(
+                [window_row(r, i, now) for i, r in fresh], _token("windows", [i for i, _ in fresh])
+            )
+        return [r for _, r in fresh]
+
+    def tick(self) -> list[WindowResult]:
+        """Wall-clock tick: close the windows of a quiet stream."""
+        if self.windows is None:
+            return []
+        written = self.write_windows(self.windows.tick(self.wall()), self.clock())
+        self.stats.windows += len(written)
+        return written
+
+    def flush(self) -> list[WindowResult]:
+        """Close every open window (end of a replay)."""
+        if self.windows is None:
+            return []
+        written = self.write_windows(self.windows.flush(), self.clock())
+        self.stats.windows += len(written)
+        return written

@@ -5,17 +5,22 @@ The CLI and the worker call these; everything below receives plain values.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from llmpulse.errors import ConfigError
+from llmpulse.errors import ConfigError, LlmpulseError
 from llmpulse.pipeline import IngestPipeline, utc_now
+from llmpulse.processors.budgets import Budget, BudgetTracker
 from llmpulse.processors.cost import PriceTable
 from llmpulse.processors.dedup import RecentIds
 from llmpulse.processors.traces import TraceProcessor
+from llmpulse.processors.window_stage import WindowConfig, WindowStage
+from llmpulse.processors.windows import GroupingSet, WindowSpec
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient, connect
 from llmpulse.store.migrations import migrate
+from llmpulse.store.restore import publish_budgets, restore_budgets, restore_windows
 from llmpulse.store.writer import ClickHouseStore
 
 
@@ -59,18 +64,57 @@ def prepare_store(settings: Settings, dsn: str | None = None) -> SerialClient:
     return client
 
 
+def window_config(settings: Settings) -> WindowConfig:
+    w = settings.windows
+    try:
+        specs = tuple(WindowSpec(length, hop) for length, hop in w.specs)
+        groupings = tuple(GroupingSet.parse(g) for g in w.groupings)
+    except LlmpulseError as exc:
+        raise ConfigError("windows", str(exc)) from exc
+    return WindowConfig(
+        specs,
+        groupings,
+        allowed_lateness_s=w.allowed_lateness_s,
+        idle_timeout_s=w.idle_timeout_s,
+        max_series=w.max_series,
+    )
+
+
+def budgets_of(settings: Settings) -> list[Budget]:
+    return [Budget(b.scope, b.name, b.period, b.limit_usd) for b in settings.budgets]
+
+
 def build_pipeline(
     settings: Settings,
     client: SerialClient,
     *,
     clock: Callable[[], datetime] = utc_now,
+    wall: Callable[[], float] = time.time,
+    restore: bool = True,
 ) -> IngestPipeline:
+    """The pipeline over ``client``, with window and budget state rebuilt from
+    the store (``restore``) so a restart continues where the last run stopped."""
     prices = load_prices(settings)
     publish_prices(client, prices)
-    return IngestPipeline(
+    budgets = budgets_of(settings)
+    publish_budgets(client, budgets)
+    tracker = BudgetTracker(budgets)
+    stage = WindowStage(window_config(settings))
+    pipeline = IngestPipeline(
         TraceProcessor(prices),
         ClickHouseStore(client),
         store_text=settings.clickhouse.store_text,
         recent=RecentIds(settings.worker.dedup_cache),
         clock=clock,
+        wall=wall,
+        windows=stage,
+        budgets=tracker,
     )
+    if restore:
+        restore_budgets(client, tracker, clock().date())
+        _, reemitted = restore_windows(
+            client, stage, max_hours=settings.windows.restore_hours, wall_now_s=wall()
+        )
+        # Windows the crash kept from being written are written now.
+        pipeline.write_windows(reemitted, clock())
+    return pipeline

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -76,6 +76,31 @@ class WorkerSettings(BaseModel):
     dedup_cache: int = Field(1_000_000, ge=0, description="Recent event ids kept in memory")
 
 
+class WindowSettings(BaseModel):
+    specs: list[tuple[int, int]] = Field(
+        [(60, 10), (300, 60)], description="(length s, hop s) of each sliding window"
+    )
+    groupings: list[str] = Field(
+        ["service+endpoint+model", "model", "tenant"],
+        description="Series definitions: dimensions joined with '+'",
+    )
+    allowed_lateness_s: float = Field(30.0, ge=0, description="Watermark lag behind event time")
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="Wall time without events before windows close anyway"
+    )
+    max_series: int = Field(10_000, ge=1, description="Active series per grouping, then __other__")
+    restore_hours: float = Field(
+        6.0, gt=0, description="How far back a restarting worker rebuilds open windows"
+    )
+
+
+class BudgetSettings(BaseModel):
+    scope: Literal["tenant", "team"]
+    name: str = Field(min_length=1)
+    period: Literal["day", "month"] = "day"
+    limit_usd: float = Field(gt=0)
+
+
 class PriceSettings(BaseModel):
     file: Path | None = Field(None, description="User price file overriding the shipped table")
 
@@ -96,6 +121,10 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
     prices: PriceSettings = PriceSettings()
+    windows: WindowSettings = WindowSettings()
+    budgets: list[BudgetSettings] = Field(
+        default_factory=list, description="Cost budgets per tenant or team"
+    )
     sql_url: str | None = Field(
         None, description="Worker SQL endpoint used when the embedded store is locked"
     )

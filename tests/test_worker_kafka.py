@@ -182,3 +182,112 @@ def test_bench_pipeline_prints_its_figures(worker_env: dict[str, str]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for measure in ("raw consume", "llmpulse worker", "ratio worker / raw consume", "p99"):
         assert measure in proc.stdout
+
+
+def _window_snapshot(w: WorkerProcess, before_ms: int) -> list[tuple[object, ...]]:
+    return w.sql(
+        "SELECT window_id, requests, errors, late_events, round(latency_p50_ms, 6), "
+        "round(latency_p99_ms, 6), round(cost_usd, 9), input_tokens, output_tokens "
+        f"FROM window_stats WHERE toUnixTimestamp(window_end) * 1000 <= {before_ms} "
+        "ORDER BY window_id"
+    )[1]
+
+
+def _wait_stable(w: WorkerProcess, query: str, timeout: float = 90.0) -> int:
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        value = w.scalar(query)
+        if value != last:
+            last, since = value, time.monotonic()
+        elif time.monotonic() - since > 4:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{query} kept changing")
+
+
+def test_window_stats_after_a_crash_equal_an_uninterrupted_run(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Same topic, two consumer groups and stores: one worker runs through, the other
+    is killed with SIGKILL mid-stream and restarted. Their window_stats are equal."""
+    from aiokafka import AIOKafkaProducer
+
+    from llmpulse.ingest.emitter import encode_event
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+
+    topic = f"win-{uuid.uuid4().hex[:8]}"
+    partitions = 3
+    ensure_topics_sync(kafka_bootstrap, {topic: partitions, topic + ".dlq": 1})
+    start_ms = 1_767_225_600_000
+    gen = TrafficGenerator(
+        TrafficConfig(include_text=False), seed=11, start_ms=start_ms, rate_per_s=40.0
+    )
+    events = list(gen.events(6000))
+    end_ms = max(e["timestamp"] for e in events)
+    sentinel_ms = end_ms + 3_600_000  # pushes every partition's watermark past the data
+
+    async def produce_all() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await p.start()
+        try:
+            for i, e in enumerate(events):
+                await p.send(topic, encode_event(e), partition=i % partitions)
+            for part in range(partitions):
+                s = dict(events[0], event_id=f"sentinel-{part}", timestamp=sentinel_ms)
+                await p.send(topic, encode_event(s), partition=part)
+            await p.flush()
+        finally:
+            await p.stop()
+
+    asyncio.run(produce_all())
+    total = len(events) + partitions
+
+    def worker(name: str) -> WorkerProcess:
+        port = free_port()
+        env = {
+            "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "LLMPULSE_TOPICS_TRACES": topic,
+            "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
+            "LLMPULSE_TOPICS_CONTROL": topic + ".control",
+            "LLMPULSE_WORKER_APP_ID": f"{topic}-{name}",
+            "LLMPULSE_WORKER_WEB_PORT": str(port),
+            "LLMPULSE_WORKER_BATCH_SIZE": "300",
+            "LLMPULSE_WORKER_FLUSH_INTERVAL_S": "0.2",
+            "LLMPULSE_WINDOWS_SPECS": "[[10, 5], [30, 10]]",
+            "LLMPULSE_WINDOWS_ALLOWED_LATENESS_S": "2",
+            "LLMPULSE_WINDOWS_IDLE_TIMEOUT_S": "3600",
+            "LLMPULSE_DATA_DIR": str(tmp_path / name),
+            "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / name / 'store'}",
+        }
+        return WorkerProcess(env, tmp_path / f"{name}.log", web_port=port)
+
+    steady = worker("steady")
+    steady.start()
+    try:
+        steady.wait_for("SELECT count() FROM traces", total, timeout=120)
+        _wait_stable(steady, "SELECT count() FROM window_stats")
+        expected = _window_snapshot(steady, end_ms)
+    finally:
+        steady.stop()
+    assert len(expected) > 100
+
+    crashy = worker("crashy")
+    crashy.start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if crashy.scalar("SELECT count() FROM traces") >= total // 3:
+                break
+        except StoreError:
+            pass
+        time.sleep(0.1)
+    crashy.stop(signal.SIGKILL)
+    crashy.start()
+    try:
+        crashy.wait_for("SELECT count() FROM traces", total, timeout=120)
+        _wait_stable(crashy, "SELECT count() FROM window_stats")
+        got = _window_snapshot(crashy, end_ms)
+    finally:
+        crashy.stop()
+    assert got == expected

@@ -48,3 +48,32 @@ def pipeline(
     finally:
         lease.release()
     out.print(as_table(["measure", "value"], result.rows()))
+
+
+@app.command("windows")
+@reports_errors
+def windows(
+    events: Annotated[int, typer.Option(help="Events to aggregate")] = 1_000_000,
+    series: Annotated[int, typer.Option(help="Distinct series")] = 100,
+    seed: Annotated[int, typer.Option(help="Data seed")] = 0,
+) -> None:
+    """Windowing core vs exact numpy, river, ddsketch and chDB SQL on the same data."""
+    from llmpulse.bench.windows import format_table, run_windows_bench
+
+    rows = run_windows_bench(events, series, seed, progress=console.log)
+    out.print(format_table(rows), markup=False, highlight=False)
+
+
+@app.command("replay")
+@reports_errors
+def replay_bench(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events in the generated file")] = 200_000,
+) -> None:
+    """The whole replay path (read, parse, validate, cost, windows, write) against
+    reading and JSON-parsing the same file, in one run."""
+    from llmpulse.bench.replay import run_replay_bench
+
+    with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as work:
+        rows = run_replay_bench(Path(work), events=events, say=console.log)
+    out.print(as_table(["path", "events/s", "ratio", "peak RSS MiB"], rows))

@@ -156,6 +156,7 @@ def replay(
         "duplicates": s.duplicates,
         "rejected": s.rejected_total,
         "rejected_by_reason": dict(s.rejected.most_common()),
+        "windows": s.windows,
         "unpriced_by_model": dict(s.unpriced_models.most_common()),
         "seconds": round(report.seconds, 3),
         "events_per_second": round(report.events_per_second, 1),
@@ -167,7 +168,7 @@ def replay(
         f"[bold]{s.messages:,}[/bold] events in {report.seconds:.2f}s "
         f"([bold]{report.events_per_second:,.0f}[/bold] events/s): "
         f"[green]{s.accepted:,} accepted[/green], {s.duplicates:,} duplicates, "
-        f"[red]{s.rejected_total:,} rejected[/red]"
+        f"[red]{s.rejected_total:,} rejected[/red]; {s.windows:,} windows written"
     )
     if s.rejected:
         out.print(as_table(["rejected because", "events"], s.rejected.most_common()))

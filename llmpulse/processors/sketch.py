@@ -10,7 +10,9 @@ Quantile target, defined precisely: for ``n`` values sorted as ``x_(0) <= ... <=
 x_(n-1)``, ``quantile(q)`` estimates the order statistic ``x_(k)`` with ``k =
 floor(q * (n - 1))`` -- numpy's ``np.quantile(x, q, method="lower")``. The answer is
 within ``alpha`` relative error of ``x_(k)``; it is exactly the tracked ``min`` when
-``k == 0`` and exactly the tracked ``max`` when ``k == n - 1``.
+``k == 0`` and exactly the tracked ``max`` when ``k == n - 1``. (The bound holds for
+zero and every normal double; subnormals below 2.2e-308 are accepted but carry too
+few bits to hold 1 % themselves.)
 
 >>> import numpy as np
 >>> h = LogHistogram(relative_accuracy=0.01)
@@ -347,7 +349,8 @@ class LogHistogram:
         if bad.any():
             raise ValueError(f"sketch values must be finite and >= 0, got {float(x[bad][0])!r}")
         self._n += int(x.size)
-        self._sum += float(x.sum())
+        with np.errstate(over="ignore"):  # a sum past 1.8e308 is inf, as in Python
+            self._sum += float(x.sum())
         self._min = min(self._min, float(x.min()))
         self._max = max(self._max, float(x.max()))
         positive = x[x > 0.0]

@@ -7,11 +7,15 @@ drift apart.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmpulse.schemas.event import TraceEvent
+from llmpulse.schemas.event import DIMENSIONS, TraceEvent
+
+if TYPE_CHECKING:
+    from llmpulse.processors.windows import WindowResult
 
 Column = tuple[str, str]
 
@@ -84,6 +88,43 @@ MODEL_PRICE_COLUMNS: tuple[Column, ...] = (
 )
 
 
+_DIMENSION_COLUMNS: tuple[Column, ...] = tuple((d, "LowCardinality(String)") for d in DIMENSIONS)
+
+WINDOW_COLUMNS: tuple[Column, ...] = (
+    ("window_id", "String"),
+    ("window_start", "DateTime('UTC')"),
+    ("window_end", "DateTime('UTC')"),
+    ("window_seconds", "UInt32"),
+    ("hop_seconds", "UInt32"),
+    ("grouping", "LowCardinality(String)"),
+    *_DIMENSION_COLUMNS,
+    ("requests", "UInt64"),
+    ("errors", "UInt64"),
+    ("error_rate", "Float64"),
+    ("latency_p50_ms", "Float64"),
+    ("latency_p90_ms", "Float64"),
+    ("latency_p95_ms", "Float64"),
+    ("latency_p99_ms", "Float64"),
+    ("latency_max_ms", "Float64"),
+    ("ttft_p50_ms", "Nullable(Float64)"),
+    ("ttft_p95_ms", "Nullable(Float64)"),
+    ("ttft_p99_ms", "Nullable(Float64)"),
+    ("input_tokens", "UInt64"),
+    ("output_tokens", "UInt64"),
+    ("cost_usd", "Float64"),
+    ("unpriced_requests", "UInt64"),
+    ("late_events", "UInt64"),
+    ("latency_sketch_keys", "Array(Int32)"),
+    ("latency_sketch_counts", "Array(UInt64)"),
+    ("latency_sketch_zeros", "UInt64"),
+    ("latency_min_ms", "Float64"),
+    ("ttft_sketch_keys", "Array(Int32)"),
+    ("ttft_sketch_counts", "Array(UInt64)"),
+    ("ttft_sketch_zeros", "UInt64"),
+    ("emitted_at", "DateTime64(3, 'UTC')"),
+)
+
+
 def names(columns: tuple[Column, ...]) -> list[str]:
     return [c[0] for c in columns]
 
@@ -145,4 +186,48 @@ def trace_row(
         len(e.response_embedding) if e.response_embedding else 0,
         source,
         ingested_at,
+    )
+
+
+def _nullable(x: float) -> float | None:
+    return None if math.isnan(x) else x  # NaN: no event in the window had a ttft
+
+
+def window_row(result: WindowResult, window_id: str, emitted_at: datetime) -> tuple[Any, ...]:
+    """Values in ``WINDOW_COLUMNS`` order."""
+    r = result
+    lat_keys, lat_counts = r.latency_sketch.to_arrays()
+    ttft_keys, ttft_counts = r.ttft_sketch.to_arrays()
+    return (
+        window_id,
+        r.window_start,
+        r.window_end,
+        r.window_seconds,
+        r.hop_seconds,
+        r.grouping,
+        *(r.dims.get(d, "") for d in DIMENSIONS),
+        r.requests,
+        r.errors,
+        r.error_rate,
+        r.latency_p50_ms,
+        r.latency_p90_ms,
+        r.latency_p95_ms,
+        r.latency_p99_ms,
+        r.latency_max_ms,
+        _nullable(r.ttft_p50_ms),
+        _nullable(r.ttft_p95_ms),
+        _nullable(r.ttft_p99_ms),
+        r.input_tokens,
+        r.output_tokens,
+        r.cost_usd,
+        r.unpriced_requests,
+        r.late_events,
+        lat_keys.tolist(),
+        lat_counts.tolist(),
+        r.latency_sketch.zero_count,
+        r.latency_sketch.min if r.latency_sketch.count else 0.0,
+        ttft_keys.tolist(),
+        ttft_counts.tolist(),
+        r.ttft_sketch.zero_count,
+        emitted_at,
     )

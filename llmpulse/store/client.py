@@ -85,6 +85,12 @@ class SerialClient:
             result = self.raw.query(sql, parameters=parameters, settings=settings or None)
             return list(result.column_names), [tuple(r) for r in result.result_rows]
 
+    def raw_columns(self, sql: str, parameters: dict[str, Any] | None = None) -> list[list[Any]]:
+        """Result as columns (for loading many rows into numpy)."""
+        with self._lock:
+            result = self.raw.query(sql, parameters=parameters)
+            return [list(c) for c in result.result_columns]
+
     def insert(
         self,
         table: str,

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from llmpulse.schemas.rows import MODEL_PRICE_COLUMNS, REJECTED_COLUMNS, TRACE_COLUMNS, Column
+from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS
+from llmpulse.schemas.rows import (
+    MODEL_PRICE_COLUMNS,
+    REJECTED_COLUMNS,
+    TRACE_COLUMNS,
+    WINDOW_COLUMNS,
+    Column,
+)
 from llmpulse.store.client import SerialClient
 
 
@@ -55,6 +62,60 @@ SETTINGS {_DEDUP}""",
     loaded_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(loaded_at)
 ORDER BY (table_version, provider, model, effective_from)""",
+        ),
+    ),
+)
+
+_SPEND = """SELECT '{scope}' AS scope, {scope} AS name, '{period}' AS period,
+           {start}(timestamp) AS period_start, sum(cost_usd) AS spent_usd, count() AS requests
+    FROM traces WHERE {scope} != '' GROUP BY name, period_start"""
+
+MIGRATIONS += (
+    Migration(
+        2,
+        "window statistics with sketches, cost per day, budgets",
+        (
+            f"""CREATE TABLE IF NOT EXISTS window_stats (
+    {_cols(WINDOW_COLUMNS)}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (grouping, window_seconds, window_start, service, endpoint, model, provider,
+          tenant, team, prompt_version, variant, environment)
+SETTINGS {_DEDUP}""",
+            # Hopping windows overlap; the windows starting on a multiple of their
+            # own length tile time exactly once, so sums and merged sketches over
+            # them count every event once.
+            """CREATE VIEW IF NOT EXISTS window_tiles AS
+SELECT * FROM window_stats WHERE toUnixTimestamp(window_start) % window_seconds = 0""",
+            *CREATE_FUNCTIONS,
+            """CREATE VIEW IF NOT EXISTS cost_daily AS
+SELECT toDate(timestamp) AS day, tenant, team,
+       count() AS requests, sum(cost_usd) AS cost_usd,
+       countIf(cost_source = 'unpriced') AS unpriced_requests,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+FROM traces GROUP BY day, tenant, team""",
+            """CREATE TABLE IF NOT EXISTS budgets (
+    scope LowCardinality(String),
+    name String,
+    period LowCardinality(String),
+    limit_usd Float64,
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (scope, name, period)""",
+            f"""CREATE VIEW IF NOT EXISTS budget_usage AS
+SELECT b.scope AS scope, b.name AS name, b.period AS period, s.period_start AS period_start,
+       b.limit_usd AS limit_usd, s.spent_usd AS spent_usd,
+       s.spent_usd / b.limit_usd AS usage_ratio, s.requests AS requests
+FROM (SELECT scope, name, period, argMax(limit_usd, updated_at) AS limit_usd
+      FROM budgets GROUP BY scope, name, period HAVING limit_usd > 0) AS b
+INNER JOIN (
+    {_SPEND.format(scope="tenant", period="day", start="toDate")}
+    UNION ALL
+    {_SPEND.format(scope="tenant", period="month", start="toStartOfMonth")}
+    UNION ALL
+    {_SPEND.format(scope="team", period="day", start="toDate")}
+    UNION ALL
+    {_SPEND.format(scope="team", period="month", start="toStartOfMonth")}
+) AS s ON b.scope = s.scope AND b.name = s.name AND b.period = s.period""",
         ),
     ),
 )

@@ -18,13 +18,20 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from llmpulse.schemas.rows import MODEL_PRICE_COLUMNS, REJECTED_COLUMNS, TRACE_COLUMNS, names
+from llmpulse.schemas.rows import (
+    MODEL_PRICE_COLUMNS,
+    REJECTED_COLUMNS,
+    TRACE_COLUMNS,
+    WINDOW_COLUMNS,
+    names,
+)
 from llmpulse.store.client import SerialClient
 
 Row = Sequence[Any]
 
 _TRACE_NAMES = names(TRACE_COLUMNS)
 _REJECTED_NAMES = names(REJECTED_COLUMNS)
+_WINDOW_NAMES = names(WINDOW_COLUMNS)
 _PRICE_NAMES = [*names(MODEL_PRICE_COLUMNS), "loaded_at"]
 _ID_CHUNK = 10_000
 # Up to this many stored rows in a batch's time range, fetching them all is
@@ -41,6 +48,12 @@ class EventStore(Protocol):
     def write_traces(self, rows: Sequence[Row], token: str) -> None: ...
 
     def write_rejected(self, rows: Sequence[Row], token: str) -> None: ...
+
+    def known_window_ids(
+        self, ids: Sequence[str], start_min: datetime, start_max: datetime
+    ) -> set[str]: ...
+
+    def write_windows(self, rows: Sequence[Row], token: str) -> None: ...
 
 
 class ClickHouseStore:
@@ -96,6 +109,24 @@ class ClickHouseStore:
                 settings={"insert_deduplication_token": token},
             )
 
+    def known_window_ids(
+        self, ids: Sequence[str], start_min: datetime, start_max: datetime
+    ) -> set[str]:
+        if not ids:
+            return set()
+        rows = self.client.rows(
+            "SELECT window_id FROM window_stats WHERE window_start >= {lo:DateTime} "
+            "AND window_start <= {hi:DateTime} AND window_id IN {ids:Array(String)}",
+            {"lo": start_min, "hi": start_max, "ids": list(ids)},
+        )
+        return {r[0] for r in rows}
+
+    def write_windows(self, rows: Sequence[Row], token: str) -> None:
+        if rows:
+            self.client.insert(
+                "window_stats", rows, _WINDOW_NAMES, settings={"insert_deduplication_token": token}
+            )
+
     def write_prices(self, rows: Sequence[Row]) -> None:
         if rows:
             self.client.insert("model_prices", rows, _PRICE_NAMES)
@@ -107,6 +138,7 @@ class MemoryStore:
     def __init__(self, *, fail_next_writes: int = 0) -> None:
         self.traces: dict[str, Row] = {}
         self.rejected: dict[str, Row] = {}
+        self.windows: dict[str, Row] = {}
         self.fail_next_writes = fail_next_writes
         self.writes = 0
 
@@ -131,3 +163,13 @@ class MemoryStore:
         self._maybe_fail()
         for r in rows:
             self.rejected.setdefault(r[0], r)
+
+    def known_window_ids(
+        self, ids: Sequence[str], start_min: datetime, start_max: datetime
+    ) -> set[str]:
+        return {i for i in ids if i in self.windows}
+
+    def write_windows(self, rows: Sequence[Row], token: str) -> None:
+        self._maybe_fail()
+        for r in rows:
+            self.windows.setdefault(r[0], r)

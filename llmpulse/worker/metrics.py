@@ -18,6 +18,9 @@ class WorkerMetrics:
         self.unpriced = Counter(
             "llmpulse_unpriced_events", "Stored events whose model has no price", registry=r
         )
+        self.windows = Counter(
+            "llmpulse_windows", "Window statistics rows written", registry=r
+        )
         self.store_errors = Counter(
             "llmpulse_store_errors", "Failed store writes (retried)", registry=r
         )
@@ -40,6 +43,7 @@ class WorkerMetrics:
         for category, n in stats.rejected.items():
             self.rejected.labels(category.split(":", 1)[0]).inc(n)
         self.unpriced.inc(sum(stats.unpriced_models.values()))
+        self.windows.inc(stats.windows)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
