@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from llmpulse.alerts.stage import AlertStage
+from llmpulse.alerts.state import Transition
 from llmpulse.processors.budgets import BudgetStatus, BudgetTracker
 from llmpulse.processors.dedup import RecentIds
 from llmpulse.processors.traces import PricedEvent, RawMessage, Rejection, TraceProcessor
@@ -63,6 +65,7 @@ class BatchOutcome:
     stats: IngestStats
     windows: list[WindowResult] = field(default_factory=list)
     budgets: list[BudgetStatus] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
 
 
 def _token(kind: str, ids: Sequence[str]) -> str:
@@ -89,6 +92,7 @@ class IngestPipeline:
         wall: Callable[[], float] = time.time,
         windows: WindowStage | None = None,
         budgets: BudgetTracker | None = None,
+        alerts: AlertStage | None = None,
         observers: Sequence[EventObserver] = (),
     ) -> None:
         self.processor = processor
@@ -99,6 +103,7 @@ class IngestPipeline:
         self.wall = wall
         self.windows = windows
         self.budgets = budgets
+        self.alerts = alerts
         self.observers = list(observers)
         self.stats = IngestStats()
 
@@ -152,6 +157,16 @@ class IngestPipeline:
         closed = self.windows.observe(fresh, self.wall()) if self.windows else []
         written_windows = self.write_windows(closed, now)
         budgets = self._account(fresh)
+        transitions = (
+            self.alerts.process(
+                written_windows,
+                budgets,
+                now,
+                event_time=max((p.event.timestamp for p in fresh), default=None),
+            )
+            if self.alerts
+            else []
+        )
         for obs in self.observers:
             obs.observe(fresh, now)
 
@@ -167,7 +182,7 @@ class IngestPipeline:
             p.event.model for p in fresh if p.cost.cost_source == "unpriced"
         )
         self.stats.add(stats)
-        return BatchOutcome(fresh, batch.rejected, stats, written_windows, budgets)
+        return BatchOutcome(fresh, batch.rejected, stats, written_windows, budgets, transitions)
 
     def _account(self, fresh: Sequence[PricedEvent]) -> list[BudgetStatus]:
         if not self.budgets:
@@ -200,14 +215,25 @@ class IngestPipeline:
         """Wall-clock tick: close the windows of a quiet stream."""
         if self.windows is None:
             return []
-        written = self.write_windows(self.windows.tick(self.wall()), self.clock())
+        now = self.clock()
+        written = self.write_windows(self.windows.tick(self.wall()), now)
         self.stats.windows += len(written)
+        if self.alerts and written:
+            self.alerts.process(written, (), now)
         return written
 
     def flush(self) -> list[WindowResult]:
         """Close every open window (end of a replay)."""
         if self.windows is None:
             return []
-        written = self.write_windows(self.windows.flush(), self.clock())
+        now = self.clock()
+        written = self.write_windows(self.windows.flush(), now)
         self.stats.windows += len(written)
+        if self.alerts and written:
+            self.alerts.process(written, (), now)
         return written
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver queued alert notifications (bounded by ``timeout``)."""
+        if self.alerts is not None:
+            self.alerts.close(timeout)

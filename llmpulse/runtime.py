@@ -9,7 +9,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry
+
+from llmpulse.alerts.engine import AlertEngine
+from llmpulse.alerts.rules import load_rules
+from llmpulse.alerts.sinks import Dispatcher, build_sinks
+from llmpulse.alerts.stage import AlertStage
+from llmpulse.alerts.state import LATEST_ALERTS_SQL, state_rows_from_alerts
 from llmpulse.errors import ConfigError, LlmpulseError
+from llmpulse.ingest.publisher import KafkaPublisher
 from llmpulse.pipeline import IngestPipeline, utc_now
 from llmpulse.processors.budgets import Budget, BudgetTracker
 from llmpulse.processors.cost import PriceTable
@@ -80,6 +88,36 @@ def window_config(settings: Settings) -> WindowConfig:
     )
 
 
+def alert_stage(settings: Settings, client: SerialClient, *, send: bool) -> AlertStage | None:
+    """Rules, engine state restored from the ``alerts`` table, and the sinks.
+
+    With ``send=False`` (replay without --send-alerts) sinks are dry-run: the
+    transitions are still recorded in the store.
+    """
+    a = settings.alerts
+    if not a.enabled:
+        return None
+    rules = load_rules(a.rules_file)
+    state_rows = state_rows_from_alerts(client.rows(LATEST_ALERTS_SQL))
+    engine = AlertEngine.from_snapshot(rules, state_rows, dashboard_base_url=a.dashboard_base_url)
+    publisher = KafkaPublisher(settings.kafka.bootstrap) if send and a.control_enabled else None
+    sinks = build_sinks(
+        a,
+        settings.pagerduty.url,
+        settings.pagerduty.routing_key,
+        publish=publisher.publish if publisher else None,
+        control_topic=settings.topics.control,
+    )
+    dispatcher = Dispatcher(
+        sinks,
+        registry=CollectorRegistry(),
+        queue_size=a.queue_size,
+        max_attempts=a.max_attempts,
+        dry_run=not send,
+    )
+    return AlertStage(engine, dispatcher, ClickHouseStore(client), send=send)
+
+
 def budgets_of(settings: Settings) -> list[Budget]:
     return [Budget(b.scope, b.name, b.period, b.limit_usd) for b in settings.budgets]
 
@@ -91,6 +129,7 @@ def build_pipeline(
     clock: Callable[[], datetime] = utc_now,
     wall: Callable[[], float] = time.time,
     restore: bool = True,
+    send_alerts: bool = True,
 ) -> IngestPipeline:
     """The pipeline over ``client``, with window and budget state rebuilt from
     the store (``restore``) so a restart continues where the last run stopped."""
@@ -109,6 +148,7 @@ def build_pipeline(
         wall=wall,
         windows=stage,
         budgets=tracker,
+        alerts=alert_stage(settings, client, send=send_alerts),
     )
     if restore:
         restore_budgets(client, tracker, clock().date())

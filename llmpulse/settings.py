@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from llmpulse.alerts.config import AlertSinkSettings, PagerDutySettings
 from llmpulse.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("llmpulse.toml")
@@ -122,6 +123,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     prices: PriceSettings = PriceSettings()
     windows: WindowSettings = WindowSettings()
+    alerts: AlertSinkSettings = AlertSinkSettings()
+    pagerduty: PagerDutySettings = PagerDutySettings()
     budgets: list[BudgetSettings] = Field(
         default_factory=list, description="Cost budgets per tenant or team"
     )

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llmpulse import __version__
-from llmpulse.cli import bench_cmd, demo_cmd, kafka_cmd, prices_cmd
+from llmpulse.cli import alerts_cmd, bench_cmd, demo_cmd, kafka_cmd, prices_cmd
 from llmpulse.cli.context import CliState, console, out, reports_errors, state
 from llmpulse.cli.output import as_csv, as_json, as_table
 
@@ -25,6 +25,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(alerts_cmd.app, name="alerts")
 app.command("demo")(demo_cmd.demo)
 
 ClickHouseOpt = Annotated[
@@ -106,6 +107,12 @@ def replay(
     summary_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout")
     ] = False,
+    send_alerts: Annotated[
+        bool,
+        typer.Option(
+            "--send-alerts", help="Deliver alerts to the configured sinks (default: dry run)"
+        ),
+    ] = False,
 ) -> None:
     """Run a recorded stream through the worker's processing, without Kafka."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -121,7 +128,7 @@ def replay(
     )
     client = prepare_store(settings)
     try:
-        pipeline = build_pipeline(settings, client)
+        pipeline = build_pipeline(settings, client, send_alerts=send_alerts)
         with Progress(
             TextColumn("[bold]replay[/bold] {task.fields[name]}"),
             BarColumn(),
@@ -146,8 +153,10 @@ def replay(
                 on_progress=lambda pos: progress.update(task, completed=pos),
                 on_batch=on_batch,
             )
+        pipeline.close(timeout=60)
     finally:
         client.close()
+    transitions = pipeline.alerts.transitions if pipeline.alerts else 0
     s = report.stats
     summary = {
         "file": str(file),
@@ -157,6 +166,8 @@ def replay(
         "rejected": s.rejected_total,
         "rejected_by_reason": dict(s.rejected.most_common()),
         "windows": s.windows,
+        "alert_transitions": transitions,
+        "alerts_sent": send_alerts,
         "unpriced_by_model": dict(s.unpriced_models.most_common()),
         "seconds": round(report.seconds, 3),
         "events_per_second": round(report.events_per_second, 1),
@@ -168,7 +179,8 @@ def replay(
         f"[bold]{s.messages:,}[/bold] events in {report.seconds:.2f}s "
         f"([bold]{report.events_per_second:,.0f}[/bold] events/s): "
         f"[green]{s.accepted:,} accepted[/green], {s.duplicates:,} duplicates, "
-        f"[red]{s.rejected_total:,} rejected[/red]; {s.windows:,} windows written"
+        f"[red]{s.rejected_total:,} rejected[/red]; {s.windows:,} windows written; "
+        f"{transitions} alert transitions ({'sent' if send_alerts else 'dry run'})"
     )
     if s.rejected:
         out.print(as_table(["rejected because", "events"], s.rejected.most_common()))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from llmpulse.alerts.state import ALERTS_DDL
 from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS
 from llmpulse.schemas.rows import (
     MODEL_PRICE_COLUMNS,
@@ -119,6 +120,8 @@ INNER JOIN (
         ),
     ),
 )
+
+MIGRATIONS += (Migration(3, "alert transitions", (ALERTS_DDL,)),)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

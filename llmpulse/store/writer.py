@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from llmpulse.alerts.state import ALERT_COLUMNS
 from llmpulse.schemas.rows import (
     MODEL_PRICE_COLUMNS,
     REJECTED_COLUMNS,
@@ -54,6 +55,8 @@ class EventStore(Protocol):
     ) -> set[str]: ...
 
     def write_windows(self, rows: Sequence[Row], token: str) -> None: ...
+
+    def write_alerts(self, rows: Sequence[Row]) -> None: ...
 
 
 class ClickHouseStore:
@@ -127,6 +130,10 @@ class ClickHouseStore:
                 "window_stats", rows, _WINDOW_NAMES, settings={"insert_deduplication_token": token}
             )
 
+    def write_alerts(self, rows: Sequence[Row]) -> None:
+        if rows:
+            self.client.insert("alerts", rows, ALERT_COLUMNS)
+
     def write_prices(self, rows: Sequence[Row]) -> None:
         if rows:
             self.client.insert("model_prices", rows, _PRICE_NAMES)
@@ -139,6 +146,7 @@ class MemoryStore:
         self.traces: dict[str, Row] = {}
         self.rejected: dict[str, Row] = {}
         self.windows: dict[str, Row] = {}
+        self.alerts: list[Row] = []
         self.fail_next_writes = fail_next_writes
         self.writes = 0
 
@@ -173,3 +181,7 @@ class MemoryStore:
         self._maybe_fail()
         for r in rows:
             self.windows.setdefault(r[0], r)
+
+    def write_alerts(self, rows: Sequence[Row]) -> None:
+        self._maybe_fail()
+        self.alerts.extend(rows)

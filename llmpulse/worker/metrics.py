@@ -18,9 +18,7 @@ class WorkerMetrics:
         self.unpriced = Counter(
             "llmpulse_unpriced_events", "Stored events whose model has no price", registry=r
         )
-        self.windows = Counter(
-            "llmpulse_windows", "Window statistics rows written", registry=r
-        )
+        self.windows = Counter("llmpulse_windows", "Window statistics rows written", registry=r)
         self.store_errors = Counter(
             "llmpulse_store_errors", "Failed store writes (retried)", registry=r
         )

@@ -31,6 +31,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
             worker.execute_from_commandline()
         except SystemExit as exc:  # mode ends the worker with sys.exit
             code = int(exc.code or 0)
+        pipeline.close(timeout=5)
         return code
     finally:
         client.close()
