@@ -15,10 +15,11 @@ from llmpulse.alerts.testing import PagerDutyReceiver
 from llmpulse.ingest.files import read_jsonl
 from llmpulse.runtime import build_pipeline, prepare_store
 from llmpulse.settings import Settings
-from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator, write_jsonl
+from llmpulse.synth.scenarios import INCIDENT_START_MS as START_MS
+from llmpulse.synth.scenarios import incident_events
+from llmpulse.synth.traffic import write_jsonl
 
 ROUTING_KEY = "R" * 32
-START_MS = 1_767_225_600_000
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -32,33 +33,7 @@ def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def incident_stream(path: Path) -> None:
-    config = TrafficConfig(
-        services=["chat-api", "search", "summarizer"],
-        endpoints=["/v1/chat"],
-        models=["gpt-4o"],
-        tenants=["acme"],
-        teams=["platform"],
-        prompt_versions=["v1"],
-        variants=["control"],
-        include_text=False,
-    )
-    gen = TrafficGenerator(
-        config,
-        seed=21,
-        start_ms=START_MS,
-        rate_per_s=12.0,
-        incidents=[
-            Incident("latency_regression", 600, 300, service="chat-api", magnitude=6.0),
-            Incident("error_burst", 1500, 240, service="search", magnitude=0.35),
-        ],
-    )
-    # The generator's latencies are those of long LLM completions (p99 of seconds);
-    # scaled down they fit the shipped 800 ms p99 rule, as a fast endpoint would.
-    events = list(gen.events_between(START_MS, START_MS + 40 * 60_000))
-    for e in events:
-        e["latency_ms"] = e["latency_ms"] / 60
-        e.pop("ttft_ms", None)
-    write_jsonl(path, events)
+    write_jsonl(path, incident_events())
 
 
 def test_one_trigger_and_one_resolve_per_incident(tmp_path: Path) -> None:

@@ -158,6 +158,7 @@ class ReceivedRequest:
     status: int = 0
     json: Any = None
     errors: list[str] = field(default_factory=list)
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass

@@ -77,3 +77,14 @@ def replay_bench(
     with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as work:
         rows = run_replay_bench(Path(work), events=events, say=console.log)
     out.print(as_table(["path", "events/s", "ratio", "peak RSS MiB"], rows))
+
+
+@app.command("alerts")
+@reports_errors
+def alerts_bench() -> None:
+    """Time from the breaching window to the PagerDuty request (local receiver)."""
+    from llmpulse.bench.alerts import run_alert_bench
+
+    with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as work:
+        rows = run_alert_bench(Path(work), say=console.log)
+    out.print(as_table(["measure", "value"], rows))

@@ -115,8 +115,8 @@ def merged_quantile_sql(
 
 
 ROLLUP_EXAMPLE: Final = f"""
--- Hourly latency percentiles per service from stored 60 s windows (a table with one
--- row per window result, dimensions as columns named like DIMENSIONS).
+-- Hourly latency percentiles per service from stored 60 s windows (window_tiles keeps
+-- the windows that tile time: each event counts once).
 -- Hopping windows overlap: keep only rows on a 60 s boundary so every event counts once.
 SELECT
     toStartOfHour(window_start) AS hour,
@@ -126,7 +126,7 @@ SELECT
     {merged_quantile_sql("latency", 0.95)} AS latency_p95_ms,
     {merged_quantile_sql("latency", 0.99)} AS latency_p99_ms,
     max(latency_max_ms) AS latency_max_ms
-FROM windows
+FROM window_tiles
 WHERE window_seconds = 60
   AND grouping = 'service+endpoint+model'
   AND toUnixTimestamp(window_start) % 60 = 0
