@@ -28,7 +28,12 @@ from llmpulse.processors.windows import GroupingSet, WindowSpec
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient, connect
 from llmpulse.store.migrations import migrate
-from llmpulse.store.restore import publish_budgets, restore_budgets, restore_windows
+from llmpulse.store.restore import (
+    publish_budgets,
+    restore_alert_history,
+    restore_budgets,
+    restore_windows,
+)
 from llmpulse.store.writer import ClickHouseStore
 
 
@@ -100,6 +105,8 @@ def alert_stage(settings: Settings, client: SerialClient, *, send: bool) -> Aler
     rules = load_rules(a.rules_file)
     state_rows = state_rows_from_alerts(client.rows(LATEST_ALERTS_SQL))
     engine = AlertEngine.from_snapshot(rules, state_rows, dashboard_base_url=a.dashboard_base_url)
+    # Baselines and SLO burn sums live in memory: rebuild them from stored windows.
+    restore_alert_history(client, engine, hours=settings.windows.restore_hours)
     publisher = KafkaPublisher(settings.kafka.bootstrap) if send and a.control_enabled else None
     sinks = build_sinks(
         a,

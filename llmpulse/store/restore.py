@@ -8,10 +8,13 @@ their time range, and windows already in ``window_stats`` are never rewritten.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
+from llmpulse.alerts.engine import AlertEngine
 from llmpulse.processors.budgets import Budget, BudgetTracker
+from llmpulse.processors.sketch import LogHistogram
 from llmpulse.processors.window_stage import WindowStage, partition_of
 from llmpulse.processors.windows import DIMENSIONS, EventBatch, WindowResult
 from llmpulse.store.client import SerialClient
@@ -100,3 +103,74 @@ def publish_budgets(client: SerialClient, budgets: list[Budget]) -> None:
     rows = [(b.scope, b.name, b.period, b.limit_usd, now) for b in budgets] + stale
     if rows:
         client.insert("budgets", rows, ["scope", "name", "period", "limit_usd", "updated_at"])
+
+
+_WINDOW_FIELDS = (
+    "window_start, window_end, window_seconds, hop_seconds, grouping, "
+    + ", ".join(DIMENSIONS)
+    + ", requests, errors, error_rate, latency_p50_ms, latency_p90_ms, latency_p95_ms, "
+    "latency_p99_ms, latency_max_ms, ifNull(ttft_p50_ms, nan), ifNull(ttft_p95_ms, nan), "
+    "ifNull(ttft_p99_ms, nan), input_tokens, output_tokens, cost_usd, unpriced_requests, "
+    "late_events, latency_sketch_keys, latency_sketch_counts, latency_sketch_zeros, "
+    "latency_min_ms, ttft_sketch_keys, ttft_sketch_counts, ttft_sketch_zeros"
+)
+
+
+def _result_from_row(row: tuple[Any, ...]) -> WindowResult:
+    start, end, seconds, hop, grouping, *rest = row
+    dims = dict(zip(DIMENSIONS, rest[: len(DIMENSIONS)], strict=True))
+    (
+        requests, errors, error_rate, p50, p90, p95, p99, lat_max, t50, t95, t99,
+        tin, tout, cost, unpriced, late, lk, lc, lz, lat_min, tk, tc, tz,
+    ) = rest[len(DIMENSIONS):]  # fmt: skip
+    latency = LogHistogram.from_arrays(
+        np.asarray(lk, dtype=np.int32), np.asarray(lc, dtype=np.uint64), int(lz),
+        min=float(lat_min), max=float(lat_max),
+    )  # fmt: skip
+    ttft = LogHistogram.from_arrays(
+        np.asarray(tk, dtype=np.int32), np.asarray(tc, dtype=np.uint64), int(tz)
+    )
+    return WindowResult(
+        window_start=start.replace(tzinfo=UTC),
+        window_end=end.replace(tzinfo=UTC),
+        window_seconds=int(seconds),
+        hop_seconds=int(hop),
+        grouping=grouping,
+        dims=dims,
+        requests=int(requests),
+        errors=int(errors),
+        error_rate=float(error_rate),
+        latency_p50_ms=float(p50),
+        latency_p90_ms=float(p90),
+        latency_p95_ms=float(p95),
+        latency_p99_ms=float(p99),
+        latency_max_ms=float(lat_max),
+        ttft_p50_ms=float(t50),
+        ttft_p95_ms=float(t95),
+        ttft_p99_ms=float(t99),
+        input_tokens=int(tin),
+        output_tokens=int(tout),
+        cost_usd=float(cost),
+        unpriced_requests=int(unpriced),
+        late_events=int(late),
+        latency_sketch=latency,
+        ttft_sketch=ttft,
+    )
+
+
+def restore_alert_history(client: SerialClient, engine: AlertEngine, *, hours: float) -> int:
+    """Warm baselines and SLO burn sums from the windows stored in the last
+    ``hours`` before the newest one, without changing alert state. Returns the
+    number of windows replayed."""
+    windows = sorted(engine.rules.windows)
+    rows = client.rows(
+        f"SELECT {_WINDOW_FIELDS} FROM window_stats "
+        "WHERE window_end >= (SELECT max(window_end) FROM window_stats) "
+        "- toIntervalSecond({s:UInt32})"
+        + (" AND window_seconds IN {w:Array(UInt32)}" if windows else "")
+        + " ORDER BY window_end",
+        {"s": int(hours * 3600), "w": windows},
+    )
+    results = [_result_from_row(r) for r in rows]
+    engine.warm(s for r in results for s in engine.signals_for(r))
+    return len(results)
