@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 from llmpulse.alerts.stage import AlertStage
 from llmpulse.alerts.state import Transition
+from llmpulse.detectors.stage import DriftStage
 from llmpulse.processors.budgets import BudgetStatus, BudgetTracker
 from llmpulse.processors.dedup import RecentIds
 from llmpulse.processors.traces import PricedEvent, RawMessage, Rejection, TraceProcessor
@@ -26,12 +26,6 @@ from llmpulse.processors.window_stage import WindowStage
 from llmpulse.processors.windows import WindowResult, window_id
 from llmpulse.schemas.rows import trace_row, window_row
 from llmpulse.store.writer import EventStore
-
-
-class EventObserver(Protocol):
-    """Sees every event once, after it is durably stored (windows, drift, alerts)."""
-
-    def observe(self, events: Sequence[PricedEvent], now: datetime) -> None: ...
 
 
 @dataclass
@@ -93,7 +87,7 @@ class IngestPipeline:
         windows: WindowStage | None = None,
         budgets: BudgetTracker | None = None,
         alerts: AlertStage | None = None,
-        observers: Sequence[EventObserver] = (),
+        drift: DriftStage | None = None,
     ) -> None:
         self.processor = processor
         self.store = store
@@ -104,7 +98,7 @@ class IngestPipeline:
         self.windows = windows
         self.budgets = budgets
         self.alerts = alerts
-        self.observers = list(observers)
+        self.drift = drift
         self.stats = IngestStats()
 
     def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
@@ -157,18 +151,18 @@ class IngestPipeline:
         closed = self.windows.observe(fresh, self.wall()) if self.windows else []
         written_windows = self.write_windows(closed, now)
         budgets = self._account(fresh)
+        drift_signals = self.drift.process([p.event for p in fresh], now) if self.drift else []
         transitions = (
             self.alerts.process(
                 written_windows,
                 budgets,
                 now,
                 event_time=max((p.event.timestamp for p in fresh), default=None),
+                signals=drift_signals,
             )
             if self.alerts
             else []
         )
-        for obs in self.observers:
-            obs.observe(fresh, now)
 
         stats = IngestStats(
             messages=len(messages),

@@ -16,6 +16,9 @@ from llmpulse.alerts.rules import load_rules
 from llmpulse.alerts.sinks import Dispatcher, build_sinks
 from llmpulse.alerts.stage import AlertStage
 from llmpulse.alerts.state import LATEST_ALERTS_SQL, state_rows_from_alerts
+from llmpulse.detectors.embedder import HashingEmbedder
+from llmpulse.detectors.series import DriftMonitor
+from llmpulse.detectors.stage import DriftStage
 from llmpulse.errors import ConfigError, LlmpulseError
 from llmpulse.ingest.publisher import KafkaPublisher
 from llmpulse.pipeline import IngestPipeline, utc_now
@@ -31,6 +34,7 @@ from llmpulse.store.migrations import migrate
 from llmpulse.store.restore import (
     publish_budgets,
     restore_alert_history,
+    restore_baselines,
     restore_budgets,
     restore_windows,
 )
@@ -125,6 +129,25 @@ def alert_stage(settings: Settings, client: SerialClient, *, send: bool) -> Aler
     return AlertStage(engine, dispatcher, ClickHouseStore(client), send=send)
 
 
+def drift_stage(settings: Settings, client: SerialClient) -> DriftStage | None:
+    """Detectors per drift series, with the baselines stored by earlier runs."""
+    d = settings.drift
+    if not d.enabled:
+        return None
+    monitor = DriftMonitor(
+        d.grouping,
+        HashingEmbedder(dim=d.embedding_dim),
+        fill_embeddings=d.fill_embeddings,
+        warmup=d.warmup,
+        window=d.window,
+        detector=d.detector,
+        max_series=d.max_series,
+        auto_rebaseline=d.auto_rebaseline,
+    )
+    restore_baselines(client, monitor)
+    return DriftStage(monitor, ClickHouseStore(client))
+
+
 def budgets_of(settings: Settings) -> list[Budget]:
     return [Budget(b.scope, b.name, b.period, b.limit_usd) for b in settings.budgets]
 
@@ -156,6 +179,7 @@ def build_pipeline(
         windows=stage,
         budgets=tracker,
         alerts=alert_stage(settings, client, send=send_alerts),
+        drift=drift_stage(settings, client),
     )
     if restore:
         restore_budgets(client, tracker, clock().date())

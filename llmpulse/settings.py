@@ -95,6 +95,20 @@ class WindowSettings(BaseModel):
     )
 
 
+class DriftSettings(BaseModel):
+    enabled: bool = Field(True, description="Run the drift detectors")
+    grouping: list[str] = Field(
+        ["endpoint", "model", "prompt_version"], description="Dimensions of a drift series"
+    )
+    warmup: int = Field(500, ge=50, description="Events that learn a series' baseline")
+    window: int = Field(200, ge=20, description="Events per windowed two-sample test")
+    detector: Literal["adwin", "kswin", "page_hinkley"] = "adwin"
+    embedding_dim: int = Field(384, ge=16, description="Dimension of the built-in text embedder")
+    fill_embeddings: bool = Field(True, description="Embed prompt/response text when no vector")
+    max_series: int = Field(1000, ge=1, description="Drift series tracked at most")
+    auto_rebaseline: bool = Field(False, description="Learn a new baseline after a drift")
+
+
 class BudgetSettings(BaseModel):
     scope: Literal["tenant", "team"]
     name: str = Field(min_length=1)
@@ -123,6 +137,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     prices: PriceSettings = PriceSettings()
     windows: WindowSettings = WindowSettings()
+    drift: DriftSettings = DriftSettings()
     alerts: AlertSinkSettings = AlertSinkSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
     budgets: list[BudgetSettings] = Field(

@@ -710,7 +710,7 @@ def test_budget_and_drift_signals() -> None:
     [t] = AlertEngine(rules).evaluate([s], WALL)
     assert (t.rule, t.to_state) == ("budget-exceeded", FIRING)
     assert t.summary == "team search spent 120% of its month budget"
-    d = signal_from_drift("drift_detected", {"model": "m"}, T0, 1.0)
+    d = signal_from_drift("drift_detected", {"model": "m", "signal": "prompt_embedding"}, T0, 1.0)
     [t] = AlertEngine(rules).evaluate([d], WALL)
     assert (t.rule, t.to_state, t.labels["category"]) == (
         "drift-detected",

@@ -119,3 +119,27 @@ def test_config_show_masks_secrets_and_env_wins(tmp_path: Path, env: dict[str, s
 def test_bad_config_value_names_the_setting(env: dict[str, str]) -> None:
     proc = run(["config", "show"], {**env, "LLMPULSE_WORKER_BATCH_SIZE": "-3"}, check=False)
     assert proc.returncode == 2 and "worker.batch_size" in proc.stderr
+
+
+def test_baseline_set_pins_a_reference_from_stored_text(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, write_jsonl
+
+    config = TrafficConfig(endpoints=["/v1/chat"], models=["gpt-4o"], prompt_versions=["v1"])
+    gen = TrafficGenerator(config, seed=3, start_ms=1_767_225_600_000, rate_per_s=5.0)
+    path = tmp_path / "text.jsonl"
+    write_jsonl(path, gen.events(400))
+    env = {**env, "LLMPULSE_CLICKHOUSE_STORE_TEXT": "true"}
+    run(["replay", str(path), "--json"], env)
+    args = ["baseline", "set", "-s", "endpoint=/v1/chat", "-s", "model=gpt-4o",
+            "-s", "prompt_version=v1", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T00:00:00Z"]  # fmt: skip
+    out = run(args, env).stdout
+    assert "pinned" in out
+    listed = json.loads(
+        run(["sql", "SELECT series, signal, n FROM drift_baselines ORDER BY created_at DESC LIMIT 1",
+             "-f", "json"], env).stdout
+    )  # fmt: skip
+    assert listed[0]["signal"] == "prompt_embedding" and "model=gpt-4o" in listed[0]["series"]
+    bad = run(["baseline", "set", "-s", "nope", "--from", "x", "--to", "y"], env, check=False)
+    assert bad.returncode == 2 and "dim=value" in bad.stderr

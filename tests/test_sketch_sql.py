@@ -179,9 +179,9 @@ def test_edge_cases(client: Any) -> None:
 
 
 def test_rollup_example_runs(client: Any) -> None:
-    client.command("DROP TABLE IF EXISTS windows")
+    client.command("DROP TABLE IF EXISTS window_tiles")
     client.command(
-        """CREATE TABLE windows (
+        """CREATE TABLE window_tiles (
             window_start DateTime64(3, 'UTC'), window_seconds UInt32, grouping String,
             service String, requests UInt64, latency_max_ms Float64,
             latency_sketch_keys Array(Int32), latency_sketch_counts Array(UInt64),
@@ -190,13 +190,13 @@ def test_rollup_example_runs(client: Any) -> None:
     )
     try:
         client.command(
-            "INSERT INTO windows VALUES ('2026-01-01 00:01:00', 60, 'service+endpoint+model', "
+            "INSERT INTO window_tiles VALUES ('2026-01-01 00:01:00', 60, 'service+endpoint+model', "
             "'api', 3, 9.0, [0, 35], [1, 1], 1)"
         )
         [row] = client.query(ROLLUP_EXAMPLE).result_rows
         assert row[1] == "api" and row[2] == 3
     finally:
-        client.command("DROP TABLE IF EXISTS windows")
+        client.command("DROP TABLE IF EXISTS window_tiles")
 
 
 def test_merged_quantile_sql_validates() -> None:

@@ -88,3 +88,24 @@ def alerts_bench() -> None:
     with tempfile.TemporaryDirectory(prefix="llmpulse-bench-") as work:
         rows = run_alert_bench(Path(work), say=console.log)
     out.print(as_table(["measure", "value"], rows))
+
+
+@app.command("drift")
+@reports_errors
+def drift_bench(
+    dims: Annotated[str, typer.Option(help="Embedding dimensions, comma-separated")] = "64,384,768",
+    seeds: Annotated[int, typer.Option(help="Seeds per scenario")] = 5,
+    stationary: Annotated[int, typer.Option(help="Events per stationary control run")] = 100_000,
+    evidently: Annotated[bool, typer.Option(help="Run Evidently as the peer if installed")] = True,
+) -> None:
+    """Drift detection quality and speed on streams with known change points."""
+    from llmpulse.bench.drift import format_table, run_drift_bench
+
+    rows = run_drift_bench(
+        dims=[int(d) for d in dims.split(",")],
+        seeds=range(seeds),
+        n_stationary=stationary,
+        progress=console.log,
+        evidently=evidently,
+    )
+    out.print(format_table(rows), markup=False, highlight=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llmpulse import __version__
-from llmpulse.cli import alerts_cmd, bench_cmd, demo_cmd, kafka_cmd, prices_cmd
+from llmpulse.cli import alerts_cmd, baseline_cmd, bench_cmd, demo_cmd, kafka_cmd, prices_cmd
 from llmpulse.cli.context import CliState, console, out, reports_errors, state
 from llmpulse.cli.output import as_csv, as_json, as_table
 
@@ -26,6 +26,7 @@ app.add_typer(kafka_cmd.app, name="kafka")
 app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(baseline_cmd.app, name="baseline")
 app.command("demo")(demo_cmd.demo)
 
 ClickHouseOpt = Annotated[

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from llmpulse.alerts.state import ALERTS_DDL
+from llmpulse.detectors.storage import DRIFT_DDL
 from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS
 from llmpulse.schemas.rows import (
     MODEL_PRICE_COLUMNS,
@@ -121,7 +122,10 @@ INNER JOIN (
     ),
 )
 
-MIGRATIONS += (Migration(3, "alert transitions", (ALERTS_DDL,)),)
+MIGRATIONS += (
+    Migration(3, "alert transitions", (ALERTS_DDL,)),
+    Migration(4, "drift events, window scores and baselines", DRIFT_DDL),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

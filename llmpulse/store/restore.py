@@ -13,6 +13,10 @@ from typing import Any
 import numpy as np
 
 from llmpulse.alerts.engine import AlertEngine
+from llmpulse.detectors.reference import Reference
+from llmpulse.detectors.series import DriftMonitor
+from llmpulse.detectors.storage import LATEST_BASELINES_SQL
+from llmpulse.errors import LlmpulseError
 from llmpulse.processors.budgets import Budget, BudgetTracker
 from llmpulse.processors.sketch import LogHistogram
 from llmpulse.processors.window_stage import WindowStage, partition_of
@@ -174,3 +178,18 @@ def restore_alert_history(client: SerialClient, engine: AlertEngine, *, hours: f
     results = [_result_from_row(r) for r in rows]
     engine.warm(s for r in results for s in engine.signals_for(r))
     return len(results)
+
+
+def restore_baselines(client: SerialClient, monitor: DriftMonitor) -> int:
+    """Install the newest stored baseline of every drift series and signal."""
+    grouping = ",".join(monitor.grouping)
+    n = 0
+    for group, _series, signal, labels, _bid, payload in client.rows(LATEST_BASELINES_SQL):
+        if group != grouping:
+            continue  # learned under another grouping: does not name our series
+        try:
+            monitor.restore_baseline(labels, signal, Reference.from_json(payload))
+        except LlmpulseError:
+            continue  # more series than max_series now: they relearn
+        n += 1
+    return n

@@ -19,6 +19,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from llmpulse.alerts.state import ALERT_COLUMNS
+from llmpulse.detectors.storage import (
+    DRIFT_BASELINE_COLUMNS,
+    DRIFT_EVENT_COLUMNS,
+    DRIFT_SCORE_COLUMNS,
+)
 from llmpulse.schemas.rows import (
     MODEL_PRICE_COLUMNS,
     REJECTED_COLUMNS,
@@ -33,6 +38,11 @@ Row = Sequence[Any]
 _TRACE_NAMES = names(TRACE_COLUMNS)
 _REJECTED_NAMES = names(REJECTED_COLUMNS)
 _WINDOW_NAMES = names(WINDOW_COLUMNS)
+_DRIFT_COLUMNS = {
+    "drift_events": names(DRIFT_EVENT_COLUMNS),
+    "drift_scores": names(DRIFT_SCORE_COLUMNS),
+    "drift_baselines": names(DRIFT_BASELINE_COLUMNS),
+}
 _PRICE_NAMES = [*names(MODEL_PRICE_COLUMNS), "loaded_at"]
 _ID_CHUNK = 10_000
 # Up to this many stored rows in a batch's time range, fetching them all is
@@ -134,6 +144,19 @@ class ClickHouseStore:
         if rows:
             self.client.insert("alerts", rows, ALERT_COLUMNS)
 
+    def known_drift_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = self.client.rows(
+            "SELECT drift_id FROM drift_events WHERE drift_id IN {ids:Array(String)}",
+            {"ids": list(ids)},
+        )
+        return {r[0] for r in rows}
+
+    def write_drift(self, table: str, rows: Sequence[Row]) -> None:
+        if rows:
+            self.client.insert(table, rows, _DRIFT_COLUMNS[table])
+
     def write_prices(self, rows: Sequence[Row]) -> None:
         if rows:
             self.client.insert("model_prices", rows, _PRICE_NAMES)
@@ -147,6 +170,7 @@ class MemoryStore:
         self.rejected: dict[str, Row] = {}
         self.windows: dict[str, Row] = {}
         self.alerts: list[Row] = []
+        self.drift: dict[str, list[Row]] = {}
         self.fail_next_writes = fail_next_writes
         self.writes = 0
 
@@ -185,3 +209,11 @@ class MemoryStore:
     def write_alerts(self, rows: Sequence[Row]) -> None:
         self._maybe_fail()
         self.alerts.extend(rows)
+
+    def known_drift_ids(self, ids: Sequence[str]) -> set[str]:
+        stored = {r[0] for r in self.drift.get("drift_events", [])}
+        return {i for i in ids if i in stored}
+
+    def write_drift(self, table: str, rows: Sequence[Row]) -> None:
+        self._maybe_fail()
+        self.drift.setdefault(table, []).extend(rows)

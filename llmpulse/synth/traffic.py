@@ -525,7 +525,7 @@ class TrafficGenerator:
         if cfg.scores:
             # Answers on a topic the prompts were not tuned for are worse.
             relevance = rng.betavariate(4.0, 4.0) if drifted else rng.betavariate(9.0, 2.0)
-            hallucinated = rng.random() < (0.2 if drifted else 0.04)
+            hallucinated = rng.random() < (0.2 if drifted else 0.008)
             event["scores"] = {
                 "relevance": round(relevance, 4),
                 "hallucination": float(hallucinated),
