@@ -68,3 +68,44 @@ def test_only_the_drifting_series_gets_a_drift_event_soon_after_the_change(
     alerts = client.rows("SELECT count() FROM alerts WHERE rule = 'drift-detected'")
     assert alerts[0][0] >= 1
     client.close()
+
+
+def test_a_drift_incident_pages_once_and_resolves_when_traffic_returns(
+    settings: Settings,
+) -> None:
+    from pydantic import SecretStr
+
+    from llmpulse.alerts.config import PagerDutySettings
+    from llmpulse.alerts.testing import PagerDutyReceiver
+
+    config = TrafficConfig(
+        services=["chat-api"], endpoints=["/v1/chat", "/v1/search"], models=["gpt-4o"],
+        tenants=["acme"], teams=["platform"], prompt_versions=["v1"], embeddings=True,
+        include_text=False, scores=False,
+    )  # fmt: skip
+    gen = TrafficGenerator(
+        config, seed=9, start_ms=START_MS, rate_per_s=10.0,
+        incidents=[Incident("prompt_drift", CHANGE_S, 300, endpoint="/v1/chat", magnitude=0.3)],
+    )  # fmt: skip
+    events = list(gen.events_between(START_MS, START_MS + 1800_000))
+    for e in events:  # a fast endpoint, so only the drift incident pages
+        e["latency_ms"] /= 60
+    msgs = [RawMessage(orjson.dumps(e), f"replay:d2:{i}") for i, e in enumerate(events)]
+    with PagerDutyReceiver() as pd:
+        s = settings.model_copy(
+            update={
+                "pagerduty": PagerDutySettings(url=pd.url, routing_key=SecretStr("D" * 32)),
+                "alerts": settings.alerts.model_copy(update={"control_enabled": False}),
+            }
+        )
+        client = prepare_store(s)
+        pipeline = build_pipeline(s, client)
+        replay_messages(pipeline, msgs, batch_size=500)
+        pipeline.close(timeout=30)
+        client.close()
+        drift_pages = [e for e in pd.triggers if "drift" in e["dedup_key"] or "drift" in str(e)]
+        assert len(pd.triggers) == 1 and drift_pages, [
+            (t["dedup_key"], t["payload"]["summary"]) for t in pd.triggers
+        ]
+        assert "/v1/chat" in str(pd.triggers[0]) and "/v1/search" not in str(pd.triggers[0])
+        assert len(pd.resolves) == 1 and pd.resolves[0]["dedup_key"] == pd.triggers[0]["dedup_key"]

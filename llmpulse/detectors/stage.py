@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from llmpulse.alerts.signals import Signal, signal_from_drift
-from llmpulse.detectors.series import DriftMonitor, alert_signals
+from llmpulse.detectors.combine import WindowScore
+from llmpulse.detectors.series import EMBEDDING_SIGNALS, DriftMonitor, alert_signals
 from llmpulse.detectors.storage import (
     baseline_row,
     drift_event_row,
@@ -59,10 +60,11 @@ class DriftStage:
                 self.store.write_drift("drift_events", [drift_event_row(d, now) for d in new])
                 self.detections += len(new)
             drifts = new
-        return [
+        return self._quiet_windows(scores) + [
             signal_from_drift(
                 a.name,
-                {k: str(v) for k, v in a.labels.items() if v != ""},
+                # One alert per series and signal, whichever detector spoke.
+                {k: str(v) for k, v in a.labels.items() if v != "" and k != "detector"},
                 a.event_time,
                 a.value,
                 requests=int(a.details.get("n", 0) or 0),
@@ -74,3 +76,20 @@ class DriftStage:
             )
             for a in alert_signals(drifts, scores)
         ]
+
+    @staticmethod
+    def _quiet_windows(scores: Sequence[WindowScore]) -> list[Signal]:
+        """``drift_detected = 0`` for embedding windows that look like the baseline,
+        so a drift alert resolves once traffic is back (or re-baselined). A window
+        that rejects sends nothing: only a confirmed detection raises the alert."""
+        out = []
+        for w in scores:
+            if w.signal not in EMBEDDING_SIGNALS or not w.baseline_id:
+                continue
+            if not w.statistic > w.threshold:
+                labels = {k: str(v) for k, v in w.labels.items() if v != ""}
+                labels["signal"] = w.signal
+                out.append(
+                    signal_from_drift("drift_detected", labels, w.window_end, 0.0, requests=w.n)
+                )
+        return out
