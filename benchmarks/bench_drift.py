@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmpulse.bench.drift import SCENARIOS, format_table, run_drift_bench
+from llmpulse.bench.drift import (
+    SCENARIOS,
+    format_table,
+    measure_monitor_throughput,
+    run_drift_bench,
+)
 
 
 def main() -> None:
@@ -35,6 +40,7 @@ def main() -> None:
         evidently_seeds=args.evidently_seeds,
         evidently_windows=args.evidently_windows,
     )
+    rows.append(measure_monitor_throughput())
     print(format_table(rows))
 
 

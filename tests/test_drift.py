@@ -497,6 +497,7 @@ def test_bench_table_runs_small() -> None:
         scenarios=("covariance", "stationary"),
         n_stationary=3000,
         evidently=False,
+        throughput=False,
     )
     table = format_table(rows)
     assert "covariance" in table and "all stationary events" in table

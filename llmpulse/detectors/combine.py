@@ -52,7 +52,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -76,17 +76,28 @@ TimeLike = datetime | int | float
 SEGMENTS: tuple[int, ...] = (32, 64, 128)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def to_ms(t: TimeLike) -> int:
-    """Epoch milliseconds of an aware datetime or of a number already in ms."""
+    """Epoch milliseconds of an aware datetime or of a number already in ms.
+
+    Integer arithmetic on purpose: ``timestamp() * 1000`` can land one
+    millisecond early, which would change ids derived from event times.
+
+    >>> to_ms(datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC))
+    1767225600123
+    """
     if isinstance(t, datetime):
         if t.tzinfo is None:
             raise ValueError("event times must be timezone-aware")
-        return int(t.timestamp() * 1000)
+        return (t - _EPOCH) // _MS
     return int(t)
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+    return _EPOCH + timedelta(milliseconds=int(ms))
 
 
 def _times(times: Sequence[TimeLike] | IntArray, n: int) -> IntArray:
@@ -274,6 +285,10 @@ class _Evidence:
     def _window_value(self, seg_sum: FloatArray, n: int, value_mean: float) -> float:
         return value_mean
 
+    def _describe(self, seg_sum: FloatArray, n: int) -> dict[str, Any]:
+        """What changed, in words an alert can show (only computed when firing)."""
+        return {}
+
     # -- the engine ------------------------------------------------------------------------
 
     def _calibrate(self, rows: FloatArray) -> None:
@@ -393,7 +408,11 @@ class _Evidence:
                         i,
                         ids,
                         id_offset,
-                        {"windows": self._hits, "window": self.window},
+                        {
+                            "windows": self._hits,
+                            "window": self.window,
+                            **self._describe(seg_sum, self.window),
+                        },
                     )
             if fired is not None:
                 found.append(fired)
@@ -430,10 +449,12 @@ class _Evidence:
         if not lengths:
             return None
         best: TestResult | None = None
+        best_sum = cs[j] - cs[j]
         for length in lengths:
-            res = self._test(cs[j] - cs[j - length], length)
+            seg_sum = cs[j] - cs[j - length]
+            res = self._test(seg_sum, length)
             if best is None or res.p_value < best.p_value:
-                best = res
+                best, best_sum = res, seg_sum
         assert best is not None
         level = self.confirm_p / len(self.segments)
         if best.p_value >= level:
@@ -453,6 +474,7 @@ class _Evidence:
                 "channel": channel,
                 "segment": best.n,
                 "since_alarm": self._since - self._pending[0],
+                **self._describe(best_sum, best.n),
             },
         )
 
@@ -602,6 +624,10 @@ class DriftDetector(_Evidence):
 
     def _baseline_id(self) -> str:
         return self.reference.baseline_id if self.reference is not None else ""
+
+    def _describe(self, seg_sum: FloatArray, n: int) -> dict[str, Any]:
+        assert self._test_state is not None
+        return {"mmd2": self._test_state.mmd2(seg_sum / n)}
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -864,8 +890,26 @@ class ScalarDriftDetector(_Evidence):
 
     def _test(self, seg_sum: FloatArray, n: int) -> TestResult:
         if self._ranked:
-            return z_test(float(seg_sum[0]) / n, n, 0.5, self._u_std, self._n0)
+            r = z_test(float(seg_sum[0]) / n, n, 0.5, self._u_std, self._n0)
+            # Unsigned, so that "statistic > threshold" means "rejects" for every
+            # detector; the direction is in the detection's details.
+            return TestResult(abs(r.statistic), r.p_value, r.n)
         return category_test(seg_sum, self._ref_counts)
+
+    def _describe(self, seg_sum: FloatArray, n: int) -> dict[str, Any]:
+        if self._ranked:
+            rank = float(seg_sum[0]) / n
+            return {"mean_rank": rank, "direction": "up" if rank > 0.5 else "down"}
+        share = seg_sum / n
+        ref = self._ref_counts / max(float(self._ref_counts.sum()), 1.0)
+        c = int(np.argmax(np.abs(share - ref)))
+        names = [*self.categories, "__other__"]
+        return {
+            "category": names[c] if c < len(names) else "__other__",
+            "share": float(share[c]),
+            "reference_share": float(ref[c]),
+            "direction": "up" if share[c] > ref[c] else "down",
+        }
 
     def _critical(self, p: float, result: TestResult) -> float:
         if self._ranked:

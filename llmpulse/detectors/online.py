@@ -14,8 +14,8 @@ PageHinkley selectable. Defaults are set for the false alarm target of one per
 million stationary events per series, not for river's own defaults: measured
 at 384 dimensions on synthetic topic streams, ADWIN(delta=1e-4, clock=16) on
 these three scalars raised 0 alarms in 3 million stationary events and caught
-a 30 % shift toward unseen topics after a median of 55 events (delta=1e-3: 2
-false alarms in 3 million). ADWIN compares the stream with its own recent
+a 30 % shift toward unseen topics after a median of 55 events (delta=1e-3,
+clock=32: 2 false alarms in 3 million). ADWIN compares the stream with its own recent
 past, so the small sampling error of the reference does not reach it.
 KSWIN's p-value is checked at every event, so its alpha must be tiny; it also
 costs about 200 µs per update against 0.2 µs for ADWIN.

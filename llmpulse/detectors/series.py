@@ -99,10 +99,10 @@ class _Series:
 
 
 def _time_ms(e: Any) -> int:
-    ms = getattr(e, "timestamp_ms", None)
-    if isinstance(ms, int):
-        return ms
-    return to_ms(e.timestamp)
+    ts = getattr(e, "timestamp", None)
+    if isinstance(ts, datetime):
+        return to_ms(ts)  # exact, unlike a float-derived timestamp_ms
+    return int(e.timestamp_ms)
 
 
 class DriftMonitor:

@@ -10,13 +10,18 @@ drift" it follows a scaled F distribution, so the p-value is analytic and costs
 microseconds. A permutation p-value of a quadratic-time MMD needs a thousand
 kernel sums per window to resolve p = 0.001, a thousand times the cost.
 
-The F law assumes the window mean is Gaussian (the features are bounded
-cosines, so 30 or more events are enough) and accounts for the reference's
-own sampling error through ``null_n``. It is a statement averaged over
-references: a particular reference whose mean happens to be off makes all its
-windows look a little drifted. That error shrinks as ``null_n`` grows, which is
-why the detector keeps adding events to the null statistics for a while after
-the warm-up (``DriftDetector(calibration=...)``).
+The F law assumes the window mean is Gaussian and accounts for the
+reference's own sampling error through ``null_n``. Measured on stationary
+384-dimensional streams (null_n = 2,000): windows of 200 events fall below
+p = 0.001 at 0.10 % (nominal), windows of 32 to 128 events at 0.14 to 0.19 %,
+and below 0.00025 at about 0.07 %: the tail of short windows is two to three
+times heavier than nominal, which the combination rule absorbs (the short
+windows only ever confirm an online alarm). The law is also a statement
+averaged over references: a reference whose mean happens to be off makes all
+its windows look a little drifted. That error shrinks as ``null_n`` grows,
+which is why the detector keeps adding events to the null statistics after the
+warm-up (``DriftDetector(null_target=...)``); with 250 held-out events some
+references rejected 5 % of their windows at p = 0.001.
 
 Scalars: a z-test of a window mean against the reference mean and spread, and
 exact tests of a window's category shares against the reference's.
