@@ -63,6 +63,7 @@ from llmpulse.processors.sketch import (
     representatives,
     sketch_params,
 )
+from llmpulse.schemas.event import DIMENSIONS
 
 __all__ = [
     "DEFAULT_GROUPINGS",
@@ -79,17 +80,6 @@ __all__ = [
     "window_id",
 ]
 
-DIMENSIONS: Final = (
-    "service",
-    "endpoint",
-    "model",
-    "provider",
-    "tenant",
-    "team",
-    "prompt_version",
-    "variant",
-    "environment",
-)
 OTHER: Final = "__other__"
 LATENCY_QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
 TTFT_QUANTILES: Final = (0.5, 0.95, 0.99)
