@@ -159,7 +159,7 @@ def build_pipeline(
     clock: Callable[[], datetime] = utc_now,
     wall: Callable[[], float] = time.time,
     restore: bool = True,
-    send_alerts: bool = True,
+    send_alerts: bool = False,
 ) -> IngestPipeline:
     """The pipeline over ``client``, with window and budget state rebuilt from
     the store (``restore``) so a restart continues where the last run stopped."""

@@ -103,13 +103,13 @@ def test_restart_while_firing_neither_pages_again_nor_forgets_to_resolve(
             }
         )
         client = prepare_store(s)
-        first = build_pipeline(s, client, wall=lambda: 0.0)
+        first = build_pipeline(s, client, wall=lambda: 0.0, send_alerts=True)
         for i in range(0, cut, 500):
             first.handle(messages[i : min(i + 500, cut)])
         first.close(timeout=30)
         assert len(pd.triggers) == 1 and not pd.resolves  # firing when the worker "dies"
         # A new pipeline on the same store: windows and alert state come back from it.
-        second = build_pipeline(s, client, wall=lambda: 0.0)
+        second = build_pipeline(s, client, wall=lambda: 0.0, send_alerts=True)
         for i in range(cut, len(messages), 500):
             second.handle(messages[i : i + 500])
         second.flush()

@@ -99,7 +99,7 @@ def test_a_drift_incident_pages_once_and_resolves_when_traffic_returns(
             }
         )
         client = prepare_store(s)
-        pipeline = build_pipeline(s, client)
+        pipeline = build_pipeline(s, client, send_alerts=True)
         replay_messages(pipeline, msgs, batch_size=500)
         pipeline.close(timeout=30)
         client.close()

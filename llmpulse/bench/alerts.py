@@ -38,7 +38,7 @@ def run_alert_bench(
         )
         client = prepare_store(settings)
         try:
-            pipeline = build_pipeline(settings, client)
+            pipeline = build_pipeline(settings, client, send_alerts=True)
             say(f"streaming {len(messages):,} events with two incidents...")
             for i in range(0, len(messages), batch_size):
                 pipeline.handle(messages[i : i + batch_size])

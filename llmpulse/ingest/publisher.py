@@ -35,7 +35,11 @@ class KafkaPublisher:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, client_id=self._client_id, acks="all"
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # a failed start still holds connections
+                raise
             self._producer = producer
         return self._producer
 

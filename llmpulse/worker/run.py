@@ -18,7 +18,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     client = prepare_store(settings)
     try:
-        pipeline = build_pipeline(settings, client)
+        pipeline = build_pipeline(settings, client, send_alerts=True)
         t = settings.topics
         ensure_topics_sync(
             settings.kafka.bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1}
