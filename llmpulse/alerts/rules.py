@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import math
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -106,7 +107,7 @@ DEFAULT_BURN_WINDOWS: Final = (
 )
 
 
-class _RuleBase(BaseModel):
+class _RuleBase(BaseModel, ABC):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -145,9 +146,9 @@ class _RuleBase(BaseModel):
             raise ValueError(exc.problem) from None
 
     @property
+    @abstractmethod
     def signal_name(self) -> str:
         """The signal this rule reads."""
-        raise NotImplementedError
 
     @property
     def incident_name(self) -> str:
@@ -179,9 +180,9 @@ class _RuleBase(BaseModel):
         }
 
     @property
+    @abstractmethod
     def condition(self) -> str:
         """Human-readable condition, for tables."""
-        raise NotImplementedError
 
 
 class ThresholdRule(_RuleBase):

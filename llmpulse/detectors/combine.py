@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ class WindowScore:
     grouping: str = ""
 
 
-class _Evidence:
+class _Evidence(ABC):
     """The detection logic shared by embedding and scalar detectors.
 
     Subclasses turn a batch of raw inputs into: channel values for the online
@@ -261,26 +262,26 @@ class _Evidence:
 
     # -- subclass hooks -----------------------------------------------------------------
 
-    def _channels(self) -> Sequence[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def _channels(self) -> Sequence[str]: ...
 
-    def _on_rebaseline(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _on_rebaseline(self) -> None: ...
 
-    def _null_n(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def _null_n(self) -> int: ...
 
-    def _absorb_null(self, total: FloatArray, sq: FloatArray, count: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _absorb_null(self, total: FloatArray, sq: FloatArray, count: int) -> None: ...
 
-    def _test(self, seg_sum: FloatArray, n: int) -> TestResult:
-        raise NotImplementedError
+    @abstractmethod
+    def _test(self, seg_sum: FloatArray, n: int) -> TestResult: ...
 
-    def _critical(self, p: float, result: TestResult) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def _critical(self, p: float, result: TestResult) -> float: ...
 
-    def _baseline_id(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def _baseline_id(self) -> str: ...
 
     def _window_value(self, seg_sum: FloatArray, n: int, value_mean: float) -> float:
         return value_mean
