@@ -189,13 +189,11 @@ def mask_dsn(dsn: str) -> str:
     return dsn
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: Path | None = None) -> Settings:
     """Build the settings tree from a TOML file and the environment.
 
-    ``config=None`` reads ``./llmpulse.toml`` when it exists. ``overrides`` are
-    values from CLI flags; they sit with the file, below the environment, except
-    that a flag the user typed should win, so CLI code passes flags it was given
-    explicitly through ``apply_flags`` instead.
+    ``config=None`` reads ``./llmpulse.toml`` when it exists. Flags the user typed
+    go on top afterwards, through ``apply_flags``.
     """
     file_values: dict[str, Any] = {}
     path = config if config is not None else DEFAULT_CONFIG_FILE
@@ -206,7 +204,6 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             file_values = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), f"invalid TOML: {exc}") from exc
-    _deep_merge(file_values, overrides)
     try:
         return Settings(**file_values)
     except ValidationError as exc:
@@ -231,14 +228,6 @@ def apply_flags(settings: Settings, flags: dict[str, Any]) -> Settings:
         node = getattr(settings, section)
         settings = settings.model_copy(update={section: node.model_copy(update={leaf: value})})
     return settings
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
 
 
 __all__ = [

@@ -28,8 +28,7 @@ import orjson
 
 from llmpulse.detectors.combine import DriftEvent, WindowScore, to_ms
 from llmpulse.detectors.reference import Reference
-
-Column = tuple[str, str]
+from llmpulse.schemas.rows import DEDUP_SETTING, Column, ddl_columns
 
 # Dimensions stored as their own columns; any other grouping label is still in
 # ``labels``.
@@ -86,36 +85,25 @@ DRIFT_SCORE_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def names(columns: tuple[Column, ...]) -> list[str]:
-    return [c[0] for c in columns]
-
-
-def _cols(columns: tuple[Column, ...]) -> str:
-    return ",\n    ".join(f"{name} {kind}" for name, kind in columns)
-
-
-# A retried insert of the same block is dropped by ClickHouse itself.
-_DEDUP = "non_replicated_deduplication_window = 1000"
-
 DRIFT_BASELINES_DDL = f"""CREATE TABLE IF NOT EXISTS drift_baselines (
-    {_cols(DRIFT_BASELINE_COLUMNS)}
+    {ddl_columns(DRIFT_BASELINE_COLUMNS)}
 ) ENGINE = ReplacingMergeTree(created_at)
 ORDER BY (signal, grouping, series, baseline_id)
-SETTINGS {_DEDUP}"""
+SETTINGS {DEDUP_SETTING}"""
 
 DRIFT_EVENTS_DDL = f"""CREATE TABLE IF NOT EXISTS drift_events (
-    {_cols(DRIFT_EVENT_COLUMNS)}
+    {ddl_columns(DRIFT_EVENT_COLUMNS)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (signal, event_time, drift_id)
-SETTINGS {_DEDUP}"""
+SETTINGS {DEDUP_SETTING}"""
 
 DRIFT_SCORES_DDL = f"""CREATE TABLE IF NOT EXISTS drift_scores (
-    {_cols(DRIFT_SCORE_COLUMNS)}
+    {ddl_columns(DRIFT_SCORE_COLUMNS)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_end)
 ORDER BY (signal, grouping, window_end, window_id)
-SETTINGS {_DEDUP}"""
+SETTINGS {DEDUP_SETTING}"""
 
 DRIFT_DDL: tuple[str, ...] = (DRIFT_BASELINES_DDL, DRIFT_EVENTS_DDL, DRIFT_SCORES_DDL)
 

@@ -129,6 +129,16 @@ def names(columns: tuple[Column, ...]) -> list[str]:
     return [c[0] for c in columns]
 
 
+def ddl_columns(columns: tuple[Column, ...]) -> str:
+    """The column list of a CREATE TABLE statement."""
+    return ",\n    ".join(f"{name} {kind}" for name, kind in columns)
+
+
+# A retried insert of the same block (same deduplication token) is dropped by
+# ClickHouse itself; non-replicated tables need this window to be non-zero.
+DEDUP_SETTING = "non_replicated_deduplication_window = 1000"
+
+
 @dataclass(frozen=True, slots=True)
 class CostFields:
     cost_usd: float | None

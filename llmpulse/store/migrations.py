@@ -16,22 +16,14 @@ from llmpulse.alerts.state import ALERTS_DDL
 from llmpulse.detectors.storage import DRIFT_DDL
 from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS
 from llmpulse.schemas.rows import (
+    DEDUP_SETTING,
     MODEL_PRICE_COLUMNS,
     REJECTED_COLUMNS,
     TRACE_COLUMNS,
     WINDOW_COLUMNS,
-    Column,
+    ddl_columns,
 )
 from llmpulse.store.client import SerialClient
-
-
-def _cols(columns: tuple[Column, ...]) -> str:
-    return ",\n    ".join(f"{name} {kind}" for name, kind in columns)
-
-
-# A retried insert of the same block (same deduplication token) is dropped by
-# ClickHouse itself; non-replicated tables need this window to be non-zero.
-_DEDUP = "non_replicated_deduplication_window = 1000"
 
 
 @dataclass(frozen=True)
@@ -47,20 +39,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "raw traces, rejected events, model prices",
         (
             f"""CREATE TABLE IF NOT EXISTS traces (
-    {_cols(TRACE_COLUMNS)},
+    {ddl_columns(TRACE_COLUMNS)},
     INDEX idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (toStartOfHour(timestamp), service, model, event_id)
-SETTINGS {_DEDUP}""",
+SETTINGS {DEDUP_SETTING}""",
             f"""CREATE TABLE IF NOT EXISTS rejected_events (
-    {_cols(REJECTED_COLUMNS)}
+    {ddl_columns(REJECTED_COLUMNS)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY rejection_id
-SETTINGS {_DEDUP}""",
+SETTINGS {DEDUP_SETTING}""",
             f"""CREATE TABLE IF NOT EXISTS model_prices (
-    {_cols(MODEL_PRICE_COLUMNS)},
+    {ddl_columns(MODEL_PRICE_COLUMNS)},
     loaded_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(loaded_at)
 ORDER BY (table_version, provider, model, effective_from)""",
@@ -78,12 +70,12 @@ MIGRATIONS += (
         "window statistics with sketches, cost per day, budgets",
         (
             f"""CREATE TABLE IF NOT EXISTS window_stats (
-    {_cols(WINDOW_COLUMNS)}
+    {ddl_columns(WINDOW_COLUMNS)}
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (grouping, window_seconds, window_start, service, endpoint, model, provider,
           tenant, team, prompt_version, variant, environment)
-SETTINGS {_DEDUP}""",
+SETTINGS {DEDUP_SETTING}""",
             # Hopping windows overlap; the windows starting on a multiple of their
             # own length tile time exactly once, so sums and merged sketches over
             # them count every event once.
