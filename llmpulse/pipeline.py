@@ -16,15 +16,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+
 from llmpulse.alerts.stage import AlertStage
 from llmpulse.alerts.state import Transition
 from llmpulse.detectors.stage import DriftStage
+from llmpulse.processors.batch_cost import price_batch
+from llmpulse.processors.batch_validate import validate_batch
 from llmpulse.processors.budgets import BudgetStatus, BudgetTracker
 from llmpulse.processors.dedup import RecentIds
-from llmpulse.processors.traces import PricedEvent, RawMessage, Rejection, TraceProcessor
+from llmpulse.processors.traces import RawMessage, Rejection, TraceProcessor
 from llmpulse.processors.window_stage import WindowStage
 from llmpulse.processors.windows import WindowResult, window_id
-from llmpulse.schemas.rows import trace_row, window_row
+from llmpulse.schemas.batch import TraceBatch, from_ms
+from llmpulse.schemas.rows import window_row
+from llmpulse.store.encode import traces_table
 from llmpulse.store.writer import EventStore
 
 
@@ -54,7 +60,7 @@ class IngestStats:
 
 @dataclass
 class BatchOutcome:
-    written: list[PricedEvent]
+    written: TraceBatch
     rejections: list[Rejection]
     stats: IngestStats
     windows: list[WindowResult] = field(default_factory=list)
@@ -104,31 +110,39 @@ class IngestPipeline:
     def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Process one batch and write it; raises if the store fails (nothing is
         marked as seen then, so the caller can retry or let Kafka redeliver)."""
-        batch = self.processor.process(messages)
-        fresh = [p for p in batch.accepted if p.event.event_id not in self.recent]
-        duplicates = batch.duplicates_in_batch + len(batch.accepted) - len(fresh)
-        if fresh:
-            times = [p.event.timestamp for p in fresh]
-            known = self.store.known_event_ids(
-                [p.event.event_id for p in fresh], min(times), max(times)
+        checked = validate_batch([m.value for m in messages], [m.source for m in messages])
+        rejections = [self.processor.reject(messages[i], err) for i, err in checked.rejected]
+        batch = checked.batch
+        duplicates = checked.duplicates
+        if len(batch):
+            recent = self.recent
+            seen = np.fromiter(
+                (i in recent for i in batch.event_id.tolist()), dtype=np.bool_, count=len(batch)
             )
+            if seen.any():
+                duplicates += int(seen.sum())
+                batch = batch.select(~seen)
+        if len(batch):
+            lo, hi = batch.time_range()
+            known = self.store.known_event_ids(batch.event_id.tolist(), lo, hi)
             if known:
-                fresh = [p for p in fresh if p.event.event_id not in known]
-                duplicates += len(known)
+                stored = np.fromiter(
+                    (i in known for i in batch.event_id.tolist()), np.bool_, len(batch)
+                )
+                duplicates += int(stored.sum())
+                batch = batch.select(~stored)
 
         now = self.clock()
-        if fresh:
-            rows = [
-                trace_row(
-                    p.event, p.cost, source=p.source, ingested_at=now, store_text=self.store_text
-                )
-                for p in fresh
-            ]
-            self.store.write_traces(rows, _token("traces", [p.event.event_id for p in fresh]))
+        ids = batch.event_id.tolist()
+        if ids:
+            price_batch(self.processor.prices, batch)
+            self.store.write_traces(
+                traces_table(batch, now, store_text=self.store_text), _token("traces", ids)
+            )
 
-        if batch.rejected:
-            known_rej = self.store.known_rejection_ids([r.rejection_id for r in batch.rejected])
-            new_rej = [r for r in batch.rejected if r.rejection_id not in known_rej]
+        if rejections:
+            known_rej = self.store.known_rejection_ids([r.rejection_id for r in rejections])
+            new_rej = [r for r in rejections if r.rejection_id not in known_rej]
             if new_rej:
                 self.store.write_rejected(
                     [
@@ -147,17 +161,17 @@ class IngestPipeline:
                     _token("rejected", [r.rejection_id for r in new_rej]),
                 )
 
-        self.recent.add_all(p.event.event_id for p in fresh)
-        closed = self.windows.observe(fresh, self.wall()) if self.windows else []
+        self.recent.add_all(ids)
+        closed = self.windows.observe(batch, self.wall()) if self.windows and ids else []
         written_windows = self.write_windows(closed, now)
-        budgets = self._account(fresh)
-        drift_signals = self.drift.process([p.event for p in fresh], now) if self.drift else []
+        budgets = self._account(batch)
+        drift_signals = self.drift.process(batch.views(), now) if self.drift and ids else []
         transitions = (
             self.alerts.process(
                 written_windows,
                 budgets,
                 now,
-                event_time=max((p.event.timestamp for p in fresh), default=None),
+                event_time=batch.time_range()[1] if ids else None,
                 signals=drift_signals,
             )
             if self.alerts
@@ -166,28 +180,34 @@ class IngestPipeline:
 
         stats = IngestStats(
             messages=len(messages),
-            accepted=len(fresh),
+            accepted=len(ids),
             duplicates=duplicates,
             windows=len(written_windows),
         )
-        stats.rejected.update(r.category for r in batch.rejected)
-        stats.cost_sources.update(p.cost.cost_source for p in fresh)
-        stats.unpriced_models.update(
-            p.event.model for p in fresh if p.cost.cost_source == "unpriced"
-        )
+        stats.rejected.update(r.category for r in rejections)
+        if ids:
+            sources = batch.cost_source.tolist()
+            stats.cost_sources.update(sources)
+            if "unpriced" in stats.cost_sources:
+                stats.unpriced_models.update(
+                    batch.objects["model"][batch.cost_source == "unpriced"]
+                )
         self.stats.add(stats)
-        return BatchOutcome(fresh, batch.rejected, stats, written_windows, budgets, transitions)
+        return BatchOutcome(batch, rejections, stats, written_windows, budgets, transitions)
 
-    def _account(self, fresh: Sequence[PricedEvent]) -> list[BudgetStatus]:
-        if not self.budgets:
+    def _account(self, batch: TraceBatch) -> list[BudgetStatus]:
+        if not self.budgets or not len(batch):
             return []
         changed: dict[tuple[object, object], BudgetStatus] = {}
-        for p in fresh:
-            cost = p.cost.cost_usd
-            if cost:
-                e = p.event
-                for st in self.budgets.add(e.tenant, e.team, e.timestamp.date(), cost):
-                    changed[(st.budget, st.period_start)] = st
+        rows = np.flatnonzero(batch.cost > 0)  # NaN (unpriced) compares False
+        tenants = batch.objects["tenant"][rows].tolist()
+        teams = batch.objects["team"][rows].tolist()
+        days = (batch.timestamp_ms[rows] // 86_400_000).tolist()
+        for tenant, team, day, cost in zip(
+            tenants, teams, days, batch.cost[rows].tolist(), strict=True
+        ):
+            for st in self.budgets.add(tenant, team, from_ms(day * 86_400_000).date(), cost):
+                changed[(st.budget, st.period_start)] = st
         return list(changed.values())
 
     def write_windows(self, results: Sequence[WindowResult], now: datetime) -> list[WindowResult]:

@@ -5,6 +5,7 @@ The CLI and the worker call these; everything below receives plain values.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +40,21 @@ from llmpulse.store.restore import (
     restore_windows,
 )
 from llmpulse.store.writer import ClickHouseStore
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector out of the hot path (call once, after setup).
+
+    Ingest allocates many short-lived containers (parsed JSON objects) that die
+    by reference counting; with the default thresholds they still trigger
+    collections, and the full ones walk every object of a heap that holds chDB,
+    pyarrow and Faust. Measured on replay: full collections cost about a third
+    of validation time. Freezing moves the setup objects out of the collector's
+    sight; larger thresholds make young collections rarer. Cycles are still
+    collected, only less often.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def open_store(settings: Settings, dsn: str | None = None) -> SerialClient:

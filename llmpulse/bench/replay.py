@@ -16,7 +16,7 @@ import orjson
 
 from llmpulse.ingest.files import read_jsonl
 from llmpulse.replay import replay_file
-from llmpulse.runtime import build_pipeline, prepare_store
+from llmpulse.runtime import build_pipeline, prepare_store, tune_gc
 from llmpulse.settings import Settings
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, write_jsonl
 
@@ -51,6 +51,7 @@ def run_replay_bench(
     client = prepare_store(settings)
     try:
         pipeline = build_pipeline(settings, client)
+        tune_gc()
         report = replay_file(pipeline, path, batch_size=settings.worker.batch_size)
     finally:
         client.close()

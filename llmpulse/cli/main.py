@@ -120,7 +120,7 @@ def replay(
 
     from llmpulse.errors import ConfigError
     from llmpulse.replay import replay_file
-    from llmpulse.runtime import build_pipeline, prepare_store
+    from llmpulse.runtime import build_pipeline, prepare_store, tune_gc
 
     if not file.exists():
         raise ConfigError("FILE", f"{file} does not exist")
@@ -130,6 +130,7 @@ def replay(
     client = prepare_store(settings)
     try:
         pipeline = build_pipeline(settings, client, send_alerts=send_alerts)
+        tune_gc()
         with Progress(
             TextColumn("[bold]replay[/bold] {task.fields[name]}"),
             BarColumn(),

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from llmpulse.processors.traces import PricedEvent
 from llmpulse.processors.windows import (
     DIMENSIONS,
     EventBatch,
@@ -24,6 +24,7 @@ from llmpulse.processors.windows import (
     WindowResult,
     WindowSpec,
 )
+from llmpulse.schemas.batch import TraceBatch
 
 
 def partition_of(source: str) -> str:
@@ -33,25 +34,30 @@ def partition_of(source: str) -> str:
     return source.split(":", 1)[0]
 
 
-def to_batch(events: Sequence[PricedEvent]) -> EventBatch:
-    evs = [p.event for p in events]
-    nan = float("nan")
+def to_batch(batch: TraceBatch) -> EventBatch:
+    """The columns the aggregator reads (tokens 0 when missing, cost NaN when unpriced)."""
+    x = batch.numbers
     return EventBatch(
-        ts_ms=np.fromiter((e.timestamp_ms for e in evs), np.int64, len(evs)),
-        latency_ms=np.fromiter((e.latency_ms for e in evs), np.float64, len(evs)),
-        ttft_ms=np.fromiter(
-            (nan if e.ttft_ms is None else e.ttft_ms for e in evs), np.float64, len(evs)
-        ),
-        is_error=np.fromiter((e.status == "error" for e in evs), np.bool_, len(evs)),
-        input_tokens=np.fromiter((e.input_tokens or 0 for e in evs), np.int64, len(evs)),
-        output_tokens=np.fromiter((e.output_tokens or 0 for e in evs), np.int64, len(evs)),
-        cost_usd=np.fromiter(
-            (nan if p.cost.cost_usd is None else p.cost.cost_usd for p in events),
-            np.float64,
-            len(evs),
-        ),
-        dims={d: np.array([getattr(e, d) for e in evs], dtype=object) for d in DIMENSIONS},
+        ts_ms=batch.timestamp_ms,
+        latency_ms=x["latency_ms"],
+        ttft_ms=x["ttft_ms"],
+        is_error=batch.objects["status"] == "error",
+        input_tokens=np.maximum(x["input_tokens"], 0),
+        output_tokens=np.maximum(x["output_tokens"], 0),
+        cost_usd=batch.cost,
+        dims={d: batch.objects[d] for d in DIMENSIONS},
     )
+
+
+def partitions_of(sources: Sequence[str]) -> list[str]:
+    """``partition_of`` for many sources; a batch usually comes from few partitions."""
+    if not sources:
+        return []
+    first = partition_of(sources[0])
+    # Replay sources all share one partition: skip the per-event split.
+    if first == "replay" and all(s.startswith("replay:") for s in sources):
+        return [first] * len(sources)
+    return [partition_of(s) for s in sources]
 
 
 @dataclass(frozen=True)
@@ -94,12 +100,10 @@ class WindowStage:
             return None
         return min(active) - round(self.config.allowed_lateness_s * 1000)
 
-    def observe(self, events: Sequence[PricedEvent], wall_now_s: float) -> list[WindowResult]:
-        if not events:
+    def observe(self, batch: TraceBatch, wall_now_s: float) -> list[WindowResult]:
+        if not len(batch):
             return []
-        return self.observe_batch(
-            to_batch(events), [partition_of(p.source) for p in events], wall_now_s
-        )
+        return self.observe_batch(to_batch(batch), partitions_of(batch.source.tolist()), wall_now_s)
 
     def observe_batch(
         self,
@@ -112,12 +116,9 @@ class WindowStage:
         """Columns of events, with the partition each came from."""
         if not len(batch):
             return []
-        for part, ts in zip(partitions, batch.ts_ms.tolist(), strict=True):
+        for part, ts in _partition_maxima(partitions, batch.ts_ms).items():
             prev = self._partitions.get(part)
-            if prev is None or ts > prev[0]:
-                self._partitions[part] = (ts, wall_now_s)
-            elif prev[1] != wall_now_s:
-                self._partitions[part] = (prev[0], wall_now_s)
+            self._partitions[part] = (ts if prev is None else max(ts, prev[0]), wall_now_s)
         return self.aggregator.add(
             batch,
             wall_now_s=wall_now_s,
@@ -145,3 +146,14 @@ class WindowStage:
             self.aggregator.restore_watermark(frontier_ms)
         # These events were judged late or not when they first arrived.
         return self.observe_batch(batch, partitions, wall_now_s, count_late=False)
+
+
+def _partition_maxima(partitions: Sequence[str], ts_ms: npt.NDArray[np.int64]) -> dict[str, int]:
+    names = list(dict.fromkeys(partitions))
+    if len(names) == 1:
+        return {names[0]: int(ts_ms.max())}
+    index = {p: k for k, p in enumerate(names)}
+    codes = np.fromiter(map(index.__getitem__, partitions), dtype=np.int64, count=len(partitions))
+    top = np.full(len(names), np.iinfo(np.int64).min)
+    np.maximum.at(top, codes, ts_ms)
+    return dict(zip(names, top.tolist(), strict=True))

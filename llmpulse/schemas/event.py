@@ -114,7 +114,7 @@ class TraceEvent(BaseModel):
         # uses ""), and numeric timestamps are epoch milliseconds.
         if not isinstance(data, dict):
             return data
-        for name in _LABEL_FIELDS:
+        for name in LABEL_FIELDS:
             if name in data and data[name] is None:
                 data[name] = ""
         ts = data.get("timestamp")
@@ -139,7 +139,7 @@ class TraceEvent(BaseModel):
         return int(self.timestamp.timestamp() * 1000)
 
 
-_LABEL_FIELDS: tuple[str, ...] = (
+LABEL_FIELDS: tuple[str, ...] = (
     "endpoint",
     "tenant",
     "team",

@@ -101,6 +101,11 @@ class SerialClient:
         with self._lock:
             self.raw.insert(table, rows, column_names=list(column_names), settings=settings)
 
+    def insert_arrow(self, table: str, data: Any, settings: dict[str, Any] | None = None) -> None:
+        """Insert a pyarrow Table (whole columns, no Python object per value)."""
+        with self._lock:
+            self.raw.insert_arrow(table, data, settings=settings)
+
     def close(self) -> None:
         with self._lock:
             self.raw.close()

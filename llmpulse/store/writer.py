@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import pyarrow as pa  # type: ignore[import-untyped]
+
 from llmpulse.alerts.state import ALERT_COLUMNS
 from llmpulse.detectors.storage import (
     DRIFT_BASELINE_COLUMNS,
@@ -27,7 +29,6 @@ from llmpulse.detectors.storage import (
 from llmpulse.schemas.rows import (
     MODEL_PRICE_COLUMNS,
     REJECTED_COLUMNS,
-    TRACE_COLUMNS,
     WINDOW_COLUMNS,
     names,
 )
@@ -35,7 +36,6 @@ from llmpulse.store.client import SerialClient
 
 Row = Sequence[Any]
 
-_TRACE_NAMES = names(TRACE_COLUMNS)
 _REJECTED_NAMES = names(REJECTED_COLUMNS)
 _WINDOW_NAMES = names(WINDOW_COLUMNS)
 _DRIFT_COLUMNS = {
@@ -56,7 +56,8 @@ class EventStore(Protocol):
 
     def known_rejection_ids(self, ids: Sequence[str]) -> set[str]: ...
 
-    def write_traces(self, rows: Sequence[Row], token: str) -> None: ...
+    def write_traces(self, table: pa.Table, token: str) -> None:
+        """Insert ``traces`` rows encoded by ``llmpulse.store.encode.traces_table``."""
 
     def write_rejected(self, rows: Sequence[Row], token: str) -> None: ...
 
@@ -107,10 +108,10 @@ class ClickHouseStore:
         )
         return {r[0] for r in rows}
 
-    def write_traces(self, rows: Sequence[Row], token: str) -> None:
-        if rows:
-            self.client.insert(
-                "traces", rows, _TRACE_NAMES, settings={"insert_deduplication_token": token}
+    def write_traces(self, table: pa.Table, token: str) -> None:
+        if table.num_rows:
+            self.client.insert_arrow(
+                "traces", table, settings={"insert_deduplication_token": token}
             )
 
     def write_rejected(self, rows: Sequence[Row], token: str) -> None:
@@ -186,10 +187,10 @@ class MemoryStore:
             raise ConnectionError("MemoryStore: injected write failure")
         self.writes += 1
 
-    def write_traces(self, rows: Sequence[Row], token: str) -> None:
+    def write_traces(self, table: pa.Table, token: str) -> None:
         self._maybe_fail()
-        for r in rows:
-            self.traces.setdefault(r[0], r)
+        for r in table.to_pylist():
+            self.traces.setdefault(r["event_id"], tuple(r.values()))
 
     def write_rejected(self, rows: Sequence[Row], token: str) -> None:
         self._maybe_fail()

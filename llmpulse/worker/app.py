@@ -89,8 +89,8 @@ class DurableHandler:
                 continue
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.metrics.record(outcome.stats)
-            if outcome.written:
-                newest = max(p.event.timestamp for p in outcome.written)
+            if len(outcome.written):
+                newest = outcome.written.time_range()[1]
                 self.metrics.last_event_time.set(newest.timestamp())
             return outcome
 

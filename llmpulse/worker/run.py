@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from llmpulse.devkafka.topics import ensure_topics_sync
-from llmpulse.runtime import build_pipeline, prepare_store
+from llmpulse.runtime import build_pipeline, prepare_store, tune_gc
 from llmpulse.settings import Settings
 from llmpulse.worker.metrics import WorkerMetrics
 
@@ -24,6 +24,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
             settings.kafka.bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1}
         )
         app = create_app(settings, client, pipeline, WorkerMetrics())
+        tune_gc()
         logging.getLogger("llmpulse").setLevel(loglevel.upper())
         worker = faust.Worker(app, loglevel=loglevel, quiet=True)
         code: int = 0

@@ -1,0 +1,196 @@
+"""Accepted trace events as columns: the batch form of the event contract.
+
+A ``TraceBatch`` holds the same values a ``TraceEvent`` would, one numpy column
+per field, so the hot path (pricing, windows, the ClickHouse insert) never builds
+a Python object per event. Conventions: timestamps are epoch milliseconds
+(``timestamp_ms``); a missing ``ttft_ms`` or ``cost_usd`` is NaN; a missing token
+count is -1 (valid counts are >= 0); labels are "" when not set.
+
+>>> from llmpulse.schemas.event import TraceEvent
+>>> e = TraceEvent.model_validate({"schema_version": 1, "event_id": "a", "service": "s",
+...     "model": "m", "timestamp": 1767225600123, "latency_ms": 5, "input_tokens": 7})
+>>> b = TraceBatch.from_events([e], ["test:1"])
+>>> t = b.tokens
+>>> len(b), int(b.timestamp_ms[0]), int(t("input_tokens")[0]), int(t("output_tokens")[0])
+(1, 1767225600123, 7, -1)
+>>> b.view(0).timestamp.isoformat(), b.view(0).input_tokens, b.view(0).output_tokens
+('2026-01-01T00:00:00.123000+00:00', 7, None)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from llmpulse.schemas.event import LABEL_FIELDS, TraceEvent
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+# Column kinds, in TraceEvent terms.
+STRING_FIELDS: Final = ("event_id", "service", "model", *LABEL_FIELDS, "status")
+FLOAT_FIELDS: Final = ("latency_ms",)
+OPTIONAL_FLOAT_FIELDS: Final = ("ttft_ms", "cost_usd")
+TOKEN_FIELDS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
+TEXT_FIELDS: Final = ("prompt", "response")
+EMBEDDING_FIELDS: Final = ("prompt_embedding", "response_embedding")
+MAP_FIELDS: Final = ("scores", "attributes")
+OBJECT_FIELDS: Final = (*STRING_FIELDS, *TEXT_FIELDS, *EMBEDDING_FIELDS, *MAP_FIELDS)
+NUMERIC_FIELDS: Final = ("timestamp_ms", *FLOAT_FIELDS, *OPTIONAL_FLOAT_FIELDS, *TOKEN_FIELDS)
+ALL_FIELDS: Final = (*OBJECT_FIELDS, *NUMERIC_FIELDS)
+
+ObjArray = npt.NDArray[np.object_]
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def to_ms(ts: datetime) -> int:
+    """Exact epoch milliseconds (integer arithmetic: ``timestamp() * 1000`` can be 1 ms off)."""
+    return (ts - EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def event_values(e: TraceEvent) -> dict[str, Any]:
+    """One event in the column conventions above (used for events validated one by one)."""
+    out: dict[str, Any] = {f: getattr(e, f) for f in (*STRING_FIELDS, *TEXT_FIELDS)}
+    out["prompt_embedding"] = e.prompt_embedding
+    out["response_embedding"] = e.response_embedding
+    out["scores"] = dict(e.scores)
+    out["attributes"] = dict(e.attributes)
+    out["timestamp_ms"] = to_ms(e.timestamp)
+    out["latency_ms"] = e.latency_ms
+    out["ttft_ms"] = math.nan if e.ttft_ms is None else e.ttft_ms
+    out["cost_usd"] = math.nan if e.cost_usd is None else e.cost_usd
+    for f in TOKEN_FIELDS:
+        v = getattr(e, f)
+        out[f] = -1 if v is None else v
+    return out
+
+
+class EventView:
+    """Attribute access to one row, shaped like ``TraceEvent`` (for the stages that
+    read events one by one, such as drift detection)."""
+
+    __slots__ = ("_batch", "_i")
+
+    def __init__(self, batch: TraceBatch, i: int) -> None:
+        self._batch = batch
+        self._i = i
+
+    def __getattr__(self, name: str) -> Any:
+        b, i = self._batch, self._i
+        if name == "timestamp":
+            return from_ms(int(b.timestamp_ms[i]))
+        if name in b.objects:
+            return b.objects[name][i]
+        if name in TOKEN_FIELDS:
+            v = int(b.numbers[name][i])
+            return None if v < 0 else v
+        if name in OPTIONAL_FLOAT_FIELDS:
+            x = float(b.numbers[name][i])
+            return None if math.isnan(x) else x
+        if name in b.numbers:
+            return b.numbers[name][i].item()
+        if name == "is_error":
+            return b.objects["status"][i] == "error"
+        if name == "schema_version":
+            return 1
+        raise AttributeError(name)
+
+
+@dataclass
+class TraceBatch:
+    """Accepted events as columns, in arrival order, with where each came from and
+    (once priced) what each cost."""
+
+    objects: dict[str, ObjArray]
+    numbers: dict[str, npt.NDArray[Any]]
+    source: ObjArray
+    cost: FloatArray = field(default_factory=lambda: np.zeros(0))
+    cost_source: ObjArray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    price_version: ObjArray = field(default_factory=lambda: np.zeros(0, dtype=object))
+
+    def __post_init__(self) -> None:
+        n = len(self.source)
+        if self.cost.size != n:
+            self.cost = np.full(n, math.nan)
+            self.cost_source = np.full(n, "unpriced", dtype=object)
+            self.price_version = np.full(n, "", dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def event_id(self) -> ObjArray:
+        return self.objects["event_id"]
+
+    @property
+    def timestamp_ms(self) -> IntArray:
+        return self.numbers["timestamp_ms"]
+
+    def tokens(self, name: str) -> IntArray:
+        return self.numbers[name]
+
+    def select(self, index: npt.NDArray[Any] | slice) -> TraceBatch:
+        """The rows at ``index`` (integer indices, a boolean mask or a slice)."""
+        return TraceBatch(
+            {k: v[index] for k, v in self.objects.items()},
+            {k: v[index] for k, v in self.numbers.items()},
+            self.source[index],
+            self.cost[index],
+            self.cost_source[index],
+            self.price_version[index],
+        )
+
+    def views(self) -> list[EventView]:
+        return [EventView(self, i) for i in range(len(self))]
+
+    def view(self, i: int) -> EventView:
+        return EventView(self, i)
+
+    def time_range(self) -> tuple[datetime, datetime]:
+        return from_ms(int(self.timestamp_ms.min())), from_ms(int(self.timestamp_ms.max()))
+
+    @classmethod
+    def from_values(cls, rows: Sequence[dict[str, Any]], sources: Sequence[str]) -> TraceBatch:
+        """From per-event dicts in the column conventions (``event_values``)."""
+        n = len(rows)
+        objects = {f: _objects([r[f] for r in rows]) for f in OBJECT_FIELDS}
+        numbers: dict[str, npt.NDArray[Any]] = {
+            "timestamp_ms": np.array([r["timestamp_ms"] for r in rows], dtype=np.int64),
+        }
+        for f in (*FLOAT_FIELDS, *OPTIONAL_FLOAT_FIELDS):
+            numbers[f] = np.array([r[f] for r in rows], dtype=np.float64).reshape(n)
+        for f in TOKEN_FIELDS:
+            numbers[f] = np.array([r[f] for r in rows], dtype=np.int64).reshape(n)
+        return cls(objects, numbers, _objects(list(sources)))
+
+    @classmethod
+    def from_events(cls, events: Sequence[TraceEvent], sources: Sequence[str]) -> TraceBatch:
+        return cls.from_values([event_values(e) for e in events], sources)
+
+    @classmethod
+    def empty(cls) -> TraceBatch:
+        return cls.from_values([], [])
+
+
+def _objects(values: list[Any]) -> ObjArray:
+    # np.array would turn a list of equal-length lists into a 2-D array.
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
