@@ -29,8 +29,7 @@ from llmpulse.processors.traces import RawMessage, Rejection, TraceProcessor
 from llmpulse.processors.window_stage import WindowStage
 from llmpulse.processors.windows import WindowResult, window_id
 from llmpulse.schemas.batch import TraceBatch, from_ms
-from llmpulse.schemas.rows import window_row
-from llmpulse.store.encode import traces_table
+from llmpulse.store.encode import traces_table, windows_table
 from llmpulse.store.writer import EventStore
 
 
@@ -220,8 +219,9 @@ class IngestPipeline:
         known = self.store.known_window_ids(ids, min(starts), max(starts))
         fresh = [(i, r) for i, r in zip(ids, results, strict=True) if i not in known]
         if fresh:
+            ids = [i for i, _ in fresh]
             self.store.write_windows(
-                [window_row(r, i, now) for i, r in fresh], _token("windows", [i for i, _ in fresh])
+                windows_table([r for _, r in fresh], ids, now), _token("windows", ids)
             )
         return [r for _, r in fresh]
 

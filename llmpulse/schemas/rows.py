@@ -7,7 +7,6 @@ drift apart.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llmpulse.schemas.event import DIMENSIONS, TraceEvent
 
 if TYPE_CHECKING:
-    from llmpulse.processors.windows import WindowResult
+    pass
 
 Column = tuple[str, str]
 
@@ -196,48 +195,4 @@ def trace_row(
         len(e.response_embedding) if e.response_embedding else 0,
         source,
         ingested_at,
-    )
-
-
-def _nullable(x: float) -> float | None:
-    return None if math.isnan(x) else x  # NaN: no event in the window had a ttft
-
-
-def window_row(result: WindowResult, window_id: str, emitted_at: datetime) -> tuple[Any, ...]:
-    """Values in ``WINDOW_COLUMNS`` order."""
-    r = result
-    lat_keys, lat_counts = r.latency_sketch.to_arrays()
-    ttft_keys, ttft_counts = r.ttft_sketch.to_arrays()
-    return (
-        window_id,
-        r.window_start,
-        r.window_end,
-        r.window_seconds,
-        r.hop_seconds,
-        r.grouping,
-        *(r.dims.get(d, "") for d in DIMENSIONS),
-        r.requests,
-        r.errors,
-        r.error_rate,
-        r.latency_p50_ms,
-        r.latency_p90_ms,
-        r.latency_p95_ms,
-        r.latency_p99_ms,
-        r.latency_max_ms,
-        _nullable(r.ttft_p50_ms),
-        _nullable(r.ttft_p95_ms),
-        _nullable(r.ttft_p99_ms),
-        r.input_tokens,
-        r.output_tokens,
-        r.cost_usd,
-        r.unpriced_requests,
-        r.late_events,
-        lat_keys.tolist(),
-        lat_counts.tolist(),
-        r.latency_sketch.zero_count,
-        r.latency_sketch.min if r.latency_sketch.count else 0.0,
-        ttft_keys.tolist(),
-        ttft_counts.tolist(),
-        r.ttft_sketch.zero_count,
-        emitted_at,
     )

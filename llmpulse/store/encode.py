@@ -7,8 +7,9 @@ Python object per value; the column types follow ``TRACE_COLUMNS``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -21,10 +22,16 @@ from llmpulse.schemas.batch import (
     TraceBatch,
     to_ms,
 )
-from llmpulse.schemas.rows import TRACE_COLUMNS, names
+from llmpulse.schemas.event import DIMENSIONS
+from llmpulse.schemas.rows import TRACE_COLUMNS, WINDOW_COLUMNS, names
+
+if TYPE_CHECKING:
+    from llmpulse.processors.windows import WindowResult
 
 TRACE_NAMES: Final = names(TRACE_COLUMNS)
+WINDOW_NAMES: Final = names(WINDOW_COLUMNS)
 _TS: Final = pa.timestamp("ms", tz="UTC")
+_DT: Final = pa.timestamp("s", tz="UTC")
 _SCORES: Final = pa.map_(pa.string(), pa.float64())
 _ATTRIBUTES: Final = pa.map_(pa.string(), pa.string())
 
@@ -88,4 +95,68 @@ def traces_table(batch: TraceBatch, ingested_at: datetime, *, store_text: bool) 
             cols[name] = pa.array(np.full(n, to_ms(ingested_at), dtype=np.int64)).cast(_TS)
         else:
             cols[name] = _strings(o[name])
+    return pa.table(cols)
+
+
+def _sketch_lists(arrays: list[npt.NDArray[Any]], kind: pa.DataType) -> pa.Array:
+    lengths = np.fromiter(map(len, arrays), dtype=np.int32, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=kind))
+
+
+def windows_table(
+    results: Sequence[WindowResult], ids: Sequence[str], emitted_at: datetime
+) -> pa.Table:
+    """``window_stats`` rows (``WINDOW_COLUMNS``) of closed windows with their ids."""
+    n = len(results)
+
+    def floats(attr: str) -> npt.NDArray[np.float64]:
+        return np.fromiter((getattr(r, attr) for r in results), np.float64, n)
+
+    def ints(attr: str) -> pa.Array:
+        return pa.array(np.fromiter((getattr(r, attr) for r in results), np.uint64, n))
+
+    lat = [r.latency_sketch.to_arrays() for r in results]
+    ttft = [r.ttft_sketch.to_arrays() for r in results]
+    cols: dict[str, Any] = {
+        "window_id": pa.array(list(ids), pa.string()),
+        "window_start": pa.array([r.window_start_ms // 1000 for r in results], pa.int64()).cast(
+            _DT
+        ),
+        "window_end": pa.array([round(r.window_end.timestamp()) for r in results], pa.int64()).cast(
+            _DT
+        ),
+        "window_seconds": pa.array([r.window_seconds for r in results], pa.uint32()),
+        "hop_seconds": pa.array([r.hop_seconds for r in results], pa.uint32()),
+        "grouping": pa.array([r.grouping for r in results], pa.string()),
+    }
+    for d in DIMENSIONS:
+        cols[d] = pa.array([r.dims.get(d, "") for r in results], pa.string())
+    cols["requests"] = ints("requests")
+    cols["errors"] = ints("errors")
+    for attr in ("error_rate", *(f"latency_p{q}_ms" for q in (50, 90, 95, 99)), "latency_max_ms"):
+        cols[attr] = pa.array(floats(attr))
+    for q in (50, 95, 99):
+        x = floats(f"ttft_p{q}_ms")
+        cols[f"ttft_p{q}_ms"] = pa.array(x, mask=np.isnan(x))
+    for attr in ("input_tokens", "output_tokens"):
+        cols[attr] = ints(attr)
+    cols["cost_usd"] = pa.array(floats("cost_usd"))
+    cols["unpriced_requests"] = ints("unpriced_requests")
+    cols["late_events"] = ints("late_events")
+    cols["latency_sketch_keys"] = _sketch_lists([k for k, _ in lat], pa.int32())
+    cols["latency_sketch_counts"] = _sketch_lists([c for _, c in lat], pa.uint64())
+    cols["latency_sketch_zeros"] = pa.array(
+        [r.latency_sketch.zero_count for r in results], pa.uint64()
+    )
+    cols["latency_min_ms"] = pa.array(
+        [r.latency_sketch.min if r.latency_sketch.count else 0.0 for r in results], pa.float64()
+    )
+    cols["ttft_sketch_keys"] = _sketch_lists([k for k, _ in ttft], pa.int32())
+    cols["ttft_sketch_counts"] = _sketch_lists([c for _, c in ttft], pa.uint64())
+    cols["ttft_sketch_zeros"] = pa.array([r.ttft_sketch.zero_count for r in results], pa.uint64())
+    cols["emitted_at"] = pa.array(np.full(n, to_ms(emitted_at), dtype=np.int64)).cast(_TS)
+    assert list(cols) == WINDOW_NAMES
     return pa.table(cols)

@@ -29,7 +29,6 @@ from llmpulse.detectors.storage import (
 from llmpulse.schemas.rows import (
     MODEL_PRICE_COLUMNS,
     REJECTED_COLUMNS,
-    WINDOW_COLUMNS,
     names,
 )
 from llmpulse.store.client import SerialClient
@@ -37,7 +36,6 @@ from llmpulse.store.client import SerialClient
 Row = Sequence[Any]
 
 _REJECTED_NAMES = names(REJECTED_COLUMNS)
-_WINDOW_NAMES = names(WINDOW_COLUMNS)
 _DRIFT_COLUMNS = {
     "drift_events": names(DRIFT_EVENT_COLUMNS),
     "drift_scores": names(DRIFT_SCORE_COLUMNS),
@@ -65,7 +63,8 @@ class EventStore(Protocol):
         self, ids: Sequence[str], start_min: datetime, start_max: datetime
     ) -> set[str]: ...
 
-    def write_windows(self, rows: Sequence[Row], token: str) -> None: ...
+    def write_windows(self, table: pa.Table, token: str) -> None:
+        """Insert ``window_stats`` rows encoded by ``encode.windows_table``."""
 
     def write_alerts(self, rows: Sequence[Row]) -> None: ...
 
@@ -135,10 +134,10 @@ class ClickHouseStore:
         )
         return {r[0] for r in rows}
 
-    def write_windows(self, rows: Sequence[Row], token: str) -> None:
-        if rows:
-            self.client.insert(
-                "window_stats", rows, _WINDOW_NAMES, settings={"insert_deduplication_token": token}
+    def write_windows(self, table: pa.Table, token: str) -> None:
+        if table.num_rows:
+            self.client.insert_arrow(
+                "window_stats", table, settings={"insert_deduplication_token": token}
             )
 
     def write_alerts(self, rows: Sequence[Row]) -> None:
@@ -202,10 +201,10 @@ class MemoryStore:
     ) -> set[str]:
         return {i for i in ids if i in self.windows}
 
-    def write_windows(self, rows: Sequence[Row], token: str) -> None:
+    def write_windows(self, table: pa.Table, token: str) -> None:
         self._maybe_fail()
-        for r in rows:
-            self.windows.setdefault(r[0], r)
+        for r in table.to_pylist():
+            self.windows.setdefault(r["window_id"], tuple(r.values()))
 
     def write_alerts(self, rows: Sequence[Row]) -> None:
         self._maybe_fail()
