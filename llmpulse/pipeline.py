@@ -67,6 +67,14 @@ class BatchOutcome:
     transitions: list[Transition] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    messages: int
+    batch: TraceBatch
+    rejections: list[Rejection]
+    duplicates: int
+
+
 def _token(kind: str, ids: Sequence[str]) -> str:
     h = hashlib.blake2b(kind.encode(), digest_size=16)
     for i in sorted(ids):
@@ -109,10 +117,19 @@ class IngestPipeline:
     def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """Process one batch and write it; raises if the store fails (nothing is
         marked as seen then, so the caller can retry or let Kafka redeliver)."""
+        return self.commit(self.prepare(messages))
+
+    def prepare(self, messages: Sequence[RawMessage]) -> PreparedBatch:
+        """Validation, which needs no state: may run while the previous batch commits."""
         checked = validate_batch([m.value for m in messages], [m.source for m in messages])
         rejections = [self.processor.reject(messages[i], err) for i, err in checked.rejected]
-        batch = checked.batch
-        duplicates = checked.duplicates
+        return PreparedBatch(len(messages), checked.batch, rejections, checked.duplicates)
+
+    def commit(self, prepared: PreparedBatch) -> BatchOutcome:
+        """Dedup against what is stored, price, write, then feed the stages. Batches
+        must be committed one at a time, in order."""
+        batch, rejections = prepared.batch, prepared.rejections
+        duplicates = prepared.duplicates
         if len(batch):
             recent = self.recent
             seen = np.fromiter(
@@ -178,7 +195,7 @@ class IngestPipeline:
         )
 
         stats = IngestStats(
-            messages=len(messages),
+            messages=prepared.messages,
             accepted=len(ids),
             duplicates=duplicates,
             windows=len(written_windows),

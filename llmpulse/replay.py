@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from llmpulse.ingest.files import read_jsonl
-from llmpulse.pipeline import IngestPipeline, IngestStats
+from llmpulse.pipeline import BatchOutcome, IngestPipeline, IngestStats
 from llmpulse.processors.traces import RawMessage
 
 
@@ -39,11 +40,24 @@ def replay_messages(
 ) -> ReplayReport:
     total = IngestStats()
     started = perf()
-    for chunk in batched(messages, batch_size):
-        outcome = pipeline.handle(chunk)
+
+    def done(outcome: BatchOutcome) -> None:
         total.add(outcome.stats)
         if on_batch is not None:
             on_batch(outcome.stats)
+
+    # Reading and validating batch k+1 overlaps with committing batch k: the
+    # store's work (chDB or a server) runs without the GIL, so the two share the
+    # machine's cores. Commits stay sequential and in order.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmpulse-commit") as pool:
+        pending: Future[BatchOutcome] | None = None
+        for chunk in batched(messages, batch_size):
+            prepared = pipeline.prepare(chunk)
+            if pending is not None:
+                done(pending.result())
+            pending = pool.submit(pipeline.commit, prepared)
+        if pending is not None:
+            done(pending.result())
     # A recorded stream has no future: every window it opened is complete.
     total.windows += len(pipeline.flush())
     return ReplayReport(total, perf() - started)
