@@ -181,7 +181,7 @@ class IngestPipeline:
         closed = self.windows.observe(batch, self.wall()) if self.windows and ids else []
         written_windows = self.write_windows(closed, now)
         budgets = self._account(batch)
-        drift_signals = self.drift.process(batch.views(), now) if self.drift and ids else []
+        drift_signals = self.drift.process(batch, now) if self.drift and ids else []
         transitions = (
             self.alerts.process(
                 written_windows,

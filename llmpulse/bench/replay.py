@@ -46,22 +46,25 @@ def run_replay_bench(
     parse_rate = events / (time.perf_counter() - t0)
     rss_parse = _peak_rss_mib()
 
-    say("llmpulse replay into an embedded store...")
-    settings = Settings(data_dir=work / "data", clickhouse={"dsn": f"chdb://{work / 'store'}"})
-    client = prepare_store(settings)
-    try:
-        pipeline = build_pipeline(settings, client)
-        tune_gc()
-        report = replay_file(pipeline, path, batch_size=settings.worker.batch_size)
-    finally:
-        client.close()
-    replay_rate = report.events_per_second
-    return [
-        ("read + orjson.loads (floor)", f"{parse_rate:,.0f}", "1.00", f"{rss_parse:,.0f}"),
-        (
-            "replay: parse, validate, cost, dedup, windows, write",
-            f"{replay_rate:,.0f}",
-            f"{replay_rate / parse_rate:.3f}",
-            f"{_peak_rss_mib():,.0f}",
-        ),
-    ]
+    rows = [("read + orjson.loads (floor)", f"{parse_rate:,.0f}", "1.00", f"{rss_parse:,.0f}")]
+    dsn = f"chdb://{work / 'store'}"  # one embedded store per process: one database per run
+    for label, database, drift in (
+        ("replay: parse, validate, cost, dedup, windows, write (drift off)", "bench_core", False),
+        ("replay with every stage (windows, budgets, alerts, drift)", "bench_full", True),
+    ):
+        say(f"llmpulse {label}...")
+        settings = Settings(
+            data_dir=work / "data",
+            clickhouse={"dsn": dsn, "database": database},
+            drift={"enabled": drift},
+        )
+        client = prepare_store(settings)
+        try:
+            pipeline = build_pipeline(settings, client)
+            tune_gc()
+            report = replay_file(pipeline, path, batch_size=settings.worker.batch_size)
+        finally:
+            client.close()
+        rate = report.events_per_second
+        rows.append((label, f"{rate:,.0f}", f"{rate / parse_rate:.3f}", f"{_peak_rss_mib():,.0f}"))
+    return rows

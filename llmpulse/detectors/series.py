@@ -36,7 +36,7 @@ float32 vectors, an active one ``window`` feature rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -53,6 +53,7 @@ from llmpulse.detectors.combine import (
 from llmpulse.detectors.embedder import Embedder, HashingEmbedder
 from llmpulse.detectors.reference import Reference
 from llmpulse.errors import ConfigError
+from llmpulse.schemas.batch import TOKEN_FIELDS, TraceBatch
 
 EMBEDDING_SIGNALS: dict[str, str] = {
     "prompt_embedding": "prompt",
@@ -289,42 +290,45 @@ class DriftMonitor:
 
     # -- the stream -----------------------------------------------------------------------------
 
-    def observe(self, events: Iterable[Any]) -> list[DriftEvent]:
-        """Feed a batch of events (in event order); the drifts they revealed."""
-        per_series: dict[SeriesKey, list[Any]] = {}
-        for e in events:
+    def observe(self, events: Iterable[Any] | TraceBatch) -> list[DriftEvent]:
+        """Feed a batch of events (in event order): a ``TraceBatch`` (the pipeline's
+        columns) or event objects. Returns the drifts they revealed."""
+        cols = _Columns.of(events, self.grouping)
+        per_series: dict[SeriesKey, list[int]] = {}
+        for i, key in enumerate(cols.keys):
             self.n_events += 1
-            key = self.key(e)
-            bucket = per_series.get(key)
-            if bucket is None:
+            rows = per_series.get(key)
+            if rows is None:
                 if self._get(key) is None:
                     self.dropped_events += 1
                     continue
-                bucket = per_series[key] = []
-            bucket.append(e)
+                rows = per_series[key] = []
+            rows.append(i)
         found: list[DriftEvent] = []
         for signal in self.embedding_signals:
-            found.extend(self._observe_embeddings(signal, per_series))
-        for key, evs in per_series.items():
+            found.extend(self._observe_embeddings(signal, cols, per_series))
+        for key, rows in per_series.items():
             s = self._series[key]
-            s.events += len(evs)
-            found.extend(self._observe_scalars(s, evs))
+            s.events += len(rows)
+            found.extend(self._observe_scalars(s, cols, rows))
         found.sort(key=lambda d: d.event_time)
         self.n_detections += len(found)
         return found
 
     def _observe_embeddings(
-        self, signal: str, per_series: dict[SeriesKey, list[Any]]
+        self, signal: str, cols: _Columns, per_series: dict[SeriesKey, list[int]]
     ) -> list[DriftEvent]:
-        text_attr = EMBEDDING_SIGNALS[signal]
+        vectors = cols.column(signal)
+        text_of = cols.column(EMBEDDING_SIGNALS[signal])
+        times, ids = cols.time_ms, cols.event_ids
         # One embedder call for the whole batch: it is vectorised across texts.
         texts: list[str] = []
         plan: dict[SeriesKey, list[tuple[int, Any, str]]] = {}
-        for key, evs in per_series.items():
+        for key, idx in per_series.items():
             s = self._series[key]
             rows: list[tuple[int, Any, str]] = []
-            for e in evs:
-                vec = getattr(e, signal, None)
+            for i in idx:
+                vec = vectors[i]
                 src = s.source.get(signal)
                 if vec is not None and len(vec) > 0:
                     if src is None:
@@ -332,9 +336,9 @@ class DriftMonitor:
                     if src != "provided":
                         self.source_mismatch += 1
                         continue
-                    rows.append((_time_ms(e), vec, str(getattr(e, "event_id", "") or "")))
+                    rows.append((times[i], vec, ids[i]))
                     continue
-                text = getattr(e, text_attr, None)
+                text = text_of[i]
                 if not self.fill_embeddings or not isinstance(text, str) or not text.strip():
                     self.without_embedding += 1
                     continue
@@ -343,7 +347,7 @@ class DriftMonitor:
                 if src != "embedded":
                     self.source_mismatch += 1
                     continue
-                rows.append((_time_ms(e), len(texts), str(getattr(e, "event_id", "") or "")))
+                rows.append((times[i], len(texts), ids[i]))
                 texts.append(text)
             if rows:
                 plan[key] = rows
@@ -366,32 +370,33 @@ class DriftMonitor:
                     use = [r for r in rows if len(r[1]) == common]
                 mat = np.asarray([r[1] for r in use], dtype=np.float64)
             det = self._embedding_detector(s, signal)
-            times = np.fromiter((r[0] for r in use), dtype=np.int64, count=len(use))
-            found.extend(det.update_many(mat, times, [r[2] for r in use]))
+            when = np.fromiter((r[0] for r in use), dtype=np.int64, count=len(use))
+            found.extend(det.update_many(mat, when, [r[2] for r in use]))
         return found
 
-    def _observe_scalars(self, s: _Series, evs: list[Any]) -> list[DriftEvent]:
-        times = np.fromiter((_time_ms(e) for e in evs), dtype=np.int64, count=len(evs))
-        ids = [str(getattr(e, "event_id", "") or "") for e in evs]
+    def _observe_scalars(self, s: _Series, cols: _Columns, rows: list[int]) -> list[DriftEvent]:
+        times = np.fromiter((cols.time_ms[i] for i in rows), dtype=np.int64, count=len(rows))
+        ids = [cols.event_ids[i] for i in rows]
         found: list[DriftEvent] = []
         columns: dict[str, list[Any]] = {}
         if "output_tokens" in self.scalar_signals:
-            columns["output_tokens"] = [getattr(e, "output_tokens", None) for e in evs]
+            tokens = cols.column("output_tokens")
+            columns["output_tokens"] = [tokens[i] for i in rows]
         if "finish_reason" in self.scalar_signals:
-            columns["finish_reason"] = [getattr(e, "finish_reason", None) or None for e in evs]
+            reasons = cols.column("finish_reason")
+            columns["finish_reason"] = [reasons[i] or None for i in rows]
         if "error_rate" in self.scalar_signals:
-            columns["error_rate"] = [
-                "error" if getattr(e, "status", "ok") == "error" else "ok" for e in evs
-            ]
+            status = cols.column("status")
+            columns["error_rate"] = ["error" if status[i] == "error" else "ok" for i in rows]
         if self.watch_scores:
+            all_scores = cols.column("scores")
+            scores = [all_scores[i] or {} for i in rows]
             names: dict[str, None] = {}
-            for e in evs:
-                for name in getattr(e, "scores", None) or {}:
+            for sc in scores:
+                for name in sc:
                     names.setdefault(name, None)
             for name in names:
-                columns[SCORE_PREFIX + name] = [
-                    (getattr(e, "scores", None) or {}).get(name) for e in evs
-                ]
+                columns[SCORE_PREFIX + name] = [sc.get(name) for sc in scores]
         for signal, values in columns.items():
             if all(v is None for v in values):
                 continue
@@ -399,6 +404,59 @@ class DriftMonitor:
             if det is not None:
                 found.extend(det.update_many(values, times, ids))
         return found
+
+
+class _Columns:
+    """The fields drift reads, as per-event lists: sliced from a ``TraceBatch`` or
+    read once from duck-typed event objects."""
+
+    def __init__(
+        self,
+        keys: list[SeriesKey],
+        time_ms: list[int],
+        event_ids: list[str],
+        read: Callable[[str], list[Any]],
+    ) -> None:
+        self.keys = keys
+        self.time_ms = time_ms
+        self.event_ids = event_ids
+        self._read = read
+        self._cache: dict[str, list[Any]] = {}
+
+    def column(self, name: str) -> list[Any]:
+        col = self._cache.get(name)
+        if col is None:
+            col = self._cache[name] = self._read(name)
+        return col
+
+    @classmethod
+    def of(cls, events: Iterable[Any] | TraceBatch, grouping: Sequence[str]) -> _Columns:
+        if isinstance(events, TraceBatch):
+            return cls._of_batch(events, grouping)
+        evs = list(events)
+        return cls(
+            [tuple(str(getattr(e, g, "") or "") for g in grouping) for e in evs],
+            [_time_ms(e) for e in evs],
+            [str(getattr(e, "event_id", "") or "") for e in evs],
+            lambda name: [getattr(e, name, None) for e in evs],
+        )
+
+    @classmethod
+    def _of_batch(cls, batch: TraceBatch, grouping: Sequence[str]) -> _Columns:
+        def read(name: str) -> list[Any]:
+            if name in batch.objects:
+                return list(batch.objects[name].tolist())
+            if name in TOKEN_FIELDS:
+                return [None if v < 0 else v for v in batch.tokens(name).tolist()]
+            return [None] * len(batch)
+
+        dims = [[str(v or "") for v in batch.objects[g].tolist()] for g in grouping]
+        return cls(
+            list(zip(*dims, strict=True)) if dims else [() for _ in range(len(batch))],
+            batch.timestamp_ms.tolist(),
+            [str(v) for v in batch.event_id.tolist()],
+            read,
+        )
 
 
 def alert_signals(

@@ -20,6 +20,7 @@ from llmpulse.detectors.storage import (
     drift_event_row,
     drift_score_row,
 )
+from llmpulse.schemas.batch import TraceBatch
 
 
 class DriftStore(Protocol):
@@ -34,9 +35,9 @@ class DriftStage:
         self.store = store
         self.detections = 0
 
-    def process(self, events: Sequence[Any], now: datetime) -> list[Signal]:
+    def process(self, events: Sequence[Any] | TraceBatch, now: datetime) -> list[Signal]:
         """Feed newly stored events; returns signals for the alert rules."""
-        drifts = self.monitor.observe(events) if events else []
+        drifts = self.monitor.observe(events) if len(events) else []
         baselines = self.monitor.drain_baselines()
         scores = self.monitor.drain_window_scores()
         if baselines:

@@ -13,8 +13,8 @@ count is -1 (valid counts are >= 0); labels are "" when not set.
 >>> t = b.tokens
 >>> len(b), int(b.timestamp_ms[0]), int(t("input_tokens")[0]), int(t("output_tokens")[0])
 (1, 1767225600123, 7, -1)
->>> b.view(0).timestamp.isoformat(), b.view(0).input_tokens, b.view(0).output_tokens
-('2026-01-01T00:00:00.123000+00:00', 7, None)
+>>> b.time_range()[0].isoformat()
+'2026-01-01T00:00:00.123000+00:00'
 """
 
 from __future__ import annotations
@@ -82,37 +82,6 @@ def event_values(e: TraceEvent) -> dict[str, Any]:
     return out
 
 
-class EventView:
-    """Attribute access to one row, shaped like ``TraceEvent`` (for the stages that
-    read events one by one, such as drift detection)."""
-
-    __slots__ = ("_batch", "_i")
-
-    def __init__(self, batch: TraceBatch, i: int) -> None:
-        self._batch = batch
-        self._i = i
-
-    def __getattr__(self, name: str) -> Any:
-        b, i = self._batch, self._i
-        if name == "timestamp":
-            return from_ms(int(b.timestamp_ms[i]))
-        if name in b.objects:
-            return b.objects[name][i]
-        if name in TOKEN_FIELDS:
-            v = int(b.numbers[name][i])
-            return None if v < 0 else v
-        if name in OPTIONAL_FLOAT_FIELDS:
-            x = float(b.numbers[name][i])
-            return None if math.isnan(x) else x
-        if name in b.numbers:
-            return b.numbers[name][i].item()
-        if name == "is_error":
-            return b.objects["status"][i] == "error"
-        if name == "schema_version":
-            return 1
-        raise AttributeError(name)
-
-
 @dataclass
 class TraceBatch:
     """Accepted events as columns, in arrival order, with where each came from and
@@ -156,12 +125,6 @@ class TraceBatch:
             self.cost_source[index],
             self.price_version[index],
         )
-
-    def views(self) -> list[EventView]:
-        return [EventView(self, i) for i in range(len(self))]
-
-    def view(self, i: int) -> EventView:
-        return EventView(self, i)
 
     def time_range(self) -> tuple[datetime, datetime]:
         return from_ms(int(self.timestamp_ms.min())), from_ms(int(self.timestamp_ms.max()))
