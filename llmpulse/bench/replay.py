@@ -25,6 +25,27 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _engine_insert_rate(dsn: str, path: Path, events: int, batch: int = 5_000) -> float:
+    """Events/s of ClickHouse's own JSON parser inserting the file into a copy of
+    ``traces``: what the storage engine alone costs on this machine, an upper
+    bound for any pipeline that writes every event to it."""
+    settings = Settings(clickhouse={"dsn": dsn, "database": "bench_engine"})
+    client = prepare_store(settings)
+    try:
+        client.command("CREATE TABLE IF NOT EXISTS raw_traces AS traces")
+        lines = path.read_bytes().splitlines()
+        options = {"input_format_skip_unknown_fields": 1}
+        started = time.perf_counter()
+        for a in range(0, len(lines), batch):
+            with client.locked() as raw:
+                raw.raw_insert(
+                    "raw_traces", None, b"\n".join(lines[a : a + batch]), options, "JSONEachRow"
+                )
+        return events / (time.perf_counter() - started)
+    finally:
+        client.close()
+
+
 def run_replay_bench(
     work: Path,
     *,
@@ -48,6 +69,17 @@ def run_replay_bench(
 
     rows = [("read + orjson.loads (floor)", f"{parse_rate:,.0f}", "1.00", f"{rss_parse:,.0f}")]
     dsn = f"chdb://{work / 'store'}"  # one embedded store per process: one database per run
+
+    say("baseline: the engine's own JSONEachRow insert of the same lines...")
+    engine_rate = _engine_insert_rate(dsn, path, events)
+    rows.append(
+        (
+            "chDB parses and inserts the raw lines itself (no validation, no windows)",
+            f"{engine_rate:,.0f}",
+            f"{engine_rate / parse_rate:.3f}",
+            f"{_peak_rss_mib():,.0f}",
+        )
+    )
     for label, database, drift in (
         ("replay: parse, validate, cost, dedup, windows, write (drift off)", "bench_core", False),
         ("replay with every stage (windows, budgets, alerts, drift)", "bench_full", True),

@@ -1,26 +1,32 @@
-"""Raw messages -> validated, priced events and rejections. Pure: no I/O.
+"""Raw messages, rejections, and the per-event pricing rule. Pure: no I/O.
 
-The same ``TraceProcessor`` runs in the Kafka worker and in offline replay.
+The pipeline validates and prices whole batches (``batch_validate``,
+``batch_cost``); ``TraceProcessor.price`` is the per-event definition those
+must match, and ``reject`` turns a validation error into a stored rejection.
 
 >>> from llmpulse.processors.cost import PriceTable
+>>> from llmpulse.processors.validate import validate_raw
 >>> p = TraceProcessor(PriceTable.default())
->>> out = p.process([RawMessage(b'{"schema_version":1}', "test:1"),
-...                  RawMessage(b'{"schema_version":1,"event_id":"e1","timestamp":'
-...                             b'1767225600000,"service":"s","model":"gpt-4o",'
-...                             b'"latency_ms":5,"input_tokens":1000}', "test:2")])
->>> (len(out.accepted), out.accepted[0].cost.cost_source, len(out.rejected))
-(1, 'price_table', 1)
+>>> msg = RawMessage(b'{"schema_version":1}', "test:1")
+>>> try:
+...     validate_raw(msg.value)
+... except ValidationError as err:
+...     r = p.reject(msg, err)
+>>> r.field, r.source
+('event_id', 'test:1')
+>>> e = validate_raw(b'{"schema_version":1,"event_id":"e1","timestamp":1767225600000,'
+...                  b'"service":"s","model":"gpt-4o","latency_ms":5,"input_tokens":1000}')
+>>> p.price(e).cost_source
+'price_table'
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llmpulse.errors import ValidationError
 from llmpulse.processors.cost import PriceTable, cost_of_call
-from llmpulse.processors.validate import validate_raw
 from llmpulse.schemas.event import TraceEvent
 from llmpulse.schemas.rows import CostFields
 
@@ -32,13 +38,6 @@ class RawMessage:
     value: bytes
     source: str
     key: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PricedEvent:
-    event: TraceEvent
-    cost: CostFields
-    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +53,6 @@ class Rejection:
     @property
     def raw_text(self) -> str:
         return self.raw.decode("utf-8", "replace")
-
-
-@dataclass(slots=True)
-class ProcessedBatch:
-    accepted: list[PricedEvent] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-    duplicates_in_batch: int = 0
 
 
 def rejection_id(source: str, raw: bytes) -> str:
@@ -112,19 +104,3 @@ class TraceProcessor:
         )
         version = self.prices.version if c.source == "price_table" else ""
         return CostFields(c.cost_usd, c.source, version)
-
-    def process(self, messages: Iterable[RawMessage]) -> ProcessedBatch:
-        out = ProcessedBatch()
-        seen: set[str] = set()
-        for msg in messages:
-            try:
-                event = validate_raw(msg.value)
-            except ValidationError as err:
-                out.rejected.append(self.reject(msg, err))
-                continue
-            if event.event_id in seen:
-                out.duplicates_in_batch += 1
-                continue
-            seen.add(event.event_id)
-            out.accepted.append(PricedEvent(event, self.price(event), msg.source))
-        return out

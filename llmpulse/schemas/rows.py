@@ -1,20 +1,15 @@
 """Table rows: the columns llmpulse writes, with their ClickHouse types.
 
-The DDL in ``llmpulse.store.migrations`` and the row builders below use these
-lists, so the order of values in a row and the columns of its table cannot
-drift apart.
+The DDL in ``llmpulse.store.migrations`` and the Arrow encoders in
+``llmpulse.store.encode`` use these lists, so the columns written and the
+columns of the table cannot drift apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
-from llmpulse.schemas.event import DIMENSIONS, TraceEvent
-
-if TYPE_CHECKING:
-    pass
+from llmpulse.schemas.event import DIMENSIONS
 
 Column = tuple[str, str]
 
@@ -143,56 +138,3 @@ class CostFields:
     cost_usd: float | None
     cost_source: str
     price_version: str
-
-
-def trace_row(
-    event: TraceEvent,
-    cost: CostFields,
-    *,
-    source: str,
-    ingested_at: datetime,
-    store_text: bool,
-) -> tuple[Any, ...]:
-    """Values in ``TRACE_COLUMNS`` order."""
-    e = event
-    return (
-        e.event_id,
-        e.schema_version,
-        e.timestamp,
-        e.service,
-        e.endpoint,
-        e.model,
-        e.provider,
-        e.tenant,
-        e.team,
-        e.user_id,
-        e.environment,
-        e.response_model,
-        e.operation,
-        e.prompt_version,
-        e.variant,
-        e.trace_id,
-        e.span_id,
-        e.parent_span_id,
-        e.latency_ms,
-        e.ttft_ms,
-        e.status,
-        e.error_type,
-        e.finish_reason,
-        e.input_tokens,
-        e.output_tokens,
-        e.cached_input_tokens,
-        e.cache_creation_input_tokens,
-        e.reasoning_tokens,
-        cost.cost_usd,
-        cost.cost_source,
-        cost.price_version,
-        e.scores,
-        e.attributes,
-        e.prompt if store_text else None,
-        e.response if store_text else None,
-        len(e.prompt_embedding) if e.prompt_embedding else 0,
-        len(e.response_embedding) if e.response_embedding else 0,
-        source,
-        ingested_at,
-    )
