@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from llmpulse.processors.sketch import (
     ZERO_KEY,
     LogHistogram,
+    SketchColumns,
     bucket_keys,
     representatives,
     sketch_params,
@@ -236,3 +237,54 @@ def test_other_accuracy() -> None:
     for q in LEVELS:
         assert rel_err(h.quantile(q), float(np.quantile(x, q, method="lower"))) <= 0.05
     assert h.bucket_count < sketch_of(x).bucket_count
+
+
+def columns_of(sketches: list[LogHistogram], order: list[int]) -> SketchColumns:
+    """SketchColumns holding ``sketches``, their rows laid out in ``order``."""
+    keys, counts = [], []
+    starts = np.zeros(len(sketches), dtype=np.int64)
+    ends = np.zeros(len(sketches), dtype=np.int64)
+    offset = 0
+    for j in order:
+        h = sketches[j]
+        k, c = h.to_arrays()
+        if h.zero_count:
+            k = np.concatenate(([ZERO_KEY], k)).astype(np.int32)
+            c = np.concatenate(([h.zero_count], c))
+        keys.append(k.astype(np.int32))
+        counts.append(c.astype(np.int64))
+        starts[j], ends[j] = offset, offset + k.size
+        offset += k.size
+    return SketchColumns(
+        sketch_params(ALPHA),
+        np.concatenate(keys) if keys else np.zeros(0, np.int32),
+        np.concatenate(counts) if counts else np.zeros(0, np.int64),
+        starts=starts,
+        ends=ends,
+        n=np.array([h.count for h in sketches], dtype=np.int64),
+        lo=np.array([h.min if h.count else math.inf for h in sketches]),
+        hi=np.array([h.max if h.count else -math.inf for h in sketches]),
+        total=np.array([h.sum for h in sketches]),
+    )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(st.one_of(st.just(np.zeros(0)), value_arrays), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_sketch_columns_answer_as_each_sketch(parts: list[np.ndarray], data: st.DataObject) -> None:
+    sketches = [sketch_of(p) for p in parts]
+    order = data.draw(st.permutations(range(len(sketches))))
+    cols = columns_of(sketches, list(order))
+    levels = (*LEVELS, 0.0, 0.37, 1.0)
+    got = cols.quantiles(levels)
+    assert got.shape == (len(levels), len(sketches))
+    for j, h in enumerate(sketches):
+        want = [h.quantile(q) for q in levels]
+        assert np.array_equal(got[:, j], np.array(want), equal_nan=True), (j, got[:, j], want)
+        rebuilt = cols.sketch(j)
+        assert rebuilt == h
+        assert [rebuilt.quantile(q) for q in levels] == pytest.approx(want, nan_ok=True)
+    with pytest.raises(ValueError):
+        cols.keys[:1] = 0  # shared, so read-only

@@ -9,8 +9,11 @@ late for that spec and is owed to the first window of its series ending after
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
+import pickle
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmpulse.errors import ConfigError, ValidationError
+from llmpulse.processors import windows as windows_module
 from llmpulse.processors.windows import (
     DEFAULT_GROUPINGS,
     DEFAULT_SPECS,
@@ -257,6 +261,77 @@ def test_any_batch_split_gives_the_same_results(
         assert a.latency_sketch.sum == pytest.approx(b.latency_sketch.sum, rel=1e-9)
 
 
+# How window sketches are merged: a sliding dense grid (forced by allowing any
+# number of grid cells per row), sorting (forced by allowing none), and dense
+# grids taken in blocks of series (a tiny cell budget).
+MERGE_STRATEGIES = {
+    "grid": {"_DENSE_CELLS_PER_ROW": 10**9},
+    "sorted": {"_DENSE_CELLS_PER_ROW": 0},
+    "blocks": {"_DENSE_CELLS_PER_ROW": 10**9, "_MAX_GRID_CELLS": 64},
+}
+
+
+def feed_with(
+    strategy: str,
+    events: Sequence[dict[str, Any]],
+    cuts: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> list[WindowResult]:
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in MERGE_STRATEGIES[strategy].items():
+            mp.setattr(windows_module, name, value)
+        return feed(WindowAggregator(SPECS, GROUPINGS, **kwargs), events, cuts)
+
+
+@SETTINGS
+@given(
+    events=event_lists(max_events=120),
+    lateness_s=st.sampled_from([0, 5, 30]),
+    max_series=st.sampled_from([2, 10_000]),
+    data=st.data(),
+)
+def test_merge_strategies_give_the_same_results(
+    events: list[dict[str, Any]], lateness_s: int, max_series: int, data: st.DataObject
+) -> None:
+    cuts = data.draw(splits(len(events)))
+    kwargs = {"allowed_lateness_s": lateness_s, "max_series": max_series}
+    grid = feed_with("grid", events, cuts, **kwargs)
+    assert canonical(feed_with("sorted", events, cuts, **kwargs)) == canonical(grid)
+    assert canonical(feed_with("blocks", events, cuts, **kwargs)) == canonical(grid)
+    if max_series == 10_000:
+        expected = model(events, lateness_ms=lateness_s * 1000)[0]
+        got = {result_key(r): r for r in grid}
+        assert set(got) == set(expected)
+        for key, r in got.items():
+            check_result(r, expected[key])
+
+
+def test_sliding_grid_follows_the_key_range_and_new_series() -> None:
+    # Latencies drift over nine orders of magnitude and series keep appearing,
+    # so the grid's key range and width change between emissions.
+    rng = np.random.default_rng(7)
+    events = [
+        {
+            **ev(t, latency=float(10 ** (t / 40 - 4) * rng.uniform(1, 2))),
+            "ttft_ms": float(rng.uniform(0, 5)) if t % 3 else None,
+            "tenant": f"t{int(t) // 25}",
+            "model": f"m{int(t) % 3}",
+            "is_error": bool(t % 7 < 1),
+            "input_tokens": 10,
+            "output_tokens": 2,
+            "cost_usd": None if t % 5 < 1 else 0.25,
+        }
+        for t in np.sort(rng.uniform(0, 400, 3000))
+    ]
+    cuts = [*range(0, len(events), 250), len(events)]
+    grid = feed_with("grid", events, cuts, allowed_lateness_s=3)
+    assert canonical(feed_with("sorted", events, cuts, allowed_lateness_s=3)) == canonical(grid)
+    expected = model(events, lateness_ms=3000)[0]
+    assert {result_key(r) for r in grid} == set(expected)
+    for r in grid:
+        check_result(r, expected[result_key(r)])
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_heavy_tailed_windows_within_one_percent(seed: int) -> None:
@@ -461,6 +536,23 @@ def test_result_fields() -> None:
     assert (r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms) == (10.0, 10.0, 30.0)
     assert r.ttft_p50_ms == 2.0 and r.ttft_sketch.count == 1
     assert r.late_events == 0
+
+
+def test_results_are_plain_dataclasses() -> None:
+    events = [ev(1, latency=10.0), {**ev(2, latency=0.0), "ttft_ms": 3.0}]
+    [a] = feed(WindowAggregator([WindowSpec(10, 10)], [GroupingSet(("model",))]), events)
+    [b] = feed(WindowAggregator([WindowSpec(10, 10)], [GroupingSet(("model",))]), events)
+    # sketches come from the emission's shared bucket arrays on first read
+    assert (a.latency_sketch.count, a.latency_sketch.zero_count, a.ttft_sketch.count) == (2, 1, 1)
+    assert a.latency_sketch == b.latency_sketch and a.latency_sketch is a.latency_sketch
+    for other in (copy.copy(b), pickle.loads(pickle.dumps(b)), dataclasses.replace(b)):
+        assert canonical([other]) == canonical([a])
+    with pytest.raises(TypeError):
+        a.dims["model"] = "x"  # type: ignore[index]  # one mapping per series, shared
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.requests = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        _ = a.no_such_field  # type: ignore[attr-defined]
 
 
 def test_default_configuration() -> None:

@@ -56,11 +56,18 @@ def windows(
     events: Annotated[int, typer.Option(help="Events to aggregate")] = 1_000_000,
     series: Annotated[int, typer.Option(help="Distinct series")] = 100,
     seed: Annotated[int, typer.Option(help="Data seed")] = 0,
+    hours: Annotated[
+        float,
+        typer.Option(
+            help="Event-time span of the stream: long spans make many windows per event "
+            "(emission-bound), short ones few (aggregation-bound)"
+        ),
+    ] = 2.0,
 ) -> None:
     """Windowing core vs exact numpy, river, ddsketch and chDB SQL on the same data."""
     from llmpulse.bench.windows import format_table, run_windows_bench
 
-    rows = run_windows_bench(events, series, seed, progress=console.log)
+    rows = run_windows_bench(events, series, seed, progress=console.log, hours=hours)
     out.print(format_table(rows), markup=False, highlight=False)
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_ALPHA",
     "ZERO_KEY",
     "LogHistogram",
+    "SketchColumns",
     "SketchParams",
     "bucket_keys",
     "representatives",
@@ -481,3 +482,120 @@ def _reduce(keys: KeyArray, counts: CountArray) -> tuple[KeyArray, CountArray]:
     c = counts[order]
     starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
     return k[starts], np.add.reduceat(c, starts)
+
+
+class SketchColumns:
+    """Many sketches held column-wise: sketch ``j`` is rows ``starts[j]:ends[j]`` of
+    the shared ``keys``/``counts`` (sorted, reduced; an exact-zero row, key
+    ``ZERO_KEY``, first) with its count ``n``, exact ``lo``/``hi`` and ``total``.
+
+    ``quantiles`` answers for all of them at once, exactly as ``LogHistogram.quantile``
+    would; ``sketch(j)`` builds the LogHistogram of one, viewing the shared arrays
+    (made read-only for that).
+
+    >>> cols = SketchColumns(
+    ...     sketch_params(0.01), np.array([ZERO_KEY, 35, 70], np.int32), np.array([1, 2, 1]),
+    ...     starts=np.array([0, 3]), ends=np.array([3, 3]), n=np.array([4, 0]),
+    ...     lo=np.array([0.0, np.inf]), hi=np.array([4.0, -np.inf]), total=np.array([6.0, 0.0]))
+    >>> cols.quantiles([0.5]).round(3).tolist()
+    [[1.994, nan]]
+    >>> h = cols.sketch(0)
+    >>> h.count, h.zero_count, round(h.quantile(0.5), 3), h.to_arrays()[0].tolist()
+    (4, 1, 1.994, [35, 70])
+    """
+
+    __slots__ = (
+        "_rows",
+        "counts",
+        "ends",
+        "hi",
+        "keys",
+        "lo",
+        "n",
+        "params",
+        "starts",
+        "total",
+        "zeros",
+    )
+
+    def __init__(
+        self,
+        params: SketchParams,
+        keys: KeyArray,
+        counts: CountArray,
+        *,
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+        n: npt.NDArray[np.int64],
+        lo: npt.NDArray[np.float64],
+        hi: npt.NDArray[np.float64],
+        total: npt.NDArray[np.float64],
+    ) -> None:
+        self.params = params
+        self.keys = _frozen(keys)
+        self.counts = _frozen(counts)
+        self.starts = starts
+        self.ends = ends
+        self.n = n
+        self.lo = lo
+        self.hi = hi
+        self.total = total
+        zeros = np.zeros(n.size, dtype=np.int64)
+        if keys.size:
+            first = np.minimum(starts, keys.size - 1)
+            has_zero = (ends > starts) & (keys[first] == ZERO_KEY)
+            zeros[has_zero] = counts[first[has_zero]]
+        self.zeros = zeros
+        self._rows: list[tuple[int, int, int, int, float, float, float]] | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.n.size)
+
+    def quantiles(self, qs: Iterable[float]) -> npt.NDArray[np.float64]:
+        """``(len(qs), size)`` answers; NaN for empty sketches."""
+        levels = np.asarray(list(qs), dtype=np.float64)[:, None]
+        out = np.full((levels.shape[0], self.size), np.nan)
+        valid = self.n > 0
+        if not valid.any() or self.keys.size == 0:
+            return out
+        cum = np.cumsum(self.counts)
+        before = np.where(self.starts > 0, cum[np.maximum(self.starts - 1, 0)], 0)
+        # same float64 product and floor as LogHistogram._rank, for all levels at once
+        k = np.floor(levels * (self.n.astype(np.float64) - 1.0)).astype(np.int64)
+        idx = np.minimum(np.searchsorted(cum, before + k, side="right"), self.keys.size - 1)
+        v = np.minimum(np.maximum(representatives(self.keys[idx], self.params), self.lo), self.hi)
+        v = np.where(k == 0, self.lo, v)
+        v = np.where(k == self.n - 1, self.hi, v)
+        return np.where(valid, v, np.nan)
+
+    def sketch(self, j: int) -> LogHistogram:
+        """Sketch ``j`` as a LogHistogram (viewing the shared arrays)."""
+        if self._rows is None:
+            # Everything a sketch needs, as Python numbers, converted in one pass.
+            self._rows = list(
+                zip(
+                    self.starts.tolist(),
+                    self.ends.tolist(),
+                    self.zeros.tolist(),
+                    self.n.tolist(),
+                    self.lo.tolist(),
+                    self.hi.tolist(),
+                    self.total.tolist(),
+                    strict=True,
+                )
+            )
+        a, b, zeros, n, lo, hi, total = self._rows[j]
+        if n == 0:
+            return LogHistogram(self.params.alpha)
+        first = a + 1 if zeros else a  # the zero bucket is kept apart
+        return LogHistogram._from_parts(
+            self.params,
+            self.keys[first:b],
+            self.counts[first:b],
+            zeros=zeros,
+            n=n,
+            lo=lo,
+            hi=hi,
+            total=total,
+        )

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from llmpulse.processors.windows import sketch_rows
 from llmpulse.schemas.batch import (
     EMBEDDING_FIELDS,
     OPTIONAL_FLOAT_FIELDS,
@@ -99,14 +100,6 @@ def traces_table(batch: TraceBatch, ingested_at: datetime, *, store_text: bool) 
     return pa.table(cols)
 
 
-def _sketch_lists(arrays: list[npt.NDArray[Any]], kind: pa.DataType) -> pa.Array:
-    lengths = np.fromiter(map(len, arrays), dtype=np.int32, count=len(arrays))
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate(arrays) if arrays else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=kind))
-
-
 def windows_table(
     results: Sequence[WindowResult], ids: Sequence[str], emitted_at: datetime
 ) -> pa.Table:
@@ -119,8 +112,7 @@ def windows_table(
     def ints(attr: str) -> pa.Array:
         return pa.array(np.fromiter((getattr(r, attr) for r in results), np.uint64, n))
 
-    lat = [r.latency_sketch.to_arrays() for r in results]
-    ttft = [r.ttft_sketch.to_arrays() for r in results]
+    lat, ttft = sketch_rows(results, "latency"), sketch_rows(results, "ttft")
     cols: dict[str, Any] = {
         "window_id": pa.array(list(ids), pa.string()),
         "window_start": pa.array([r.window_start_ms // 1000 for r in results], pa.int64()).cast(
@@ -147,17 +139,15 @@ def windows_table(
     cols["cost_usd"] = pa.array(floats("cost_usd"))
     cols["unpriced_requests"] = ints("unpriced_requests")
     cols["late_events"] = ints("late_events")
-    cols["latency_sketch_keys"] = _sketch_lists([k for k, _ in lat], pa.int32())
-    cols["latency_sketch_counts"] = _sketch_lists([c for _, c in lat], pa.uint64())
-    cols["latency_sketch_zeros"] = pa.array(
-        [r.latency_sketch.zero_count for r in results], pa.uint64()
-    )
-    cols["latency_min_ms"] = pa.array(
-        [r.latency_sketch.min if r.latency_sketch.count else 0.0 for r in results], pa.float64()
-    )
-    cols["ttft_sketch_keys"] = _sketch_lists([k for k, _ in ttft], pa.int32())
-    cols["ttft_sketch_counts"] = _sketch_lists([c for _, c in ttft], pa.uint64())
-    cols["ttft_sketch_zeros"] = pa.array([r.ttft_sketch.zero_count for r in results], pa.uint64())
+    offsets = pa.array(lat.offsets)
+    cols["latency_sketch_keys"] = pa.ListArray.from_arrays(offsets, pa.array(lat.keys))
+    cols["latency_sketch_counts"] = pa.ListArray.from_arrays(offsets, pa.array(lat.counts))
+    cols["latency_sketch_zeros"] = pa.array(lat.zeros)
+    cols["latency_min_ms"] = pa.array(lat.mins)
+    offsets = pa.array(ttft.offsets)
+    cols["ttft_sketch_keys"] = pa.ListArray.from_arrays(offsets, pa.array(ttft.keys))
+    cols["ttft_sketch_counts"] = pa.ListArray.from_arrays(offsets, pa.array(ttft.counts))
+    cols["ttft_sketch_zeros"] = pa.array(ttft.zeros)
     cols["emitted_at"] = pa.array(np.full(n, to_ms(emitted_at), dtype=np.int64)).cast(_TS)
     assert list(cols) == WINDOW_NAMES
     return pa.table(cols)
