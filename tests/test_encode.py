@@ -43,8 +43,7 @@ def test_sketch_rows_match_each_results_sketch() -> None:
     # mix lazily held sketches, materialised ones and results built by hand
     _ = results[1].latency_sketch
     results[2] = dataclasses.replace(results[2], ttft_sketch=LogHistogram())
-    for which in ("latency", "ttft"):
-        rows = sketch_rows(results, which)
+    for which, rows in zip(("latency", "ttft"), sketch_rows(results), strict=True):
         for i, r in enumerate(results):
             h = r.latency_sketch if which == "latency" else r.ttft_sketch
             keys, counts = h.to_arrays()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,11 @@ COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    # One chDB path per process: the in-memory one, never a directory.
-    c = clickhouse_connect.get_client(dsn="chdb://memory")
+def client(chdb_dir: Path) -> Iterator[Any]:
+    # chDB opens one path per process: the session's store, a database of our own.
+    from llmpulse.store.client import connect
+
+    c = connect(f"chdb://{chdb_dir}", "t_sketch_sql")
     for stmt in DROP_FUNCTIONS:
         c.command(stmt)
     for stmt in CREATE_FUNCTIONS:

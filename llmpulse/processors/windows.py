@@ -461,55 +461,89 @@ class SketchRows:
     mins: FloatArray
 
 
-def sketch_rows(results: Sequence[WindowResult], which: str) -> SketchRows:
-    """``which`` ("latency" or "ttft") sketches of ``results`` as ``SketchRows``.
+def sketch_rows(results: Sequence[WindowResult]) -> tuple[SketchRows, SketchRows]:
+    """The latency and the ttft sketches of ``results`` as ``SketchRows``.
 
     Results from the aggregator are read straight from the bucket arrays of their
-    emission pass (no LogHistogram is built); any other result through its sketch.
+    emission pass (no LogHistogram is built); any other result through its sketches.
     """
-    n = len(results)
-    second = which == "ttft"
-    lens = np.zeros(n, dtype=np.int64)
-    zeros = np.zeros(n, dtype=np.uint64)
-    mins = np.zeros(n)
-    # (source arrays, result positions, first row of each) per emission pass
+    # One group per emission pass (their results may interleave).
     groups: dict[int, tuple[Any, list[int], list[int]]] = {}
-    own: list[tuple[int, npt.NDArray[np.int32], npt.NDArray[np.uint64]]] = []
+    own: list[int] = []
+    last: Any = None
+    where: list[int] = []
+    js: list[int] = []
     for i, r in enumerate(results):
         cols = getattr(r, "_sketch_columns", None)
         if cols is None:
-            h = r.ttft_sketch if second else r.latency_sketch
-            k, c = h.to_arrays()
-            own.append((i, k, c))
-            lens[i], zeros[i], mins[i] = k.size, h.zero_count, h.min if h.count else 0.0
+            own.append(i)
             continue
-        j = r._sketch_index + (cols.size // 2 if second else 0)
-        g = groups.get(id(cols))
-        if g is None:
-            g = groups[id(cols)] = (cols, [], [])
-        g[1].append(i)
-        g[2].append(j)
-    for cols, where_l, js_l in groups.values():
-        where, js = np.asarray(where_l), np.asarray(js_l)
-        z = cols.zeros[js]
-        first = cols.starts[js] + (z > 0)  # the zero row, when present, comes first
-        lens[where] = cols.ends[js] - first
+        if cols is not last:
+            group = groups.get(id(cols))
+            if group is None:
+                group = groups[id(cols)] = (cols, [], [])
+            last, where, js = cols, group[1], group[2]
+        where.append(i)
+        js.append(r._sketch_index)
+    runs = list(groups.values())
+    return (
+        _gather_rows(results, runs, own, second=False),
+        _gather_rows(results, runs, own, second=True),
+    )
+
+
+def _gather_rows(
+    results: Sequence[WindowResult],
+    runs: list[tuple[Any, list[int], list[int]]],
+    own: list[int],
+    *,
+    second: bool,
+) -> SketchRows:
+    n = len(results)
+    lens = np.zeros(n, dtype=np.int64)
+    zeros = np.zeros(n, dtype=np.uint64)
+    mins = np.zeros(n)
+    if runs:
+        # Every pass's arrays end to end, so one gather serves all the runs.
+        key_base = np.cumsum([0] + [c.keys.size for c, _, _ in runs[:-1]])
+        sk_base = np.cumsum([0] + [c.size for c, _, _ in runs[:-1]])
+        where = np.concatenate([np.asarray(w, dtype=np.int64) for _, w, _ in runs])
+        j = np.concatenate(
+            [
+                np.asarray(js, dtype=np.int64) + base + (c.size // 2 if second else 0)
+                for (c, _, js), base in zip(runs, sk_base.tolist(), strict=True)
+            ]
+        )
+        starts = np.concatenate(
+            [c.starts + base for (c, _, _), base in zip(runs, key_base.tolist(), strict=True)]
+        )[j]
+        ends = np.concatenate(
+            [c.ends + base for (c, _, _), base in zip(runs, key_base.tolist(), strict=True)]
+        )[j]
+        z = np.concatenate([c.zeros for c, _, _ in runs])[j]
+        first = starts + (z > 0)  # the zero row, when present, comes first
+        lens[where] = ends - first
         zeros[where] = z
-        mins[where] = np.where(cols.n[js] > 0, cols.lo[js], 0.0)
+        count = np.concatenate([c.n for c, _, _ in runs])[j]
+        lo = np.concatenate([c.lo for c, _, _ in runs])[j]
+        mins[where] = np.where(count > 0, lo, 0.0)
+    arrays = {}
+    for i in own:
+        h = results[i].ttft_sketch if second else results[i].latency_sketch
+        arrays[i] = h.to_arrays()
+        lens[i], zeros[i], mins[i] = arrays[i][0].size, h.zero_count, h.min if h.count else 0.0
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     keys = np.zeros(int(offsets[-1]), dtype=np.int32)
     counts = np.zeros(int(offsets[-1]), dtype=np.uint64)
-    for cols, where_l, js_l in groups.values():
-        where, js = np.asarray(where_l), np.asarray(js_l)
-        first = cols.starts[js] + (cols.zeros[js] > 0)
+    if runs:
         ln = lens[where]
         rel = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln)
         dst = np.repeat(offsets[where], ln) + rel
         src = np.repeat(first, ln) + rel
-        keys[dst] = cols.keys[src]
-        counts[dst] = cols.counts[src]
-    for i, k, c in own:
+        keys[dst] = np.concatenate([c.keys for c, _, _ in runs])[src]
+        counts[dst] = np.concatenate([c.counts for c, _, _ in runs])[src]
+    for i, (k, c) in arrays.items():
         keys[offsets[i] : offsets[i + 1]] = k
         counts[offsets[i] : offsets[i + 1]] = c
     return SketchRows(keys, counts, offsets.astype(np.int32), zeros, mins)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -100,45 +101,80 @@ def traces_table(batch: TraceBatch, ingested_at: datetime, *, store_text: bool) 
     return pa.table(cols)
 
 
+_INT_FIELDS: Final = (
+    "window_seconds",
+    "hop_seconds",
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "unpriced_requests",
+    "late_events",
+)
+_FLOAT_FIELDS: Final = (
+    "error_rate",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "cost_usd",
+)
+_NULLABLE: Final = frozenset({"ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms"})
+
+
 def windows_table(
     results: Sequence[WindowResult], ids: Sequence[str], emitted_at: datetime
 ) -> pa.Table:
     """``window_stats`` rows (``WINDOW_COLUMNS``) of closed windows with their ids."""
     n = len(results)
-
-    def floats(attr: str) -> npt.NDArray[np.float64]:
-        return np.fromiter((getattr(r, attr) for r in results), np.float64, n)
-
-    def ints(attr: str) -> pa.Array:
-        return pa.array(np.fromiter((getattr(r, attr) for r in results), np.uint64, n))
-
-    lat, ttft = sketch_rows(results, "latency"), sketch_rows(results, "ttft")
+    # One attribute pass per result for all numbers, then whole columns.
+    ints = np.array(list(map(attrgetter(*_INT_FIELDS), results)), dtype=np.uint64)
+    floats = np.array(list(map(attrgetter(*_FLOAT_FIELDS), results)), dtype=np.float64)
+    ints, floats = ints.reshape(n, len(_INT_FIELDS)), floats.reshape(n, len(_FLOAT_FIELDS))
+    # A series' dims mapping is shared by its results: look each one up once.
+    seen: dict[int, tuple[str, ...]] = {}
+    dims = [
+        seen.get(id(m)) or seen.setdefault(id(m), tuple(m.get(d, "") for d in DIMENSIONS))
+        for m in (r.dims for r in results)
+    ]
+    starts = np.array([r.window_start_ms for r in results], dtype=np.int64).reshape(n) // 1000
+    lat, ttft = sketch_rows(results)
     cols: dict[str, Any] = {
         "window_id": pa.array(list(ids), pa.string()),
-        "window_start": pa.array([r.window_start_ms // 1000 for r in results], pa.int64()).cast(
-            _DT
-        ),
-        "window_end": pa.array([round(r.window_end.timestamp()) for r in results], pa.int64()).cast(
-            _DT
-        ),
-        "window_seconds": pa.array([r.window_seconds for r in results], pa.uint32()),
-        "hop_seconds": pa.array([r.hop_seconds for r in results], pa.uint32()),
-        "grouping": pa.array([r.grouping for r in results], pa.string()),
+        "window_start": pa.array(starts).cast(_DT),
+        "window_end": pa.array(starts + ints[:, 0].astype(np.int64)).cast(_DT),
     }
-    for d in DIMENSIONS:
-        cols[d] = pa.array([r.dims.get(d, "") for r in results], pa.string())
-    cols["requests"] = ints("requests")
-    cols["errors"] = ints("errors")
-    for attr in ("error_rate", *(f"latency_p{q}_ms" for q in (50, 90, 95, 99)), "latency_max_ms"):
-        cols[attr] = pa.array(floats(attr))
-    for q in (50, 95, 99):
-        x = floats(f"ttft_p{q}_ms")
-        cols[f"ttft_p{q}_ms"] = pa.array(x, mask=np.isnan(x))
-    for attr in ("input_tokens", "output_tokens"):
-        cols[attr] = ints(attr)
-    cols["cost_usd"] = pa.array(floats("cost_usd"))
-    cols["unpriced_requests"] = ints("unpriced_requests")
-    cols["late_events"] = ints("late_events")
+    for k, name in enumerate(("window_seconds", "hop_seconds")):
+        cols[name] = pa.array(ints[:, k].astype(np.uint32))
+    cols["grouping"] = pa.array([r.grouping for r in results], pa.string())
+    for k, d in enumerate(DIMENSIONS):
+        cols[d] = pa.array([t[k] for t in dims], pa.string())
+    by_name: dict[str, npt.NDArray[Any]] = {name: ints[:, k] for k, name in enumerate(_INT_FIELDS)}
+    by_name.update((name, floats[:, k]) for k, name in enumerate(_FLOAT_FIELDS))
+    for name in (
+        "requests",
+        "errors",
+        "error_rate",
+        "latency_p50_ms",
+        "latency_p90_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "latency_max_ms",
+        "ttft_p50_ms",
+        "ttft_p95_ms",
+        "ttft_p99_ms",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "unpriced_requests",
+        "late_events",
+    ):
+        x = np.ascontiguousarray(by_name[name])
+        cols[name] = pa.array(x, mask=np.isnan(x)) if name in _NULLABLE else pa.array(x)
     offsets = pa.array(lat.offsets)
     cols["latency_sketch_keys"] = pa.ListArray.from_arrays(offsets, pa.array(lat.keys))
     cols["latency_sketch_counts"] = pa.ListArray.from_arrays(offsets, pa.array(lat.counts))
