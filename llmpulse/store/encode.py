@@ -153,28 +153,12 @@ def windows_table(
     cols["grouping"] = pa.array([r.grouping for r in results], pa.string())
     for k, d in enumerate(DIMENSIONS):
         cols[d] = pa.array([t[k] for t in dims], pa.string())
-    by_name: dict[str, npt.NDArray[Any]] = {name: ints[:, k] for k, name in enumerate(_INT_FIELDS)}
-    by_name.update((name, floats[:, k]) for k, name in enumerate(_FLOAT_FIELDS))
-    for name in (
-        "requests",
-        "errors",
-        "error_rate",
-        "latency_p50_ms",
-        "latency_p90_ms",
-        "latency_p95_ms",
-        "latency_p99_ms",
-        "latency_max_ms",
-        "ttft_p50_ms",
-        "ttft_p95_ms",
-        "ttft_p99_ms",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "unpriced_requests",
-        "late_events",
-    ):
-        x = np.ascontiguousarray(by_name[name])
-        cols[name] = pa.array(x, mask=np.isnan(x)) if name in _NULLABLE else pa.array(x)
+    numbers: dict[str, npt.NDArray[Any]] = {name: ints[:, k] for k, name in enumerate(_INT_FIELDS)}
+    numbers.update((name, floats[:, k]) for k, name in enumerate(_FLOAT_FIELDS))
+    for name, values in numbers.items():
+        if name not in cols:
+            x = np.ascontiguousarray(values)
+            cols[name] = pa.array(x, mask=np.isnan(x)) if name in _NULLABLE else pa.array(x)
     offsets = pa.array(lat.offsets)
     cols["latency_sketch_keys"] = pa.ListArray.from_arrays(offsets, pa.array(lat.keys))
     cols["latency_sketch_counts"] = pa.ListArray.from_arrays(offsets, pa.array(lat.counts))
@@ -185,5 +169,4 @@ def windows_table(
     cols["ttft_sketch_counts"] = pa.ListArray.from_arrays(offsets, pa.array(ttft.counts))
     cols["ttft_sketch_zeros"] = pa.array(ttft.zeros)
     cols["emitted_at"] = pa.array(np.full(n, to_ms(emitted_at), dtype=np.int64)).cast(_TS)
-    assert list(cols) == WINDOW_NAMES
-    return pa.table(cols)
+    return pa.table({name: cols[name] for name in WINDOW_NAMES})
