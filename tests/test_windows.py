@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmpulse.errors import ConfigError, ValidationError
-from llmpulse.processors import windows as windows_module
+from llmpulse.processors.windows import panes as windows_module
 from llmpulse.processors.windows import (
     DEFAULT_GROUPINGS,
     DEFAULT_SPECS,
