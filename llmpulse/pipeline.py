@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -75,6 +75,15 @@ class PreparedBatch:
     duplicates: int
 
 
+def _without(batch: TraceBatch, ids: Container[str]) -> tuple[TraceBatch, int]:
+    """``batch`` without the events whose id is in ``ids``, and how many those were."""
+    if not len(batch):
+        return batch, 0
+    hit = np.fromiter((i in ids for i in batch.event_id.tolist()), np.bool_, len(batch))
+    n = int(hit.sum())
+    return (batch.select(~hit), n) if n else (batch, 0)
+
+
 def _token(kind: str, ids: Sequence[str]) -> str:
     h = hashlib.blake2b(kind.encode(), digest_size=16)
     for i in sorted(ids):
@@ -128,25 +137,15 @@ class IngestPipeline:
     def commit(self, prepared: PreparedBatch) -> BatchOutcome:
         """Dedup against what is stored, price, write, then feed the stages. Batches
         must be committed one at a time, in order."""
-        batch, rejections = prepared.batch, prepared.rejections
-        duplicates = prepared.duplicates
-        if len(batch):
-            recent = self.recent
-            seen = np.fromiter(
-                (i in recent for i in batch.event_id.tolist()), dtype=np.bool_, count=len(batch)
-            )
-            if seen.any():
-                duplicates += int(seen.sum())
-                batch = batch.select(~seen)
+        rejections = prepared.rejections
+        batch, seen = _without(prepared.batch, self.recent)
+        stored = 0
         if len(batch):
             lo, hi = batch.time_range()
-            known = self.store.known_event_ids(batch.event_id.tolist(), lo, hi)
-            if known:
-                stored = np.fromiter(
-                    (i in known for i in batch.event_id.tolist()), np.bool_, len(batch)
-                )
-                duplicates += int(stored.sum())
-                batch = batch.select(~stored)
+            batch, stored = _without(
+                batch, self.store.known_event_ids(batch.event_id.tolist(), lo, hi)
+            )
+        duplicates = prepared.duplicates + seen + stored
 
         now = self.clock()
         ids = batch.event_id.tolist()

@@ -623,52 +623,43 @@ class AlertEngine:
         value = verdict.value if verdict else st.value
         threshold = verdict.threshold if verdict else st.threshold
         extra = dict(verdict.extra) if verdict else {}
+        details: dict[str, Any] = {}
         if c is None:  # the rule is gone: all we have is what was stored
+            name, labels, severity = st.rule, dict(st.labels), st.severity or "warning"
             summary = f"[resolved: rule removed] {st.summary}".strip()
-            out.append(
-                Transition(
-                    rule=st.rule,
-                    labels=dict(st.labels),
-                    from_state=before,
-                    to_state=to,
-                    value=value,
-                    threshold=threshold,
-                    window_seconds=st.window_seconds,
-                    event_time=at,
-                    wall_time=wall,
-                    dedup_key=st.dedup_key,
-                    severity=st.severity or "warning",
-                    summary=summary,
-                    runbook_url=st.runbook_url,
-                    reason=reason,
-                    incident_key=st.incident_key,
-                    suppressed=suppressed,
-                )
+        else:
+            rule = c.rule
+            name, labels, severity = rule.name, {**rule.labels, **st.labels}, rule.severity
+            ctx = template_context(
+                rule,
+                st.labels,
+                value=value,
+                threshold=threshold,
+                state=str(to),
+                requests=sig.requests if sig else 0,
+                extra=extra,
             )
-            return
-        rule = c.rule
-        labels = {**rule.labels, **st.labels}
-        ctx = template_context(
-            rule,
-            st.labels,
-            value=value,
-            threshold=threshold,
-            state=str(to),
-            requests=sig.requests if sig else 0,
-            extra=extra,
-        )
-        try:
-            summary = render_summary(rule, ctx)
-        except (KeyError, IndexError, AttributeError, ValueError, TypeError):
-            # validated at load time; a value of an odd type must not stop alerting
-            summary = f"{rule.name}: {rule.signal_name} = {value:.4g} on {ctx['series']}"
-        if to is AlertState.RESOLVED:
-            summary = f"[resolved{': no data' if reason == 'stale' else ''}] {summary}"
-        st.severity, st.summary = rule.severity, summary
-        st.runbook_url = _render_url(rule.runbook_url, st.labels, self.dashboard_base_url)
+            try:
+                summary = render_summary(rule, ctx)
+            except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+                # validated at load time; a value of an odd type must not stop alerting
+                summary = f"{rule.name}: {rule.signal_name} = {value:.4g} on {ctx['series']}"
+            if to is AlertState.RESOLVED:
+                summary = f"[resolved{': no data' if reason == 'stale' else ''}] {summary}"
+            st.severity, st.summary = rule.severity, summary
+            st.runbook_url = _render_url(rule.runbook_url, st.labels, self.dashboard_base_url)
+            details = {
+                "dashboard_url": _render_url(
+                    rule.dashboard_url, st.labels, self.dashboard_base_url, dashboard=True
+                ),
+                "actions": tuple(rule.actions),
+                "signal": rule.signal_name,
+                "kind": rule.kind,
+                "extra": extra,
+            }
         out.append(
             Transition(
-                rule=rule.name,
+                rule=name,
                 labels=labels,
                 from_state=before,
                 to_state=to,
@@ -678,19 +669,13 @@ class AlertEngine:
                 event_time=at,
                 wall_time=wall,
                 dedup_key=st.dedup_key,
-                severity=rule.severity,
+                severity=severity,
                 summary=summary,
                 runbook_url=st.runbook_url,
-                dashboard_url=_render_url(
-                    rule.dashboard_url, st.labels, self.dashboard_base_url, dashboard=True
-                ),
-                actions=tuple(rule.actions),
-                signal=rule.signal_name,
-                kind=rule.kind,
                 reason=reason,
-                extra=extra,
                 incident_key=st.incident_key,
                 suppressed=suppressed,
+                **details,
             )
         )
 

@@ -53,7 +53,7 @@ from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -69,36 +69,13 @@ from llmpulse.detectors.windowed import (
     z_test,
 )
 from llmpulse.errors import ConfigError
+from llmpulse.schemas.batch import from_ms, to_ms
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 TimeLike = datetime | int | float
 
 SEGMENTS: tuple[int, ...] = (32, 64, 128)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def to_ms(t: TimeLike) -> int:
-    """Epoch milliseconds of an aware datetime or of a number already in ms.
-
-    Integer arithmetic on purpose: ``timestamp() * 1000`` can land one
-    millisecond early, which would change ids derived from event times.
-
-    >>> to_ms(datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC))
-    1767225600123
-    """
-    if isinstance(t, datetime):
-        if t.tzinfo is None:
-            raise ValueError("event times must be timezone-aware")
-        return (t - _EPOCH) // _MS
-    return int(t)
-
-
-def from_ms(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=int(ms))
 
 
 def _times(times: Sequence[TimeLike] | IntArray, n: int) -> IntArray:

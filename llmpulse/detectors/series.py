@@ -48,12 +48,11 @@ from llmpulse.detectors.combine import (
     DriftEvent,
     ScalarDriftDetector,
     WindowScore,
-    to_ms,
 )
 from llmpulse.detectors.embedder import Embedder, HashingEmbedder
 from llmpulse.detectors.reference import Reference
 from llmpulse.errors import ConfigError
-from llmpulse.schemas.batch import TOKEN_FIELDS, TraceBatch
+from llmpulse.schemas.batch import TOKEN_FIELDS, TraceBatch, to_ms
 
 EMBEDDING_SIGNALS: dict[str, str] = {
     "prompt_embedding": "prompt",

@@ -26,8 +26,9 @@ from typing import Any
 
 import orjson
 
-from llmpulse.detectors.combine import DriftEvent, WindowScore, to_ms
+from llmpulse.detectors.combine import DriftEvent, WindowScore
 from llmpulse.detectors.reference import Reference
+from llmpulse.schemas.batch import to_ms
 from llmpulse.schemas.rows import DEDUP_SETTING, Column, ddl_columns
 
 # Dimensions stored as their own columns; any other grouping label is still in

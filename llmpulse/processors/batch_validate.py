@@ -44,8 +44,8 @@ from llmpulse.schemas.batch import (
     TEXT_FIELDS,
     TOKEN_FIELDS,
     TraceBatch,
-    _objects,
     event_values,
+    object_array,
 )
 from llmpulse.schemas.event import (
     LABEL_FIELDS,
@@ -290,8 +290,8 @@ def validate_batch(
 
     keep = _first_of_each_id(objects["event_id"], {i for i, _ in rejected})
     duplicates = n - len(rejected) - keep.size
-    src = _objects(list(sources) if sources is not None else [""] * n)
-    batch = TraceBatch({k: _objects(v) for k, v in objects.items()}, numbers, src)
+    src = object_array(list(sources) if sources is not None else [""] * n)
+    batch = TraceBatch({k: object_array(v) for k, v in objects.items()}, numbers, src)
     if keep.size != n:
         batch = batch.select(keep)
     return BatchValidation(batch, keep, rejected, duplicates)

@@ -49,20 +49,30 @@ EMBEDDING_FIELDS: Final = ("prompt_embedding", "response_embedding")
 MAP_FIELDS: Final = ("scores", "attributes")
 OBJECT_FIELDS: Final = (*STRING_FIELDS, *TEXT_FIELDS, *EMBEDDING_FIELDS, *MAP_FIELDS)
 NUMERIC_FIELDS: Final = ("timestamp_ms", *FLOAT_FIELDS, *OPTIONAL_FLOAT_FIELDS, *TOKEN_FIELDS)
-ALL_FIELDS: Final = (*OBJECT_FIELDS, *NUMERIC_FIELDS)
 
 ObjArray = npt.NDArray[np.object_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-def to_ms(ts: datetime) -> int:
-    """Exact epoch milliseconds (integer arithmetic: ``timestamp() * 1000`` can be 1 ms off)."""
-    return (ts - EPOCH) // _MS
+def to_ms(t: datetime | float) -> int:
+    """Epoch milliseconds of an aware datetime or of a number already in ms.
+
+    Integer arithmetic on purpose: ``timestamp() * 1000`` can land one
+    millisecond early, which would change ids derived from event times.
+
+    >>> to_ms(datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC))
+    1767225600123
+    """
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise ValueError("event times must be timezone-aware")
+        return (t - EPOCH) // _MS
+    return int(t)
 
 
 def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
+    return EPOCH + timedelta(milliseconds=int(ms))
 
 
 def event_values(e: TraceEvent) -> dict[str, Any]:
@@ -133,7 +143,7 @@ class TraceBatch:
     def from_values(cls, rows: Sequence[dict[str, Any]], sources: Sequence[str]) -> TraceBatch:
         """From per-event dicts in the column conventions (``event_values``)."""
         n = len(rows)
-        objects = {f: _objects([r[f] for r in rows]) for f in OBJECT_FIELDS}
+        objects = {f: object_array([r[f] for r in rows]) for f in OBJECT_FIELDS}
         numbers: dict[str, npt.NDArray[Any]] = {
             "timestamp_ms": np.array([r["timestamp_ms"] for r in rows], dtype=np.int64),
         }
@@ -141,18 +151,15 @@ class TraceBatch:
             numbers[f] = np.array([r[f] for r in rows], dtype=np.float64).reshape(n)
         for f in TOKEN_FIELDS:
             numbers[f] = np.array([r[f] for r in rows], dtype=np.int64).reshape(n)
-        return cls(objects, numbers, _objects(list(sources)))
+        return cls(objects, numbers, object_array(list(sources)))
 
     @classmethod
     def from_events(cls, events: Sequence[TraceEvent], sources: Sequence[str]) -> TraceBatch:
         return cls.from_values([event_values(e) for e in events], sources)
 
-    @classmethod
-    def empty(cls) -> TraceBatch:
-        return cls.from_values([], [])
 
-
-def _objects(values: list[Any]) -> ObjArray:
+def object_array(values: list[Any]) -> ObjArray:
+    """A 1-D object array of ``values``."""
     # np.array would turn a list of equal-length lists into a 2-D array.
     out = np.empty(len(values), dtype=object)
     out[:] = values

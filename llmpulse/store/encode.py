@@ -30,7 +30,6 @@ from llmpulse.schemas.rows import TRACE_COLUMNS, WINDOW_COLUMNS, names
 if TYPE_CHECKING:
     from llmpulse.processors.windows import WindowResult
 
-TRACE_NAMES: Final = names(TRACE_COLUMNS)
 WINDOW_NAMES: Final = names(WINDOW_COLUMNS)
 _TS: Final = pa.timestamp("ms", tz="UTC")
 _DT: Final = pa.timestamp("s", tz="UTC")
