@@ -449,11 +449,12 @@ class _Columns:
                 return [None if v < 0 else v for v in batch.tokens(name).tolist()]
             return [None] * len(batch)
 
-        dims = [[str(v or "") for v in batch.objects[g].tolist()] for g in grouping]
+        # Validated labels are already strings ("" when unset).
+        dims = [batch.objects[g].tolist() for g in grouping]
         return cls(
             list(zip(*dims, strict=True)) if dims else [() for _ in range(len(batch))],
             batch.timestamp_ms.tolist(),
-            [str(v) for v in batch.event_id.tolist()],
+            batch.event_id.tolist(),
             read,
         )
 
