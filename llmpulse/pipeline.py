@@ -1,60 +1,40 @@
-"""The ingest pipeline shared by the worker and replay: process, dedup, write.
+"""The pipeline in one process: intake, then the tasks of every hop, then one write.
 
-It glues the pure stages (``TraceProcessor``, ``WindowStage``, ``BudgetTracker``)
-to an ``EventStore``. Each event reaches the stages once, after it is durably
-stored, so redeliveries and replays never count twice. Time is injected
-(``clock`` for row stamps, ``wall`` for window idleness) so replays and tests are
-deterministic.
+A replay runs the same stages as the worker (``llmpulse.worker``), in the same
+order and with the same time semantics; only the repartition topics between
+differently keyed stages are replaced by direct calls, since one process owns
+every key. Each call is: validate (stateless, may overlap the previous write),
+then the stages (state), then the rows written, then the effects that wait for
+durable rows (alert notifications).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
+from llmpulse.alerts.signals import Signal
+from llmpulse.errors import StoreError
+from llmpulse.processors.traces import RawMessage, Rejection
+from llmpulse.schemas.batch import TraceBatch
+from llmpulse.stages.base import Context, IngestStats, Output, Rows, StoreReader
+from llmpulse.stages.intake import Intake, Validated
+from llmpulse.store.writer import StoreWriter
+from llmpulse.topology.task import Task
+from llmpulse.topology.watermarks import Report
 
-from llmpulse.alerts.stage import AlertStage
-from llmpulse.alerts.state import Transition
-from llmpulse.detectors.stage import DriftStage
-from llmpulse.processors.batch_cost import price_batch
-from llmpulse.processors.batch_validate import validate_batch
-from llmpulse.processors.budgets import BudgetStatus, BudgetTracker
-from llmpulse.processors.dedup import RecentIds
-from llmpulse.processors.traces import RawMessage, Rejection, TraceProcessor
-from llmpulse.processors.window_stage import WindowStage
-from llmpulse.processors.windows import WindowResult, window_id
-from llmpulse.schemas.batch import TraceBatch, from_ms
-from llmpulse.store.encode import traces_table, windows_table
-from llmpulse.store.writer import EventStore
+log = logging.getLogger("llmpulse.pipeline")
+
+# Names of the local tasks (the worker's are ``<topic>/<partition>``).
+SOURCE = "replay"
+TRACES_TASK = "traces"
 
 
-@dataclass
-class IngestStats:
-    messages: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    windows: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    cost_sources: Counter[str] = field(default_factory=Counter)
-    unpriced_models: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def add(self, other: IngestStats) -> None:
-        self.messages += other.messages
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.windows += other.windows
-        self.rejected.update(other.rejected)
-        self.cost_sources.update(other.cost_sources)
-        self.unpriced_models.update(other.unpriced_models)
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -62,208 +42,121 @@ class BatchOutcome:
     written: TraceBatch
     rejections: list[Rejection]
     stats: IngestStats
-    windows: list[WindowResult] = field(default_factory=list)
-    budgets: list[BudgetStatus] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    messages: int
-    batch: TraceBatch
-    rejections: list[Rejection]
-    duplicates: int
-
-
-def _without(batch: TraceBatch, ids: Container[str]) -> tuple[TraceBatch, int]:
-    """``batch`` without the events whose id is in ``ids``, and how many those were."""
-    if not len(batch):
-        return batch, 0
-    hit = np.fromiter((i in ids for i in batch.event_id.tolist()), np.bool_, len(batch))
-    n = int(hit.sum())
-    return (batch.select(~hit), n) if n else (batch, 0)
-
-
-def _token(kind: str, ids: Sequence[str]) -> str:
-    h = hashlib.blake2b(kind.encode(), digest_size=16)
-    for i in sorted(ids):
-        h.update(i.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+    rows: dict[str, int] = field(default_factory=dict)
+    signals: list[Signal] = field(default_factory=list)
 
 
 class IngestPipeline:
+    """Intake -> traces task -> keyed task, in one process (see the module docstring)."""
+
     def __init__(
         self,
-        processor: TraceProcessor,
-        store: EventStore,
+        intake: Intake,
+        traces: Task,
+        keyed: Task,
+        writer: StoreWriter,
         *,
-        store_text: bool = False,
-        recent: RecentIds | None = None,
         clock: Callable[[], datetime] = utc_now,
         wall: Callable[[], float] = time.time,
-        windows: WindowStage | None = None,
-        budgets: BudgetTracker | None = None,
-        alerts: AlertStage | None = None,
-        drift: DriftStage | None = None,
+        write_attempts: int = 5,
+        on_close: Callable[[float], None] | None = None,
     ) -> None:
-        self.processor = processor
-        self.store = store
-        self.store_text = store_text
-        self.recent = recent if recent is not None else RecentIds()
+        self.intake = intake
+        self.traces = traces
+        self.keyed = keyed
+        self.writer = writer
         self.clock = clock
         self.wall = wall
-        self.windows = windows
-        self.budgets = budgets
-        self.alerts = alerts
-        self.drift = drift
+        self.write_attempts = write_attempts
+        self.on_close = on_close
         self.stats = IngestStats()
 
+    @property
+    def tasks(self) -> tuple[Task, Task]:
+        return self.traces, self.keyed
+
     def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
-        """Process one batch and write it; raises if the store fails (nothing is
-        marked as seen then, so the caller can retry or let Kafka redeliver)."""
         return self.commit(self.prepare(messages))
 
-    def prepare(self, messages: Sequence[RawMessage]) -> PreparedBatch:
+    def prepare(self, messages: Sequence[RawMessage]) -> Validated:
         """Validation, which needs no state: may run while the previous batch commits."""
-        checked = validate_batch([m.value for m in messages], [m.source for m in messages])
-        rejections = [self.processor.reject(messages[i], err) for i, err in checked.rejected]
-        return PreparedBatch(len(messages), checked.batch, rejections, checked.duplicates)
+        return self.intake.validate(messages)
 
-    def commit(self, prepared: PreparedBatch) -> BatchOutcome:
-        """Dedup against what is stored, price, write, then feed the stages. Batches
-        must be committed one at a time, in order."""
-        rejections = prepared.rejections
-        batch, seen = _without(prepared.batch, self.recent)
-        stored = 0
-        if len(batch):
-            lo, hi = batch.time_range()
-            batch, stored = _without(
-                batch, self.store.known_event_ids(batch.event_id.tolist(), lo, hi)
+    def commit(self, validated: Validated) -> BatchOutcome:
+        """Run the stages over one validated batch and write their rows. Batches must
+        be committed one at a time, in order."""
+        stats = IngestStats()
+        now, wall = self.clock(), self.wall()
+        total = self.intake.process(validated, Context(now, wall, stats=stats, task=SOURCE))
+        report = Report(SOURCE, validated.max_time_ms)
+        assert total.batch is not None
+        out = self.traces.process(total.batch, now=now, wall_s=wall, stats=stats, reports=[report])
+        total.extend(out)
+        written = out.batch if out.batch is not None else total.batch
+        total.extend(
+            self.keyed.process(
+                written,
+                now=now,
+                wall_s=wall,
+                stats=stats,
+                reports=[Report(TRACES_TASK, self.traces.frontier.value)],
             )
-        duplicates = prepared.duplicates + seen + stored
-
-        now = self.clock()
-        ids = batch.event_id.tolist()
-        if ids:
-            price_batch(self.processor.prices, batch)
-            self.store.write_traces(
-                traces_table(batch, now, store_text=self.store_text), _token("traces", ids)
-            )
-
-        if rejections:
-            known_rej = self.store.known_rejection_ids([r.rejection_id for r in rejections])
-            new_rej = [r for r in rejections if r.rejection_id not in known_rej]
-            if new_rej:
-                self.store.write_rejected(
-                    [
-                        (
-                            r.rejection_id,
-                            now,
-                            r.source,
-                            r.reason,
-                            r.category,
-                            r.field,
-                            r.event_id,
-                            r.raw_text,
-                        )
-                        for r in new_rej
-                    ],
-                    _token("rejected", [r.rejection_id for r in new_rej]),
-                )
-
-        self.recent.add_all(ids)
-        closed = self.windows.observe(batch, self.wall()) if self.windows and ids else []
-        written_windows = self.write_windows(closed, now)
-        budgets = self._account(batch)
-        drift_signals = self.drift.process(batch, now) if self.drift and ids else []
-        transitions = (
-            self.alerts.process(
-                written_windows,
-                budgets,
-                now,
-                event_time=batch.time_range()[1] if ids else None,
-                signals=drift_signals,
-            )
-            if self.alerts
-            else []
         )
-
-        stats = IngestStats(
-            messages=prepared.messages,
-            accepted=len(ids),
-            duplicates=duplicates,
-            windows=len(written_windows),
-        )
-        stats.rejected.update(r.category for r in rejections)
-        if ids:
-            sources = batch.cost_source.tolist()
-            stats.cost_sources.update(sources)
-            if "unpriced" in stats.cost_sources:
-                stats.unpriced_models.update(
-                    batch.objects["model"][batch.cost_source == "unpriced"]
-                )
+        rows = self._write(total)
         self.stats.add(stats)
-        return BatchOutcome(batch, rejections, stats, written_windows, budgets, transitions)
+        return BatchOutcome(written, validated.rejections, stats, rows, total.signals)
 
-    def _account(self, batch: TraceBatch) -> list[BudgetStatus]:
-        if not self.budgets or not len(batch):
-            return []
-        changed: dict[tuple[object, object], BudgetStatus] = {}
-        rows = np.flatnonzero(batch.cost > 0)  # NaN (unpriced) compares False
-        tenants = batch.objects["tenant"][rows].tolist()
-        teams = batch.objects["team"][rows].tolist()
-        days = (batch.timestamp_ms[rows] // 86_400_000).tolist()
-        for tenant, team, day, cost in zip(
-            tenants, teams, days, batch.cost[rows].tolist(), strict=True
-        ):
-            for st in self.budgets.add(tenant, team, from_ms(day * 86_400_000).date(), cost):
-                changed[(st.budget, st.period_start)] = st
-        return list(changed.values())
+    def flush(self) -> IngestStats:
+        """End of the stream: close every open window and write it."""
+        stats = IngestStats()
+        now, wall = self.clock(), self.wall()
+        total = Output()
+        for task in self.tasks:
+            total.extend(task.flush(now=now, wall_s=wall, stats=stats))
+        self._write(total)
+        self.stats.add(stats)
+        return stats
 
-    def write_windows(self, results: Sequence[WindowResult], now: datetime) -> list[WindowResult]:
-        """Store closed windows once: a window already stored (a restart rebuilt
-        it, a replay repeated it) is skipped. Returns the windows written now."""
-        if not results:
-            return []
-        ids = [window_id(r) for r in results]
-        starts = [r.window_start for r in results]
-        known = self.store.known_window_ids(ids, min(starts), max(starts))
-        fresh = [(i, r) for i, r in zip(ids, results, strict=True) if i not in known]
-        if fresh:
-            ids = [i for i, _ in fresh]
-            self.store.write_windows(
-                windows_table([r for _, r in fresh], ids, now), _token("windows", ids)
-            )
-        return [r for _, r in fresh]
+    def resume(self, store: StoreReader) -> IngestStats:
+        """Continue from what earlier runs stored (see ``Stage.resume``)."""
+        stats = IngestStats()
+        now, wall = self.clock(), self.wall()
+        total = Output()
+        for task in self.tasks:
+            ctx = Context(now, wall, stats=stats, task=task.name)
+            for stage in task.stages:
+                total.extend(stage.resume(store, ctx))
+        self._write(total)
+        self.stats.add(stats)
+        return stats
 
-    def tick(self) -> list[WindowResult]:
-        """Wall-clock tick: close the windows of a quiet stream."""
-        if self.windows is None:
-            return []
-        now = self.clock()
-        written = self.write_windows(self.windows.tick(self.wall()), now)
-        self.stats.windows += len(written)
-        if self.alerts and written:
-            self.alerts.process(written, (), now)
-        return written
+    def _write(self, out: Output) -> dict[str, int]:
+        rows = [r for r in out.rows if len(r)]
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.table] = counts.get(r.table, 0) + len(r)
+        if rows:
+            self._write_rows(rows)
+        for effect in out.after_write:
+            effect()
+        return counts
 
-    def flush(self) -> list[WindowResult]:
-        """Close every open window (end of a replay)."""
-        if self.windows is None:
-            return []
-        now = self.clock()
-        written = self.write_windows(self.windows.flush(), now)
-        self.stats.windows += len(written)
-        if self.alerts and written:
-            self.alerts.process(written, (), now)
-        return written
+    def _write_rows(self, rows: list[Rows]) -> None:
+        delay = 0.5
+        for attempt in range(1, self.write_attempts + 1):
+            try:
+                self.writer.write(rows)
+                return
+            except Exception as exc:
+                if attempt == self.write_attempts:
+                    raise StoreError(self.writer.client.dsn, f"write failed: {exc}") from exc
+                log.warning("store write failed (attempt %d), retrying: %s", attempt, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver queued alert notifications (bounded by ``timeout``)."""
-        if self.alerts is not None:
-            self.alerts.close(timeout)
+        for task in self.tasks:
+            task.close(timeout)
+        if self.on_close is not None:
+            self.on_close(timeout)

@@ -10,7 +10,8 @@ from itertools import islice
 from pathlib import Path
 
 from llmpulse.ingest.files import read_jsonl
-from llmpulse.pipeline import BatchOutcome, IngestPipeline, IngestStats
+from llmpulse.pipeline import BatchOutcome, IngestPipeline
+from llmpulse.stages.base import IngestStats
 from llmpulse.processors.traces import RawMessage
 
 
@@ -59,7 +60,7 @@ def replay_messages(
         if pending is not None:
             done(pending.result())
     # A recorded stream has no future: every window it opened is complete.
-    total.windows += len(pipeline.flush())
+    total.add(pipeline.flush())
     return ReplayReport(total, perf() - started)
 
 

@@ -1,6 +1,8 @@
 """Assembling components from settings: the only place settings become objects.
 
-The CLI and the worker call these; everything below receives plain values.
+The CLI, replay and the worker call these; everything below receives plain
+values. :class:`Stages` makes the stage instances of each hop, fresh per task,
+so a replay and every task of every worker run the same code.
 """
 
 from __future__ import annotations
@@ -8,38 +10,36 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 
 from llmpulse.alerts.engine import AlertEngine
-from llmpulse.alerts.rules import load_rules
+from llmpulse.alerts.rules import RuleSet, load_rules
 from llmpulse.alerts.sinks import Dispatcher, build_sinks
-from llmpulse.alerts.stage import AlertStage
-from llmpulse.alerts.state import LATEST_ALERTS_SQL, state_rows_from_alerts
 from llmpulse.detectors.embedder import HashingEmbedder
 from llmpulse.detectors.series import DriftMonitor
-from llmpulse.detectors.stage import DriftStage
 from llmpulse.errors import ConfigError, LlmpulseError
 from llmpulse.ingest.publisher import KafkaPublisher
-from llmpulse.pipeline import IngestPipeline, utc_now
-from llmpulse.processors.budgets import Budget, BudgetTracker
+from llmpulse.pipeline import TRACES_TASK, IngestPipeline, utc_now
+from llmpulse.processors.budgets import Budget
 from llmpulse.processors.cost import PriceTable
-from llmpulse.processors.dedup import RecentIds
 from llmpulse.processors.traces import TraceProcessor
-from llmpulse.processors.window_stage import WindowConfig, WindowStage
 from llmpulse.processors.windows import GroupingSet, WindowSpec
+from llmpulse.schemas.rows import MODEL_PRICE_COLUMNS, names
 from llmpulse.settings import Settings
+from llmpulse.stages.alerts import AlertStage
+from llmpulse.stages.base import Stage
+from llmpulse.stages.budgets import BudgetStage
+from llmpulse.stages.drift import DriftStage
+from llmpulse.stages.intake import Intake
+from llmpulse.stages.traces import TraceStage
+from llmpulse.stages.windows import WindowConfig, WindowStage
 from llmpulse.store.client import SerialClient, connect
 from llmpulse.store.migrations import migrate
-from llmpulse.store.restore import (
-    publish_budgets,
-    restore_alert_history,
-    restore_baselines,
-    restore_budgets,
-    restore_windows,
-)
-from llmpulse.store.writer import ClickHouseStore
+from llmpulse.store.reads import known_event_ids, known_ids
+from llmpulse.store.writer import StoreWriter
+from llmpulse.topology.task import Task
 
 
 def tune_gc() -> None:
@@ -77,7 +77,7 @@ def load_prices(settings: Settings) -> PriceTable:
     return table
 
 
-def publish_prices(client: SerialClient, table: PriceTable) -> None:
+def publish_prices(client: SerialClient, table: PriceTable, now: datetime) -> None:
     """Record the price table in ``model_prices`` once per version, for analysts
     to join and to audit which prices produced a stored cost."""
     known = client.rows(
@@ -85,9 +85,24 @@ def publish_prices(client: SerialClient, table: PriceTable) -> None:
     )
     if known and known[0][0]:
         return
-    now = datetime.now(UTC)
     rows = [[*r.values(), now] for r in table.rows()]
-    ClickHouseStore(client).write_prices(rows)
+    StoreWriter(client).write_prices(rows, [*names(MODEL_PRICE_COLUMNS), "loaded_at"])
+
+
+def publish_budgets(client: SerialClient, budgets: list[Budget], now: datetime) -> None:
+    """Make the ``budgets`` table match the configuration (removed ones get 0)."""
+    current = {(b.scope, b.name, b.period) for b in budgets}
+    stale = [
+        (scope, name, period, 0.0, now)
+        for scope, name, period in client.rows(
+            "SELECT scope, name, period FROM budgets GROUP BY scope, name, period "
+            "HAVING argMax(limit_usd, updated_at) > 0"
+        )
+        if (scope, name, period) not in current
+    ]
+    rows = [(b.scope, b.name, b.period, b.limit_usd, now) for b in budgets] + stale
+    if rows:
+        client.insert("budgets", rows, ["scope", "name", "period", "limit_usd", "updated_at"])
 
 
 def prepare_store(settings: Settings, dsn: str | None = None) -> SerialClient:
@@ -113,59 +128,124 @@ def window_config(settings: Settings) -> WindowConfig:
     )
 
 
-def alert_stage(settings: Settings, client: SerialClient, *, send: bool) -> AlertStage | None:
-    """Rules, engine state restored from the ``alerts`` table, and the sinks.
-
-    With ``send=False`` (replay without --send-alerts) sinks are dry-run: the
-    transitions are still recorded in the store.
-    """
-    a = settings.alerts
-    if not a.enabled:
-        return None
-    rules = load_rules(a.rules_file)
-    state_rows = state_rows_from_alerts(client.rows(LATEST_ALERTS_SQL))
-    engine = AlertEngine.from_snapshot(rules, state_rows, dashboard_base_url=a.dashboard_base_url)
-    # Baselines and SLO burn sums live in memory: rebuild them from stored windows.
-    restore_alert_history(client, engine, hours=settings.windows.restore_hours)
-    publisher = KafkaPublisher(settings.kafka.bootstrap) if send and a.control_enabled else None
-    sinks = build_sinks(
-        a,
-        settings.pagerduty.url,
-        settings.pagerduty.routing_key,
-        publish=publisher.publish if publisher else None,
-        control_topic=settings.topics.control,
-    )
-    dispatcher = Dispatcher(
-        sinks,
-        registry=CollectorRegistry(),
-        queue_size=a.queue_size,
-        max_attempts=a.max_attempts,
-        dry_run=not send,
-    )
-    return AlertStage(engine, dispatcher, ClickHouseStore(client), send=send)
-
-
-def drift_stage(settings: Settings, client: SerialClient) -> DriftStage | None:
-    """Detectors per drift series, with the baselines stored by earlier runs."""
-    d = settings.drift
-    if not d.enabled:
-        return None
-    monitor = DriftMonitor(
-        d.grouping,
-        HashingEmbedder(dim=d.embedding_dim),
-        fill_embeddings=d.fill_embeddings,
-        warmup=d.warmup,
-        window=d.window,
-        detector=d.detector,
-        max_series=d.max_series,
-        auto_rebaseline=d.auto_rebaseline,
-    )
-    restore_baselines(client, monitor)
-    return DriftStage(monitor, ClickHouseStore(client))
-
-
 def budgets_of(settings: Settings) -> list[Budget]:
     return [Budget(b.scope, b.name, b.period, b.limit_usd) for b in settings.budgets]
+
+
+class Stages:
+    """The stages of every hop, configured once, instantiated per task.
+
+    ``replay=True`` adds the store reads a replay needs (a file may repeat what
+    an earlier run stored); a worker's tasks know what they wrote instead.
+    ``send`` delivers alert notifications (a replay dry-runs them unless asked).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: SerialClient,
+        *,
+        send_alerts: bool,
+        replay: bool,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.replay = replay
+        self.send = send_alerts
+        self.prices = load_prices(settings)
+        self.budgets = budgets_of(settings)
+        self.windows = window_config(settings)
+        self.rules: RuleSet | None = (
+            load_rules(settings.alerts.rules_file) if settings.alerts.enabled else None
+        )
+        self.dispatcher = self._dispatcher() if self.rules is not None else None
+        # One engine answers which window signals the rules read, for every task.
+        self._signals = AlertEngine(self.rules).signals_for if self.rules is not None else None
+        publish_prices(client, self.prices, clock())
+        publish_budgets(client, self.budgets, clock())
+
+    def _dispatcher(self) -> Dispatcher:
+        a = self.settings.alerts
+        publisher = (
+            KafkaPublisher(self.settings.kafka.bootstrap)
+            if self.send and a.control_enabled
+            else None
+        )
+        sinks = build_sinks(
+            a,
+            self.settings.pagerduty.url,
+            self.settings.pagerduty.routing_key,
+            publish=publisher.publish if publisher else None,
+            control_topic=self.settings.topics.control,
+        )
+        return Dispatcher(
+            sinks,
+            registry=CollectorRegistry(),
+            queue_size=a.queue_size,
+            max_attempts=a.max_attempts,
+            dry_run=not self.send,
+        )
+
+    def intake(self) -> Intake:
+        known = None
+        if self.replay:
+            known = lambda ids: known_ids(self.client, "rejected_events", "rejection_id", ids)  # noqa: E731
+        return Intake(TraceProcessor(self.prices), known=known)
+
+    def traces(self) -> list[Stage]:
+        lookup = None
+        if self.replay:
+            lookup = lambda ids, lo, hi: known_event_ids(self.client, ids, lo, hi)  # noqa: E731
+        return [
+            TraceStage(
+                self.prices,
+                store_text=self.settings.clickhouse.store_text,
+                capacity=self.settings.worker.dedup_cache,
+                lookup=lookup,
+            )
+        ]
+
+    def keyed(self) -> list[Stage]:
+        """Windows, budgets, drift and alerts: the stages keyed by series."""
+        hours = self.settings.windows.restore_hours
+        stages: list[Stage] = [
+            WindowStage(self.windows, to_signals=self._signals, resume_hours=hours)
+        ]
+        if self.budgets:
+            stages.append(BudgetStage(self.budgets))
+        drift = self._drift()
+        if drift is not None:
+            stages.append(drift)
+        if self.rules is not None:
+            engine = AlertEngine(
+                self.rules, dashboard_base_url=self.settings.alerts.dashboard_base_url
+            )
+            notify = self.dispatcher.submit if self.dispatcher is not None else None
+            stages.append(AlertStage(engine, notify, send=self.send, resume_hours=hours))
+        return stages
+
+    def _drift(self) -> DriftStage | None:
+        d = self.settings.drift
+        if not d.enabled:
+            return None
+        monitor = DriftMonitor(
+            d.grouping,
+            HashingEmbedder(dim=d.embedding_dim),
+            fill_embeddings=d.fill_embeddings,
+            warmup=d.warmup,
+            window=d.window,
+            detector=d.detector,
+            max_series=d.max_series,
+            auto_rebaseline=d.auto_rebaseline,
+        )
+        return DriftStage(
+            monitor, known=lambda ids: known_ids(self.client, "drift_events", "drift_id", ids)
+        )
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close(timeout)
 
 
 def build_pipeline(
@@ -177,31 +257,18 @@ def build_pipeline(
     restore: bool = True,
     send_alerts: bool = False,
 ) -> IngestPipeline:
-    """The pipeline over ``client``, with window and budget state rebuilt from
-    the store (``restore``) so a restart continues where the last run stopped."""
-    prices = load_prices(settings)
-    publish_prices(client, prices)
-    budgets = budgets_of(settings)
-    publish_budgets(client, budgets)
-    tracker = BudgetTracker(budgets)
-    stage = WindowStage(window_config(settings))
+    """The in-process pipeline over ``client`` (replay), resuming from what earlier
+    runs stored (``restore``) so a second run continues where the first stopped."""
+    stages = Stages(settings, client, send_alerts=send_alerts, replay=True, clock=clock)
     pipeline = IngestPipeline(
-        TraceProcessor(prices),
-        ClickHouseStore(client),
-        store_text=settings.clickhouse.store_text,
-        recent=RecentIds(settings.worker.dedup_cache),
+        stages.intake(),
+        Task(TRACES_TASK, stages.traces()),
+        Task("keyed", stages.keyed()),
+        StoreWriter(client),
         clock=clock,
         wall=wall,
-        windows=stage,
-        budgets=tracker,
-        alerts=alert_stage(settings, client, send=send_alerts),
-        drift=drift_stage(settings, client),
+        on_close=stages.close,
     )
     if restore:
-        restore_budgets(client, tracker, clock().date())
-        _, reemitted = restore_windows(
-            client, stage, max_hours=settings.windows.restore_hours, wall_now_s=wall()
-        )
-        # Windows the crash kept from being written are written now.
-        pipeline.write_windows(reemitted, clock())
+        pipeline.resume(client)
     return pipeline

@@ -484,8 +484,9 @@ def test_alert_signals_for_detections() -> None:
     )
     (sig,) = alert_signals([ev])
     assert sig.name == "drift_detected" and sig.value == 1.0
-    assert sig.labels == {"endpoint": "/chat", "signal": "prompt_embedding", "detector": "combined"}
-    assert sig.details["drift_id"] == ev.drift_id and len(ev.drift_id) == 24
+    assert sig.labels == {"endpoint": "/chat", "signal": "prompt_embedding"}
+    assert sig.extra == {"score": 90.0, "threshold": 70.0, "p_value": 1e-6}
+    assert len(ev.drift_id) == 24
 
 
 def test_bench_table_runs_small() -> None:

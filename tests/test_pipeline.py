@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,8 +16,12 @@ from llmpulse.processors.traces import RawMessage, TraceProcessor
 from llmpulse.runtime import build_pipeline, prepare_store
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
-from llmpulse.store.migrations import LATEST_VERSION, migrate
-from llmpulse.store.writer import MemoryStore
+from llmpulse.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
+from llmpulse.stages.base import Rows
+from llmpulse.stages.intake import Intake
+from llmpulse.stages.traces import TraceStage
+from llmpulse.store.writer import Lineage, StoreWriter
+from llmpulse.topology.task import Task
 from tests.helpers import event, raw
 
 FIXED_NOW = datetime(2026, 2, 1, tzinfo=UTC)
@@ -41,7 +45,8 @@ def count(client: SerialClient, sql: str) -> int:
 def test_migrate_is_idempotent(client: SerialClient) -> None:
     assert migrate(client) == []
     versions = client.rows("SELECT version FROM schema_migrations ORDER BY version")
-    assert [v[0] for v in versions] == list(range(1, LATEST_VERSION + 1))
+    assert [v[0] for v in versions] == sorted(m.version for m in MIGRATIONS)
+    assert versions[-1][0] == LATEST_VERSION
     tables = {r[0] for r in client.rows("SHOW TABLES")}
     assert {"traces", "rejected_events", "model_prices", "schema_migrations"} <= tables
 
@@ -110,15 +115,43 @@ def test_text_stored_only_when_enabled(settings: Settings) -> None:
         c.close()
 
 
-def test_failed_write_is_retried_without_loss_or_duplicates() -> None:
-    store = MemoryStore(fail_next_writes=1)
-    pipeline = IngestPipeline(TraceProcessor(PriceTable.default()), store, clock=lambda: FIXED_NOW)
+class FlakyClient(SerialClient):
+    """Fault injection at the store client seam (tests only): the next inserts fail."""
+
+    def __init__(self, inner: SerialClient, failures: int) -> None:
+        super().__init__(inner.raw, inner.dsn)
+        self.failures = failures
+
+    def insert_arrow(self, table: str, data: object, settings: dict | None = None) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("injected: store unavailable")
+        super().insert_arrow(table, data, settings)
+
+
+def test_failed_write_is_retried_without_loss_or_duplicates(
+    settings: Settings, client: SerialClient
+) -> None:
+    flaky = FlakyClient(client, failures=2)
+    pipeline = build_pipeline(settings, flaky, clock=lambda: FIXED_NOW)
+    pipeline.writer.client = flaky
     batch = msgs([event(i) for i in range(10)])
-    with pytest.raises(ConnectionError):
-        pipeline.handle(batch)
     assert pipeline.handle(batch).stats.accepted == 10
+    assert flaky.failures == 0
     assert pipeline.handle(batch).stats.duplicates == 10
-    assert len(store.traces) == 10
+    assert count(client, "SELECT count() FROM traces") == 10
+
+
+class RecordingWriter(StoreWriter):
+    """Keeps the rows instead of writing them: for properties over many examples."""
+
+    def __init__(self) -> None:
+        self.rows: list[Rows] = []
+
+    def write(self, rows: Iterable[Rows], lineage: Lineage | None = None) -> int:
+        batch = list(rows)
+        self.rows.extend(batch)
+        return sum(len(r) for r in batch)
 
 
 @hsettings(max_examples=40, deadline=None)
@@ -130,11 +163,19 @@ def test_any_delivery_order_with_repeats_stores_each_event_once(
     order: list[int], batch_size: int
 ) -> None:
     """At-least-once delivery in any order and any batching: each id stored exactly once."""
-    store = MemoryStore()
-    pipeline = IngestPipeline(TraceProcessor(PriceTable.default()), store, clock=lambda: FIXED_NOW)
+    prices = PriceTable.default()
+    writer = RecordingWriter()
+    pipeline = IngestPipeline(
+        Intake(TraceProcessor(prices)),
+        Task("traces", [TraceStage(prices)]),
+        Task("keyed", []),
+        writer,
+        clock=lambda: FIXED_NOW,
+    )
     delivered = [RawMessage(raw(event(i)), f"k:{n}") for n, i in enumerate(order)]
     accepted = 0
     for start in range(0, len(delivered), batch_size):
         accepted += pipeline.handle(delivered[start : start + batch_size]).stats.accepted
-    assert accepted == len(set(order)) == len(store.traces)
+    stored = [i for r in writer.rows if r.table == "traces" for i in r.data.column("event_id").to_pylist()]
+    assert accepted == len(set(order)) == len(stored) == len(set(stored))
     assert pipeline.stats.duplicates == len(order) - len(set(order))

@@ -125,10 +125,12 @@ def test_budget_usage_view_and_tracker(settings: Settings, client: SerialClient)
     )
     pipeline = build_pipeline(s, client, clock=lambda: NOW, wall=lambda: 0.0)
     out = pipeline.handle(stream(2000))
-    statuses = [b for b in out.budgets if b.name == "acme"]
-    assert statuses and statuses[0].exceeded
+    statuses = [
+        b for b in out.signals if b.name == "budget_usage_ratio" and b.labels["name"] == "acme"
+    ]
+    assert statuses and statuses[-1].value > 1
     usage = client.rows("SELECT name, period, spent_usd, usage_ratio FROM budget_usage")
     assert usage and usage[0][0] == "acme"
     spent = client.rows("SELECT sum(cost_usd) FROM traces WHERE tenant = 'acme'")[0][0]
     assert math.isclose(usage[0][2], spent, rel_tol=1e-9)
-    assert math.isclose(statuses[0].spent_usd, spent, rel_tol=1e-9)
+    assert math.isclose(statuses[-1].extra["spent_usd"], spent, rel_tol=1e-9)

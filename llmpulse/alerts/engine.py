@@ -55,6 +55,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
+import orjson
+
 from llmpulse.alerts.rules import (
     COMPARATORS,
     BaselineRule,
@@ -127,6 +129,26 @@ class TrailingBaseline:
             return self._ewma
         return float(statistics.median(self._values))
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "method": self.method,
+            "min_windows": self.min_windows,
+            "values": list(self._values),
+            "ewma": None if math.isnan(self._ewma) else self._ewma,
+            "n": self.n,
+            "last_time": _iso_or_none(self.last_time),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrailingBaseline:
+        b = cls(int(d["windows"]), method=str(d["method"]), min_windows=int(d["min_windows"]))
+        b._values.extend(float(v) for v in d["values"])
+        b._ewma = math.nan if d["ewma"] is None else float(d["ewma"])
+        b.n = int(d["n"])
+        b.last_time = _parse_iso(d["last_time"])
+        return b
+
 
 class BurnRateTracker:
     """Rolling (total, bad) sums of one series over non-overlapping windows.
@@ -169,6 +191,26 @@ class BurnRateTracker:
         if cut > 0 and cut * 2 >= len(self._ends):
             self._base_t, self._base_b = self._ct[cut - 1], self._cb[cut - 1]
             del self._ends[:cut], self._ct[:cut], self._cb[:cut]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "horizon_s": self.horizon_s,
+            "first_end": self.first_end,
+            "ends": self._ends,
+            "ct": self._ct,
+            "cb": self._cb,
+            "base": [self._base_t, self._base_b],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BurnRateTracker:
+        t = cls(int(d["horizon_s"]))
+        t.first_end = d["first_end"]
+        t._ends = [int(x) for x in d["ends"]]
+        t._ct = [float(x) for x in d["ct"]]
+        t._cb = [float(x) for x in d["cb"]]
+        t._base_t, t._base_b = (float(x) for x in d["base"])
+        return t
 
     def observed_s(self, window_s: int) -> int:
         """Seconds of the series seen so far (first window start to last window end)."""
@@ -305,12 +347,76 @@ class AlertEngine:
         """The pending and firing states as JSON-ready rows (see ``from_snapshot``)."""
         return [st.to_row() for st in self._active.values()]
 
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def export_state(self) -> bytes:
+        """Everything the engine has learnt (states, baselines, burn sums, incidents), as
+        JSON, for a checkpoint; :meth:`import_state` reads it back."""
+
+        def pairs(key: tuple[str, Series]) -> list[Any]:
+            return [key[0], [list(kv) for kv in key[1]]]
+
+        doc = {
+            "series": [[*pairs(k), _state_row(st)] for k, st in self._series.items()],
+            "restored": [_state_row(st) for st in self._restored.values()],
+            "active": sorted(self._active),
+            "baselines": [[*pairs(k), b.to_dict()] for k, b in self._baselines.items()],
+            "burns": [[*pairs(k), b.to_dict()] for k, b in self._burns.items()],
+            "stale_base": {k: _iso_or_none(v) for k, v in self._stale_base.items()},
+            "incidents": {k: sorted(v) for k, v in self._incidents.items()},
+            "clock": _iso_or_none(self._clock),
+            "last_gc": _iso_or_none(self._last_gc),
+        }
+        return orjson.dumps(doc)
+
+    def import_state(self, blob: bytes) -> None:
+        """Resume from :meth:`export_state`. States of rules that no longer exist are
+        closed on the next evaluation (as after a restore from the ``alerts`` table)."""
+        doc = orjson.loads(blob)
+
+        def key(rule: str, series: list[list[str]]) -> tuple[str, Series]:
+            return rule, tuple((str(k), str(v)) for k, v in series)
+
+        by_dk: dict[str, SeriesState] = {}
+        self._series = {}
+        for rule, series, row in doc["series"]:
+            st = SeriesState.from_row(_numbers(row))
+            by_dk[st.dedup_key] = st
+            if rule in self._compiled:
+                self._series[key(rule, series)] = st
+        self._restored = {}
+        for row in doc["restored"]:
+            st = SeriesState.from_row(_numbers(row))
+            by_dk[st.dedup_key] = st
+            self._restored[st.dedup_key] = st
+        self._active = {dk: by_dk[dk] for dk in doc["active"] if dk in by_dk}
+        for dk, st in self._active.items():
+            if st.rule not in self._compiled:
+                self._restored[dk] = st
+        self._baselines = {
+            key(r, s): TrailingBaseline.from_dict(d)
+            for r, s, d in doc["baselines"]
+            if r in self._compiled
+        }
+        self._burns = {
+            key(r, s): BurnRateTracker.from_dict(d) for r, s, d in doc["burns"] if r in self._compiled
+        }
+        self._stale_base = {k: _parse_iso(v) for k, v in doc["stale_base"].items()}
+        self._incidents = {k: set(v) for k, v in doc["incidents"].items()}
+        self._clock = _parse_iso(doc["clock"])
+        self._last_gc = _parse_iso(doc["last_gc"])
+
     # -- properties -----------------------------------------------------------------------
 
     @property
     def clock(self) -> datetime | None:
         """Latest event time seen (None before the first signal)."""
         return self._clock
+
+    @property
+    def has_orphans(self) -> bool:
+        """Restored states of rules that no longer exist (closed by the next evaluation)."""
+        return any(st.rule not in self._compiled for st in self._restored.values())
 
     @property
     def firing(self) -> list[SeriesState]:
@@ -847,3 +953,24 @@ def synthetic_transition(
         extra=extra,
         incident_key=dedup_key(rule.incident_name, series),
     )
+
+
+def _iso_or_none(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _parse_iso(v: str | None) -> datetime | None:
+    return None if v is None else datetime.fromisoformat(v)
+
+
+def _state_row(st: SeriesState) -> dict[str, Any]:
+    # JSON has no NaN: a missing number travels as null.
+    row = st.to_row()
+    for k in ("value", "threshold"):
+        if isinstance(row[k], float) and math.isnan(row[k]):
+            row[k] = None
+    return row
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, **{k: math.nan for k in ("value", "threshold") if row.get(k) is None}}

@@ -69,7 +69,10 @@ def set_baseline(
     from llmpulse.detectors.storage import baseline_row
     from llmpulse.errors import ConfigError
     from llmpulse.runtime import prepare_store
-    from llmpulse.store.writer import ClickHouseStore
+    from llmpulse.detectors.storage import DRIFT_BASELINE_COLUMNS
+    from llmpulse.schemas.rows import names
+    from llmpulse.stages.base import Rows
+    from llmpulse.store.writer import StoreWriter
 
     settings = state(ctx).settings()
     labels = _labels(series)
@@ -105,15 +108,11 @@ def set_baseline(
             matrix = HashingEmbedder(dim=settings.drift.embedding_dim).embed_many(texts)
             reference = Reference.fit(np.asarray(matrix))
         full = {g: labels.get(g, "") for g in settings.drift.grouping}
-        ClickHouseStore(client).write_drift(
-            "drift_baselines",
-            [
-                baseline_row(
-                    reference, labels=full, grouping=",".join(settings.drift.grouping),
-                    signal=signal, created_at=datetime.now(UTC),
-                )
-            ],
+        row = baseline_row(
+            reference, labels=full, grouping=",".join(settings.drift.grouping),
+            signal=signal, created_at=datetime.now(UTC),
         )  # fmt: skip
+        StoreWriter(client).write([Rows("drift_baselines", [row], names(DRIFT_BASELINE_COLUMNS))])
     finally:
         client.close()
     out.print(

@@ -158,8 +158,8 @@ def replay(
         pipeline.close(timeout=60)
     finally:
         client.close()
-    transitions = pipeline.alerts.transitions if pipeline.alerts else 0
     s = report.stats
+    transitions = s.alert_transitions
     summary = {
         "file": str(file),
         "events": s.messages,

@@ -22,11 +22,10 @@ from llmpulse.detectors.combine import DriftDetector, DriftEvent, ScalarDriftDet
 from llmpulse.detectors.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from llmpulse.detectors.online import DetectorBank, OnlineEmbeddingDetector
 from llmpulse.detectors.reference import Reference
-from llmpulse.detectors.series import AlertSignal, BaselineRecord, DriftMonitor, alert_signals
+from llmpulse.detectors.series import BaselineRecord, DriftMonitor, alert_signals
 from llmpulse.detectors.windowed import MMDTest, TestResult, category_test, z_test
 
 __all__ = [
-    "AlertSignal",
     "BaselineRecord",
     "DetectorBank",
     "DriftDetector",

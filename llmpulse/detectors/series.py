@@ -36,6 +36,7 @@ float32 vectors, an active one ``window`` feature rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse.alerts.signals import Signal, signal_from_drift
 from llmpulse.detectors.combine import (
     DriftDetector,
     DriftEvent,
@@ -76,17 +78,6 @@ class BaselineRecord:
     grouping: str
     signal: str
     reference: Reference
-
-
-@dataclass(frozen=True)
-class AlertSignal:
-    """A value for the alerting layer: a detection or a per-window gauge."""
-
-    name: str  # drift_detected | score_mean:<name> | hallucination_rate
-    labels: Mapping[str, str]
-    value: float
-    event_time: datetime
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -461,38 +452,51 @@ class _Columns:
 
 def alert_signals(
     drifts: Iterable[DriftEvent], windows: Iterable[WindowScore] = ()
-) -> list[AlertSignal]:
-    """Map detections and window scores to the alerting layer's signal names.
+) -> list[Signal]:
+    """The alert rules' signals of detections and window scores.
 
-    * every ``DriftEvent`` -> ``drift_detected`` (value 1, labels + signal + detector);
-    * every window of ``score:<name>`` -> ``score_mean:<name>`` (the window mean);
-    * windows of a hallucination score -> also ``hallucination_rate``.
+    * every ``DriftEvent`` -> ``drift_detected`` (value 1) on its series plus the
+      drifted ``signal``; one alert per series and signal, whichever detector spoke;
+    * every window of ``score:<name>`` -> ``score_mean:<name>`` (the window mean),
+      and also ``hallucination_rate`` for a hallucination score.
+
+    Labels leave out empty dimensions; ``extra`` keeps the finite numbers behind
+    a detection (score, threshold, p-value...).
     """
-    out: list[AlertSignal] = []
+    out: list[Signal] = []
     for d in drifts:
+        labels = {k: str(v) for k, v in d.labels.items() if v != ""}
+        labels["signal"] = d.signal
+        details = {"score": d.score, "threshold": d.threshold, **d.details}
         out.append(
-            AlertSignal(
+            signal_from_drift(
                 "drift_detected",
-                {**d.labels, "signal": d.signal, "detector": d.detector},
-                1.0,
+                labels,
                 d.event_time,
-                {
-                    "drift_id": d.drift_id,
-                    "score": d.score,
-                    "threshold": d.threshold,
-                    "baseline_id": d.baseline_id,
-                    **d.details,
-                },
+                1.0,
+                requests=int(details.get("n", 0) or 0),
+                extra=_finite(details),
             )
         )
     for w in windows:
         if not w.signal.startswith(SCORE_PREFIX):
             continue
         name = w.signal[len(SCORE_PREFIX) :]
-        extra = {"p_value": w.p_value, "n": w.n, "window_start": w.window_start}
-        out.append(AlertSignal(f"score_mean:{name}", dict(w.labels), w.value, w.window_end, extra))
+        labels = {k: str(v) for k, v in w.labels.items() if v != ""}
+        extra = _finite({"p_value": w.p_value, "n": w.n})
+        names = [f"score_mean:{name}"]
         if name in HALLUCINATION_SCORES:
+            names.append("hallucination_rate")
+        for n in names:
             out.append(
-                AlertSignal("hallucination_rate", dict(w.labels), w.value, w.window_end, extra)
+                signal_from_drift(n, labels, w.window_end, w.value, requests=w.n, extra=extra)
             )
     return out
+
+
+def _finite(values: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }

@@ -24,6 +24,7 @@ from llmpulse.schemas.rows import (
     ddl_columns,
 )
 from llmpulse.store.client import SerialClient
+from llmpulse.store.writer import LINEAGE_TABLES
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,23 @@ MIGRATIONS += (
     Migration(4, "drift events, window scores and baselines", DRIFT_DDL),
 )
 
-LATEST_VERSION = MIGRATIONS[-1].version
+# Lineage of every row a worker writes: the task that wrote it, the generation of
+# that task's ownership and the checkpoint it belongs to. Rows past a task's last
+# checkpoint are deleted when the task restarts from it (exactly-once effect).
+MIGRATIONS += (
+    Migration(
+        9,
+        "row lineage for exactly-once writes across workers",
+        tuple(
+            f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS _task LowCardinality(String) DEFAULT '', "
+            "ADD COLUMN IF NOT EXISTS _gen UInt32 DEFAULT 0, "
+            "ADD COLUMN IF NOT EXISTS _seq UInt64 DEFAULT 0"
+            for t in LINEAGE_TABLES
+        ),
+    ),
+)
+
+LATEST_VERSION = max(m.version for m in MIGRATIONS)
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,

@@ -1,219 +1,138 @@
-"""Writing rows idempotently: the seam between the pipeline and ClickHouse.
+"""Writing the stages' rows: the one place rows reach ClickHouse.
 
-``EventStore`` is the small protocol the pipeline needs. ``ClickHouseStore``
-implements it with clickhouse-connect; ``MemoryStore`` is an in-memory fake
-shipped as library code for unit tests of callers (integration tests use the
-real engine).
+The writer knows tables only as names and rows (``llmpulse.stages.base.Rows``);
+what a row means belongs to the stage that made it. Every insert carries a
+deduplication token derived from its content, so a retried insert of the same
+block is dropped by ClickHouse itself, and the tables are ReplacingMergeTree on
+their ids as a backstop.
 
-Exactly-once effect: before inserting, the writer asks which event ids of the
-batch are already stored (a redelivery after a crash, a second replay) and
-inserts only the others, with a deduplication token so a retried insert of the
-same block is dropped by ClickHouse. Tables are ReplacingMergeTree on the event
-id as a last line of defence against concurrent writers.
+Rows written by a worker carry their *lineage*: the task (``events/3``), the
+generation of its ownership and the checkpoint sequence they belong to
+(``_task``, ``_gen``, ``_seq``). Rows past a task's last checkpoint are undone
+when the task restarts from it (:meth:`StoreWriter.roll_back`), so work
+repeated after a crash is never stored twice. Replays leave the lineage empty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from llmpulse.alerts.state import ALERT_COLUMNS
-from llmpulse.detectors.storage import (
-    DRIFT_BASELINE_COLUMNS,
-    DRIFT_EVENT_COLUMNS,
-    DRIFT_SCORE_COLUMNS,
-)
-from llmpulse.schemas.rows import (
-    MODEL_PRICE_COLUMNS,
-    REJECTED_COLUMNS,
-    names,
-)
+from llmpulse.stages.base import Rows
 from llmpulse.store.client import SerialClient
 
-Row = Sequence[Any]
-
-_REJECTED_NAMES = names(REJECTED_COLUMNS)
-_DRIFT_COLUMNS = {
-    "drift_events": names(DRIFT_EVENT_COLUMNS),
-    "drift_scores": names(DRIFT_SCORE_COLUMNS),
-    "drift_baselines": names(DRIFT_BASELINE_COLUMNS),
-}
-_PRICE_NAMES = [*names(MODEL_PRICE_COLUMNS), "loaded_at"]
-_ID_CHUNK = 10_000
-# Up to this many stored rows in a batch's time range, fetching them all is
-# cheaper than sending the batch's ids to the server.
-_RANGE_FETCH = 50_000
-
-
-class EventStore(Protocol):
-    def known_event_ids(self, ids: Sequence[str], t_min: datetime, t_max: datetime) -> set[str]:
-        """Which of ``ids`` (with event times in [t_min, t_max]) are stored already."""
-
-    def known_rejection_ids(self, ids: Sequence[str]) -> set[str]: ...
-
-    def write_traces(self, table: pa.Table, token: str) -> None:
-        """Insert ``traces`` rows encoded by ``llmpulse.store.encode.traces_table``."""
-
-    def write_rejected(self, rows: Sequence[Row], token: str) -> None: ...
-
-    def known_window_ids(
-        self, ids: Sequence[str], start_min: datetime, start_max: datetime
-    ) -> set[str]: ...
-
-    def write_windows(self, table: pa.Table, token: str) -> None:
-        """Insert ``window_stats`` rows encoded by ``encode.windows_table``."""
-
-    def write_alerts(self, rows: Sequence[Row]) -> None: ...
+# Tables whose rows carry a lineage, in the order a batch writes them: raw rows
+# before what is derived from them.
+LINEAGE_TABLES: Final = (
+    "rejected_events",
+    "traces",
+    "window_stats",
+    "drift_baselines",
+    "drift_scores",
+    "drift_events",
+    "alerts",
+)
+_ORDER: Final = {t: i for i, t in enumerate(LINEAGE_TABLES)}
 
 
-class ClickHouseStore:
+@dataclass(frozen=True)
+class Lineage:
+    """Which task wrote a row, in which generation of its ownership, for which checkpoint."""
+
+    task: str
+    generation: int
+    seq: int
+
+
+def _token(table: str, rows: Rows, lineage: Lineage | None) -> str:
+    h = hashlib.blake2b(table.encode(), digest_size=16)
+    if lineage is not None:
+        h.update(f"{lineage.task}\0{lineage.generation}\0{lineage.seq}".encode())
+    data = rows.data
+    if isinstance(data, pa.Table):
+        first = data.column(0)
+        h.update(str(data.num_rows).encode())
+        for chunk in first.chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(memoryview(buf))
+    else:
+        h.update(repr([r[0] for r in data]).encode())
+        h.update(str(len(data)).encode())
+    return h.hexdigest()
+
+
+def _with_lineage(table: pa.Table, lineage: Lineage) -> pa.Table:
+    n = table.num_rows
+    return (
+        table.append_column("_task", pa.array([lineage.task] * n, pa.string()))
+        .append_column("_gen", pa.array([lineage.generation] * n, pa.uint32()))
+        .append_column("_seq", pa.array([lineage.seq] * n, pa.uint64()))
+    )
+
+
+class StoreWriter:
     def __init__(self, client: SerialClient) -> None:
         self.client = client
 
-    def known_event_ids(self, ids: Sequence[str], t_min: datetime, t_max: datetime) -> set[str]:
-        # The time bounds let ClickHouse prune partitions and primary-key ranges;
-        # a second of slack covers rounding to DateTime64(3).
-        bounds = {"lo": t_min - timedelta(seconds=1), "hi": t_max + timedelta(seconds=1)}
-        in_range = "timestamp >= {lo:DateTime64(3)} AND timestamp <= {hi:DateTime64(3)}"
-        # Live traffic lands in a time range nothing covers yet: one count answers.
-        stored = self.client.rows(f"SELECT count() FROM traces WHERE {in_range}", bounds)[0][0]
-        if not stored:
-            return set()
-        wanted = set(ids)
-        if stored <= max(_RANGE_FETCH, 4 * len(ids)):
-            rows = self.client.rows(f"SELECT event_id FROM traces WHERE {in_range}", bounds)
-            return {r[0] for r in rows if r[0] in wanted}
-        found: set[str] = set()
-        by_id = (
-            f"SELECT event_id FROM traces WHERE {in_range} AND event_id IN {{ids:Array(String)}}"
-        )
-        for i in range(0, len(ids), _ID_CHUNK):
-            rows = self.client.rows(
-                by_id,
-                {**bounds, "ids": list(ids[i : i + _ID_CHUNK])},
-            )
-            found.update(r[0] for r in rows)
-        return found
+    # -- writes ---------------------------------------------------------------------------
 
-    def known_rejection_ids(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        rows = self.client.rows(
-            "SELECT rejection_id FROM rejected_events WHERE rejection_id IN {ids:Array(String)}",
-            {"ids": list(ids)},
-        )
-        return {r[0] for r in rows}
-
-    def write_traces(self, table: pa.Table, token: str) -> None:
-        if table.num_rows:
-            self.client.insert_arrow(
-                "traces", table, settings={"insert_deduplication_token": token}
-            )
-
-    def write_rejected(self, rows: Sequence[Row], token: str) -> None:
-        if rows:
-            self.client.insert(
-                "rejected_events",
-                rows,
-                _REJECTED_NAMES,
-                settings={"insert_deduplication_token": token},
-            )
-
-    def known_window_ids(
-        self, ids: Sequence[str], start_min: datetime, start_max: datetime
-    ) -> set[str]:
-        if not ids:
-            return set()
-        rows = self.client.rows(
-            "SELECT window_id FROM window_stats WHERE window_start >= {lo:DateTime} "
-            "AND window_start <= {hi:DateTime} AND window_id IN {ids:Array(String)}",
-            {"lo": start_min, "hi": start_max, "ids": list(ids)},
-        )
-        return {r[0] for r in rows}
-
-    def write_windows(self, table: pa.Table, token: str) -> None:
-        if table.num_rows:
-            self.client.insert_arrow(
-                "window_stats", table, settings={"insert_deduplication_token": token}
-            )
-
-    def write_alerts(self, rows: Sequence[Row]) -> None:
-        if rows:
-            self.client.insert("alerts", rows, ALERT_COLUMNS)
-
-    def known_drift_ids(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        rows = self.client.rows(
-            "SELECT drift_id FROM drift_events WHERE drift_id IN {ids:Array(String)}",
-            {"ids": list(ids)},
-        )
-        return {r[0] for r in rows}
-
-    def write_drift(self, table: str, rows: Sequence[Row]) -> None:
-        if rows:
-            self.client.insert(table, rows, _DRIFT_COLUMNS[table])
-
-    def write_prices(self, rows: Sequence[Row]) -> None:
-        if rows:
-            self.client.insert("model_prices", rows, _PRICE_NAMES)
-
-
-class MemoryStore:
-    """In-memory ``EventStore`` for unit tests of the pipeline and its callers."""
-
-    def __init__(self, *, fail_next_writes: int = 0) -> None:
-        self.traces: dict[str, Row] = {}
-        self.rejected: dict[str, Row] = {}
-        self.windows: dict[str, Row] = {}
-        self.alerts: list[Row] = []
-        self.drift: dict[str, list[Row]] = {}
-        self.fail_next_writes = fail_next_writes
-        self.writes = 0
-
-    def known_event_ids(self, ids: Sequence[str], t_min: datetime, t_max: datetime) -> set[str]:
-        return {i for i in ids if i in self.traces}
-
-    def known_rejection_ids(self, ids: Sequence[str]) -> set[str]:
-        return {i for i in ids if i in self.rejected}
-
-    def _maybe_fail(self) -> None:
-        if self.fail_next_writes > 0:
-            self.fail_next_writes -= 1
-            raise ConnectionError("MemoryStore: injected write failure")
-        self.writes += 1
-
-    def write_traces(self, table: pa.Table, token: str) -> None:
-        self._maybe_fail()
-        for r in table.to_pylist():
-            self.traces.setdefault(r["event_id"], tuple(r.values()))
-
-    def write_rejected(self, rows: Sequence[Row], token: str) -> None:
-        self._maybe_fail()
+    def write(self, rows: Iterable[Rows], lineage: Lineage | None = None) -> int:
+        """Insert every table's rows (one insert per table); returns rows written."""
+        by_table: dict[str, list[Rows]] = {}
         for r in rows:
-            self.rejected.setdefault(r[0], r)
+            if len(r):
+                by_table.setdefault(r.table, []).append(r)
+        written = 0
+        for table in sorted(by_table, key=lambda t: _ORDER.get(t, len(_ORDER))):
+            merged = _merge(by_table[table])
+            self._insert(merged, lineage)
+            written += len(merged)
+        return written
 
-    def known_window_ids(
-        self, ids: Sequence[str], start_min: datetime, start_max: datetime
-    ) -> set[str]:
-        return {i for i in ids if i in self.windows}
+    def _insert(self, rows: Rows, lineage: Lineage | None) -> None:
+        settings = {"insert_deduplication_token": _token(rows.table, rows, lineage)}
+        data = rows.data
+        if isinstance(data, pa.Table):
+            if lineage is not None and rows.table in _ORDER:
+                data = _with_lineage(data, lineage)
+            self.client.insert_arrow(rows.table, data, settings=settings)
+            return
+        columns = list(rows.columns or ())
+        values: Sequence[Sequence[Any]] = data
+        if lineage is not None and rows.table in _ORDER:
+            columns += ["_task", "_gen", "_seq"]
+            extra = (lineage.task, lineage.generation, lineage.seq)
+            values = [(*r, *extra) for r in data]
+        self.client.insert(rows.table, values, columns, settings=settings)
 
-    def write_windows(self, table: pa.Table, token: str) -> None:
-        self._maybe_fail()
-        for r in table.to_pylist():
-            self.windows.setdefault(r["window_id"], tuple(r.values()))
+    def roll_back(self, task: str, generation: int, after_seq: int) -> None:
+        """Delete the rows ``task`` wrote in ``generation`` after checkpoint ``after_seq``:
+        work that a restart from that checkpoint does again."""
+        params = {"t": task, "g": generation, "s": after_seq}
+        for table in LINEAGE_TABLES:
+            self.client.command(
+                f"DELETE FROM {table} WHERE _task = {{t:String}} AND _gen = {{g:UInt32}} "
+                "AND _seq > {s:UInt64}",
+                params,
+            )
 
-    def write_alerts(self, rows: Sequence[Row]) -> None:
-        self._maybe_fail()
-        self.alerts.extend(rows)
+    def write_prices(self, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        if rows:
+            self.client.insert("model_prices", rows, columns)
 
-    def known_drift_ids(self, ids: Sequence[str]) -> set[str]:
-        stored = {r[0] for r in self.drift.get("drift_events", [])}
-        return {i for i in ids if i in stored}
 
-    def write_drift(self, table: str, rows: Sequence[Row]) -> None:
-        self._maybe_fail()
-        self.drift.setdefault(table, []).extend(rows)
+def _merge(parts: list[Rows]) -> Rows:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first.data, pa.Table):
+        return Rows(first.table, pa.concat_tables([p.data for p in parts]), first.columns)
+    merged: list[Sequence[Any]] = []
+    for p in parts:
+        merged.extend(p.data)
+    return Rows(first.table, merged, first.columns)

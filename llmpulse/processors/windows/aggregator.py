@@ -120,7 +120,7 @@ class WindowAggregator:
         self._max_ts: int | None = None
         self._floor_ms = _NEG  # raised by restore_watermark and flush_all
         self._idle_wm_ms = _NEG  # raised by advance_wall_clock
-        self._skip_until_ms = _NEG
+        self._skip_until_ms = [_NEG] * len(self._specs)
         self._external = False  # watermarks come from the caller (see add)
         self._external_wm_ms = _NEG
         self._next_end: list[int | None] = [None] * len(self._specs)
@@ -189,6 +189,7 @@ class WindowAggregator:
         watermark_ms: int | None = None,
         *,
         count_late: bool = True,
+        owned: npt.NDArray[np.bool_] | None = None,
     ) -> list[WindowResult]:
         """Aggregate a batch; return the windows its watermark advance closed.
 
@@ -204,9 +205,19 @@ class WindowAggregator:
         ``count_late=False`` drops events for closed windows without counting them:
         for rebuilding state after a restart from events that were counted when
         they first arrived.
+
+        ``owned`` (rows x groupings, optional) says which rows this aggregator
+        owns for each grouping: with several workers, a row's series of one
+        grouping may belong to another worker, which aggregates it there.
         """
         if watermark_ms is not None:
             self._external = True
+        if owned is not None:
+            # Rows no grouping owns here are another worker's: not even late here.
+            mine = owned.any(axis=1)
+            if not mine.all():
+                keep_rows = np.flatnonzero(mine)
+                batch, owned = batch.select(keep_rows), owned[keep_rows]
         n = len(batch)
         if n == 0:
             if watermark_ms is None:
@@ -221,15 +232,28 @@ class WindowAggregator:
             self._events_since_tick = True
         feats, cut_all, agg_idx, late_masks = self._features(batch, count_late)
         cols: dict[str, tuple[IntArray, list[str]]] = {}
-        for g in self._groups:
-            series = self._series_ids(g, batch, cols)
+        for k, g in enumerate(self._groups):
+            own = None if owned is None or owned[:, k].all() else np.flatnonzero(owned[:, k])
+            if own is not None and not own.size:
+                continue
+            series = self._series_ids(g, batch, cols, own)
             for i, lm in enumerate(late_masks):
                 if lm is not None and count_late:
-                    g.late_rows[i].append((series[lm], cut_all[lm]))
-            if agg_idx is None:
-                self._accumulate(g, feats, series)
-            elif agg_idx.size:
-                self._accumulate(g, feats.take(agg_idx), series[agg_idx])
+                    lm_g = lm if own is None else lm[own]
+                    cut_g = cut_all if own is None else cut_all[own]
+                    g.late_rows[i].append((series[lm_g], cut_g[lm_g]))
+            if own is None:
+                if agg_idx is None:
+                    self._accumulate(g, feats, series)
+                elif agg_idx.size:
+                    self._accumulate(g, feats.take(agg_idx), series[agg_idx])
+                continue
+            # Rows owned here and not late for every spec, as positions in ``own``.
+            keep = np.arange(own.size) if agg_idx is None else np.flatnonzero(
+                np.isin(own, agg_idx, assume_unique=True)
+            )
+            if keep.size:
+                self._accumulate(g, feats.take(own[keep]), series[keep])
         top = int(batch.ts_ms.max())
         self._max_ts = top if self._max_ts is None else max(self._max_ts, top)
         if watermark_ms is not None:
@@ -307,16 +331,23 @@ class WindowAggregator:
         return feats, cut_all, agg_idx, late_masks
 
     def _series_ids(
-        self, g: _Grouping, batch: EventBatch, cols: dict[str, tuple[IntArray, list[str]]]
+        self,
+        g: _Grouping,
+        batch: EventBatch,
+        cols: dict[str, tuple[IntArray, list[str]]],
+        rows: IntArray | None = None,
     ) -> IntArray:
-        """Series id of every event for grouping ``g`` (registering new series)."""
-        n = len(batch)
+        """Series id of every event (of ``rows`` only, when given) for grouping ``g``,
+        registering new series."""
+        n = len(batch) if rows is None else rows.size
         comp: IntArray | None = None
         size = 1
         for d in g.spec.dims:
             if d not in cols:
                 cols[d] = self._codes[d].codes(batch.dims[d])
             codes, uniq = cols[d]
+            if rows is not None:
+                codes = codes[rows]
             if comp is None:
                 comp, size = codes, len(uniq)
                 continue
@@ -344,6 +375,8 @@ class WindowAggregator:
         per_dim = []
         for d in g.spec.dims:
             codes, uniq = cols[d]
+            if rows is not None:
+                codes = codes[rows]
             per_dim.append([uniq[c] for c in codes[first].tolist()])
         combos = list(zip(*per_dim, strict=True))
         ids = g.registry.assign(combos, counts)
@@ -437,11 +470,22 @@ class WindowAggregator:
         self._floor_ms = max(self._floor_ms, max(last) * self._base_ms)
         return self._emit()
 
-    def restore_watermark(self, ms: int) -> None:
+    def restore_watermark(self, ms: int | Sequence[int | None]) -> None:
         """After a restart: windows ending at or before ``ms`` were already written.
-        They are never emitted again, and events for them count as late."""
-        self._floor_ms = max(self._floor_ms, int(ms))
-        self._skip_until_ms = max(self._skip_until_ms, int(ms))
+        They are never emitted again, and events for them count as late.
+
+        ``ms`` may also be one frontier per spec (None: nothing of that spec was
+        written): specs are written up to different ends, and events still needed
+        by the spec furthest behind are accepted.
+        """
+        per_spec = [int(ms)] * len(self._specs) if isinstance(ms, int) else list(ms)
+        if len(per_spec) != len(self._specs):
+            raise ValueError(f"{len(per_spec)} frontiers for {len(self._specs)} window specs")
+        for i, f in enumerate(per_spec):
+            if f is not None:
+                self._skip_until_ms[i] = max(self._skip_until_ms[i], int(f))
+        floor = min((_NEG if f is None else int(f)) for f in per_spec)
+        self._floor_ms = max(self._floor_ms, floor)
         self._emit()
 
     # -- emission ------------------------------------------------------------------
@@ -489,7 +533,7 @@ class WindowAggregator:
         work = sorted(
             (e, i) for i in range(len(self._specs)) for e in self._closing_ends(i, present, fu)
         )
-        work = [(e, i) for e, i in work if e * self._base_ms > self._skip_until_ms]
+        work = [(e, i) for e, i in work if e * self._base_ms > self._skip_until_ms[i]]
         out: list[WindowResult] = []
         # Windows closing together are computed together: one set of array
         # operations per round (in chunks, to bound memory on a flush).
