@@ -74,7 +74,12 @@ class WorkerSettings(BaseModel):
     flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a partial batch")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, description="Worker HTTP port: /health, /metrics, /sql")
-    dedup_cache: int = Field(1_000_000, ge=0, description="Recent event ids kept in memory")
+    dedup_cache: int = Field(
+        1_000_000, ge=0, description="Recent event ids remembered per worker task (duplicates)"
+    )
+    commit_interval_s: float = Field(
+        2.0, gt=0, description="Seconds between checkpoints and offset commits"
+    )
 
 
 class WindowSettings(BaseModel):

@@ -43,6 +43,7 @@ async def ensure_topics(
     *,
     replication: int = 1,
     timeout: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create the missing ones of ``topics`` (name -> partitions) and wait for their leaders.
 
@@ -60,7 +61,9 @@ async def ensure_topics(
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, partitions, replication)
+                NewTopic(
+                    name, partitions, replication, topic_configs=dict((configs or {}).get(name, {}))
+                )
                 for name, partitions in topics.items()
                 if name not in existing
             ]
@@ -90,9 +93,26 @@ def ensure_topics_sync(
     *,
     replication: int = 1,
     timeout: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """:func:`ensure_topics` for code that runs no event loop (CLI, fixtures)."""
-    asyncio.run(ensure_topics(bootstrap, topics, replication=replication, timeout=timeout))
+    asyncio.run(
+        ensure_topics(bootstrap, topics, replication=replication, timeout=timeout, configs=configs)
+    )
+
+
+async def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, int]:
+    """The number of partitions of each existing topic of ``names``."""
+    admin = _admin(bootstrap, timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            described = await admin.describe_topics(names)
+    except (TimeoutError, *_UNREACHABLE) as e:
+        raise KafkaError(bootstrap, f"cannot describe topics: {e!r}") from e
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:

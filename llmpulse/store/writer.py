@@ -48,31 +48,40 @@ class Lineage:
     seq: int
 
 
-def _token(table: str, rows: Rows, lineage: Lineage | None) -> str:
-    h = hashlib.blake2b(table.encode(), digest_size=16)
-    if lineage is not None:
-        h.update(f"{lineage.task}\0{lineage.generation}\0{lineage.seq}".encode())
+def _token(rows: Rows) -> str:
+    """A deduplication token from the rows' content (a retried insert is dropped)."""
+    h = hashlib.blake2b(rows.table.encode(), digest_size=16)
     data = rows.data
     if isinstance(data, pa.Table):
-        first = data.column(0)
         h.update(str(data.num_rows).encode())
-        for chunk in first.chunks:
-            for buf in chunk.buffers():
-                if buf is not None:
-                    h.update(memoryview(buf))
+        names = [data.column_names[0], *[c for c in ("_task", "_seq") if c in data.column_names]]
+        for name in names:
+            for chunk in data.column(name).chunks:
+                for buf in chunk.buffers():
+                    if buf is not None:
+                        h.update(memoryview(buf))
     else:
-        h.update(repr([r[0] for r in data]).encode())
         h.update(str(len(data)).encode())
+        h.update(repr([(r[0], r[-1]) for r in data]).encode())
     return h.hexdigest()
 
 
-def _with_lineage(table: pa.Table, lineage: Lineage) -> pa.Table:
-    n = table.num_rows
-    return (
-        table.append_column("_task", pa.array([lineage.task] * n, pa.string()))
-        .append_column("_gen", pa.array([lineage.generation] * n, pa.uint32()))
-        .append_column("_seq", pa.array([lineage.seq] * n, pa.uint64()))
-    )
+def _tagged(rows: Rows, lineage: Lineage | None) -> Rows:
+    """``rows`` with the lineage columns (tables without a lineage are left alone)."""
+    if lineage is None or rows.table not in _ORDER:
+        return rows
+    data = rows.data
+    if isinstance(data, pa.Table):
+        n = data.num_rows
+        table = (
+            data.append_column("_task", pa.array([lineage.task] * n, pa.string()))
+            .append_column("_gen", pa.array([lineage.generation] * n, pa.uint32()))
+            .append_column("_seq", pa.array([lineage.seq] * n, pa.uint64()))
+        )
+        return Rows(rows.table, table, rows.columns)
+    extra = (lineage.task, lineage.generation, lineage.seq)
+    columns = [*(rows.columns or ()), "_task", "_gen", "_seq"]
+    return Rows(rows.table, [(*r, *extra) for r in data], columns)
 
 
 class StoreWriter:
@@ -83,43 +92,62 @@ class StoreWriter:
 
     def write(self, rows: Iterable[Rows], lineage: Lineage | None = None) -> int:
         """Insert every table's rows (one insert per table); returns rows written."""
+        return self.write_tagged((r, lineage) for r in rows)
+
+    def write_tagged(self, items: Iterable[tuple[Rows, Lineage | None]]) -> int:
+        """Like :meth:`write`, each part with the lineage of the task that made it."""
         by_table: dict[str, list[Rows]] = {}
-        for r in rows:
-            if len(r):
-                by_table.setdefault(r.table, []).append(r)
+        for rows, lineage in items:
+            if len(rows):
+                by_table.setdefault(rows.table, []).append(_tagged(rows, lineage))
         written = 0
         for table in sorted(by_table, key=lambda t: _ORDER.get(t, len(_ORDER))):
             merged = _merge(by_table[table])
-            self._insert(merged, lineage)
+            self._insert(merged)
             written += len(merged)
         return written
 
-    def _insert(self, rows: Rows, lineage: Lineage | None) -> None:
-        settings = {"insert_deduplication_token": _token(rows.table, rows, lineage)}
+    def _insert(self, rows: Rows) -> None:
+        settings = {"insert_deduplication_token": _token(rows)}
         data = rows.data
         if isinstance(data, pa.Table):
-            if lineage is not None and rows.table in _ORDER:
-                data = _with_lineage(data, lineage)
             self.client.insert_arrow(rows.table, data, settings=settings)
-            return
-        columns = list(rows.columns or ())
-        values: Sequence[Sequence[Any]] = data
-        if lineage is not None and rows.table in _ORDER:
-            columns += ["_task", "_gen", "_seq"]
-            extra = (lineage.task, lineage.generation, lineage.seq)
-            values = [(*r, *extra) for r in data]
-        self.client.insert(rows.table, values, columns, settings=settings)
+        else:
+            self.client.insert(rows.table, data, list(rows.columns or ()), settings=settings)
 
-    def roll_back(self, task: str, generation: int, after_seq: int) -> None:
-        """Delete the rows ``task`` wrote in ``generation`` after checkpoint ``after_seq``:
-        work that a restart from that checkpoint does again."""
-        params = {"t": task, "g": generation, "s": after_seq}
+    def lineage_in_store(self) -> dict[tuple[str, int], int]:
+        """(task, generation) -> the highest checkpoint seq of any row stored for it."""
+        found: dict[tuple[str, int], int] = {}
         for table in LINEAGE_TABLES:
-            self.client.command(
-                f"DELETE FROM {table} WHERE _task = {{t:String}} AND _gen = {{g:UInt32}} "
-                "AND _seq > {s:UInt64}",
-                params,
-            )
+            for task, gen, seq in self.client.rows(
+                f"SELECT _task, _gen, max(_seq) FROM {table} WHERE _task != '' "
+                "GROUP BY _task, _gen"
+            ):
+                key = (str(task), int(gen))
+                found[key] = max(found.get(key, 0), int(seq))
+        return found
+
+    def roll_back(self, undo: Iterable[tuple[str, int | None, int]]) -> int:
+        """Delete rows written past their task's last checkpoint: for each ``(task,
+        generation, after_seq)``, the rows of that generation (every generation when
+        None) with a higher seq. A restart from the checkpoint does that work again.
+        Returns the number of conditions applied."""
+        terms = []
+        params: dict[str, Any] = {}
+        for i, (task, gen, seq) in enumerate(undo):
+            params[f"t{i}"], params[f"s{i}"] = task, seq
+            cond = f"_task = {{t{i}:String}} AND _seq > {{s{i}:UInt64}}"
+            if gen is not None:
+                params[f"g{i}"] = gen
+                cond += f" AND _gen = {{g{i}:UInt32}}"
+            terms.append(f"({cond})")
+        if not terms:
+            return 0
+        where = " OR ".join(terms)
+        for table in LINEAGE_TABLES:
+            if self.client.rows(f"SELECT count() FROM {table} WHERE {where}", params)[0][0]:
+                self.client.command(f"DELETE FROM {table} WHERE {where}", params)
+        return len(terms)
 
     def write_prices(self, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if rows:

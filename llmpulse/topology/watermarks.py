@@ -97,9 +97,11 @@ class Frontier:
     def value(self) -> int | None:
         if self.upstream is not None and not self.upstream <= self.reports.keys():
             return None
-        active = [r.time_ms for r in self.reports.values() if not r.idle and r.time_ms is not None]
+        active = [r.time_ms for r in self.reports.values() if not r.idle]
+        if None in active:
+            return None  # a partition still being read, with nothing read yet: unknown
         if active:
-            return min(active)
+            return min(t for t in active if t is not None)
         idle = [r.time_ms for r in self.reports.values() if r.time_ms is not None]
         return min(idle) if idle else None
 

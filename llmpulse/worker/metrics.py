@@ -28,6 +28,9 @@ class WorkerMetrics:
         self.batch_seconds = Histogram(
             "llmpulse_batch_seconds", "Time to process and store one batch", registry=r
         )
+        self.lag = Gauge(
+            "llmpulse_consumer_lag", "Messages not yet processed", ["partition"], registry=r
+        )
         self.last_event_time = Gauge(
             "llmpulse_last_event_timestamp_seconds",
             "Event time of the newest stored event",
@@ -42,6 +45,14 @@ class WorkerMetrics:
             self.rejected.labels(category.split(":", 1)[0]).inc(n)
         self.unpriced.inc(sum(stats.unpriced_models.values()))
         self.windows.inc(stats.windows)
+
+    def record_iteration(self, stats: IngestStats, seconds: float) -> None:
+        self.record(stats)
+        self.batch_seconds.observe(seconds)
+
+    def observe_lag(self, lag: dict[str, int]) -> None:
+        for partition, n in lag.items():
+            self.lag.labels(partition).set(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

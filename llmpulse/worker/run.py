@@ -1,13 +1,55 @@
-"""Starting the worker process: store, topics, Faust worker."""
+"""Starting the worker process: store, topics, the Faust app around the topology."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from llmpulse.devkafka.topics import ensure_topics_sync
-from llmpulse.runtime import build_pipeline, prepare_store, tune_gc
+from llmpulse.devkafka.topics import ensure_topics, partition_counts
+from llmpulse.runtime import Stages, prepare_store, tune_gc
 from llmpulse.settings import Settings
+from llmpulse.store.writer import StoreWriter
 from llmpulse.worker.metrics import WorkerMetrics
+from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Sender, TopologyConfig, TopologyRunner
+
+log = logging.getLogger("llmpulse.worker")
+
+
+def topology_config(settings: Settings, inputs: dict[str, int]) -> TopologyConfig:
+    w = settings.worker
+    return TopologyConfig(
+        app_id=w.app_id,
+        inputs=inputs,
+        partitions=settings.topics.partitions,
+        dlq=settings.topics.dlq,
+        batch_size=w.batch_size,
+        poll_s=w.flush_interval_s,
+        commit_interval_s=w.commit_interval_s,
+        idle_s=settings.windows.allowed_lateness_s
+        if settings.windows.idle_timeout_s is None
+        else settings.windows.idle_timeout_s,
+        dedup_capacity=w.dedup_cache,
+    )
+
+
+async def prepare_topics(settings: Settings) -> TopologyConfig:
+    """Create the input, DLQ, control and internal topics; read the input partitions."""
+    t = settings.topics
+    bootstrap = settings.kafka.bootstrap
+    await ensure_topics(bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+    inputs = await partition_counts(bootstrap, [t.traces])
+    config = topology_config(settings, inputs)
+    big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    await ensure_topics(
+        bootstrap,
+        {config.events_topic: t.partitions, config.keyed_topic: t.partitions, config.changelog_topic: t.partitions},
+        configs={
+            config.events_topic: big,
+            config.keyed_topic: big,
+            config.changelog_topic: {**big, "cleanup.policy": "compact"},
+        },
+    )
+    return config
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
@@ -17,13 +59,23 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     client = prepare_store(settings)
+    stages = Stages(settings, client, send_alerts=True, replay=False)
     try:
-        pipeline = build_pipeline(settings, client, send_alerts=True)
-        t = settings.topics
-        ensure_topics_sync(
-            settings.kafka.bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1}
-        )
-        app = create_app(settings, client, pipeline, WorkerMetrics())
+        config = asyncio.run(prepare_topics(settings))
+        metrics = WorkerMetrics()
+
+        def make_runner(sender: Sender) -> TopologyRunner:
+            return TopologyRunner(
+                config,
+                stages,
+                StoreWriter(client),
+                sender,
+                bootstrap=settings.kafka.bootstrap,
+                client_id=settings.kafka.client_id,
+                on_iteration=metrics.record_iteration,
+            )
+
+        app, holder = create_app(settings, client, metrics, make_runner)
         tune_gc()
         logging.getLogger("llmpulse").setLevel(loglevel.upper())
         worker = faust.Worker(app, loglevel=loglevel, quiet=True)
@@ -32,7 +84,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
             worker.execute_from_commandline()
         except SystemExit as exc:  # mode ends the worker with sys.exit
             code = int(exc.code or 0)
-        pipeline.close(timeout=5)
+        if holder.runner is not None:
+            holder.runner.close(timeout=5)
+        stages.close(timeout=5)
         return code
     finally:
         client.close()

@@ -1,0 +1,910 @@
+"""The worker's stream topology over Kafka: bulk consumption, repartition topics, checkpoints.
+
+Three hops, each a set of tasks (one per partition of the hop's input topic),
+all consumed by one ``AIOKafkaConsumer`` in the consumer group ``app_id``, so
+Kafka decides which worker owns which task and moves tasks on rebalances:
+
+* **input** (``llm.traces``, any keys): validate; rejected messages become
+  ``rejected_events`` rows and go to the DLQ; accepted events are sent to
+  ``<app>-events``, partitioned by event id;
+* **events** (``<app>-events``): the trace stage (each id once, priced, a
+  ``traces`` row); unique events are sent to ``<app>-keyed``, one copy per
+  partition owning one of their series (window groupings, budgets, drift);
+* **keyed** (``<app>-keyed``): windows, budgets, drift and alerts of the series
+  the partition owns.
+
+Every message on a repartition topic is a whole batch (Arrow IPC), and carries
+the sender's event-time progress (``llmpulse.topology.watermarks``). One
+iteration: take what ``getmany`` returns, run the tasks (in a thread, off the
+event loop), write their rows, send their messages, run the effects that wait
+for durable rows. Every ``commit_interval_s`` each task writes a checkpoint to
+``<app>-changelog`` (compacted, keyed by task), and only then are the consumer
+offsets committed. A task taken over (rebalance, restart) resumes from its
+checkpoint: it undoes its rows written after it, rebuilds what its stages keep
+as a fold over recent input by replaying that input, and seeks to the
+checkpoint's offset. Rows carry their task's lineage, so a crash never stores
+anything twice and never loses anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from llmpulse.processors.traces import RawMessage
+from llmpulse.runtime import Stages
+from llmpulse.schemas.batch import TraceBatch
+from llmpulse.stages.base import Context, IngestStats, Output, Rows, Stage
+from llmpulse.stages.intake import Intake
+from llmpulse.stages.retention import Retention
+from llmpulse.store.writer import Lineage, StoreWriter
+from llmpulse.topology import codec
+from llmpulse.topology.checkpoint import Checkpoint
+from llmpulse.topology.routing import owned_masks, route
+from llmpulse.topology.task import Task
+from llmpulse.topology.watermarks import Report, SourceClock
+
+log = logging.getLogger("llmpulse.worker")
+
+Headers = list[tuple[str, bytes]]
+_FROM = "llmpulse-from"
+_WM = "llmpulse-wm"
+# A repartition message above this size is split (the topics allow 16 MiB).
+_MAX_MESSAGE = 4 * 1024 * 1024
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class Sender(Protocol):
+    """Hands one message to Kafka; the awaitable resolves when the broker has it."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    app_id: str
+    inputs: dict[str, int]  # input topic -> partitions
+    partitions: int  # of each internal topic
+    dlq: str
+    batch_size: int = 5000
+    poll_s: float = 0.2
+    commit_interval_s: float = 2.0
+    idle_s: float = 30.0
+    heartbeat_s: float = 0.5
+    dedup_capacity: int = 1_000_000
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.app_id}-events"
+
+    @property
+    def keyed_topic(self) -> str:
+        return f"{self.app_id}-keyed"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-changelog"
+
+    @property
+    def topics(self) -> list[str]:
+        return [*self.inputs, self.events_topic, self.keyed_topic]
+
+    def task_name(self, tp: TopicPartition) -> str:
+        return f"{self.app_id}:{tp.topic}/{tp.partition}"
+
+    def input_names(self) -> list[str]:
+        return [
+            self.task_name(TopicPartition(t, p)) for t, n in self.inputs.items() for p in range(n)
+        ]
+
+    def events_names(self) -> list[str]:
+        return [
+            self.task_name(TopicPartition(self.events_topic, p)) for p in range(self.partitions)
+        ]
+
+
+@dataclass
+class _Logged:
+    offset: int
+    max_ts: int | None
+    rows: int
+    hwm: dict[str, int] | None = None  # keyed tasks: origin high-water marks before it
+
+
+@dataclass
+class _TaskState:
+    tp: TopicPartition
+    name: str
+    kind: str  # input | events | keyed
+    cp: Checkpoint
+    position: int
+    task: Task | None = None
+    clock: SourceClock | None = None
+    log: deque[_Logged] = field(default_factory=deque)
+    hwm: dict[str, int] = field(default_factory=dict)
+    dirty: bool = True
+    last_report: Report | None = None
+    last_report_wall: float = 0.0
+    last_forward: int | None = None
+    last_forward_wall: float = 0.0
+
+    @property
+    def seq(self) -> int:
+        """The checkpoint the rows written now belong to."""
+        return self.cp.seq + 1
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.name, self.cp.generation, self.seq)
+
+
+@dataclass
+class _Message:
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    partition: int | None = None
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    rows: list[tuple[Rows, Lineage | None]] = field(default_factory=list)
+    messages: list[_Message] = field(default_factory=list)
+    effects: list[Callable[[], None]] = field(default_factory=list)
+    stats: IngestStats = field(default_factory=IngestStats)
+
+
+def _headers(sender: str, reports: Iterable[Report]) -> Headers:
+    wm = orjson.dumps([[r.source, r.time_ms, r.idle] for r in reports])
+    return [(_FROM, sender.encode()), (_WM, wm)]
+
+
+def _read_headers(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, list[Report]]:
+    sender, reports = "", []
+    for k, v in headers or ():
+        if k == _FROM:
+            sender = v.decode()
+        elif k == _WM:
+            reports = [Report(str(s), t, bool(i)) for s, t, i in orjson.loads(v)]
+    return sender, reports
+
+
+def _concat(batches: list[TraceBatch]) -> TraceBatch:
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    out = TraceBatch(
+        {k: np.concatenate([b.objects[k] for b in batches]) for k in first.objects},
+        {k: np.concatenate([b.numbers[k] for b in batches]) for k in first.numbers},
+        np.concatenate([b.source for b in batches]),
+    )
+    if all(b.cost.size == len(b) for b in batches):
+        out.cost = np.concatenate([b.cost for b in batches])
+        out.cost_source = np.concatenate([b.cost_source for b in batches])
+        out.price_version = np.concatenate([b.price_version for b in batches])
+    return out
+
+
+def replay_start(log: Sequence[_Logged], retention: Retention, position: int) -> int | None:
+    """The input offset from which replaying rebuilds what ``retention`` asks for."""
+    if not retention.needed:
+        return None
+    starts = []
+    if retention.event_time_ms is not None:
+        needed = [e.offset for e in log if e.max_ts is not None and e.max_ts >= retention.event_time_ms]
+        starts.append(min(needed) if needed else position)
+    if retention.rows:
+        total, start = 0, position
+        for e in reversed(log):
+            total += e.rows
+            start = e.offset
+            if total >= retention.rows:
+                break
+        starts.append(start)
+    return min(starts)
+
+
+class TopologyRunner:
+    """Runs the three hops for the partitions this worker owns (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: TopologyConfig,
+        stages: Stages,
+        writer: StoreWriter,
+        sender: Sender,
+        *,
+        bootstrap: str,
+        client_id: str = "llmpulse",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall: Callable[[], float] = time.time,
+        on_iteration: Callable[[IngestStats, float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stages = stages
+        self.writer = writer
+        self.sender = sender
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.clock = clock
+        self.wall = wall
+        self.on_iteration = on_iteration
+        self.intake: Intake = stages.intake()
+        # Stage instances used only for their keys() (routing needs no state).
+        self._traces_keys = stages.traces()
+        self._keyed_keys = stages.keyed()
+        self._layout = [(s.name, len(s.keys(_EMPTY))) for s in self._keyed_keys]
+        self.tasks: dict[TopicPartition, _TaskState] = {}
+        self.stats = IngestStats()
+        self.consumer: AIOKafkaConsumer | None = None
+        self._restorer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._last_checkpoint = 0.0
+        self.iterations = 0
+        self.assigned_once = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._restorer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-restore",
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        )
+        await self._restorer.start()
+        await self.clean_up_uncommitted()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=self.config.app_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            # A checkpoint with a rebuild can take a while; the group must not
+            # give the partitions away meanwhile.
+            max_poll_interval_ms=300_000,
+            rebalance_timeout_ms=120_000,
+        )
+        self.consumer.subscribe(self.config.topics, listener=_Listener(self))
+        await self.consumer.start()
+
+    async def run(self) -> None:
+        """Iterate until :meth:`stop` is called."""
+        assert self.consumer is not None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    records = await self.consumer.getmany(
+                        timeout_ms=int(self.config.poll_s * 1000),
+                        max_records=self.config.batch_size,
+                    )
+                except Exception as exc:  # broker trouble: aiokafka reconnects by itself
+                    log.warning("fetch failed, retrying: %s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                async with self._lock:
+                    if self._stopping.is_set():
+                        break
+                    await self._iteration(records)
+                    if self.wall() - self._last_checkpoint >= self.config.commit_interval_s:
+                        await self._checkpoint()
+        finally:
+            self._stopped.set()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Finish the iteration in progress, checkpoint, commit and leave the group."""
+        self._stopping.set()
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._lock:
+                    await self._checkpoint()
+        except Exception as exc:
+            log.error("final checkpoint failed (the next owner redoes that work): %s", exc)
+        for consumer in (self.consumer, self._restorer):
+            if consumer is None:
+                continue
+            try:
+                async with asyncio.timeout(10):
+                    await consumer.stop()
+            except Exception as exc:
+                log.warning("consumer did not stop cleanly: %s", exc)
+
+    # -- one iteration ----------------------------------------------------------------------
+
+    async def _iteration(self, records: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        # Only what comes after each task's position: a seek on takeover may leave
+        # records fetched before it in the consumer's buffer.
+        fresh: dict[TopicPartition, list[Any]] = {}
+        for tp, msgs in records.items():
+            st = self.tasks.get(tp)
+            if st is not None:
+                kept = [m for m in msgs if m.offset >= st.position]
+                if kept:
+                    fresh[tp] = kept
+        records = fresh
+        caught_up = {tp: self._caught_up(tp) for tp, st in self.tasks.items() if st.kind == "input"}
+        now, wall = self.clock(), self.wall()
+        plan = await asyncio.to_thread(self._process, records, caught_up, now, wall)
+        if plan.rows:
+            await asyncio.to_thread(self._write, plan.rows)
+        await self._send(plan.messages)
+        for effect in plan.effects:
+            effect()
+        self.stats.add(plan.stats)
+        self.iterations += 1
+        if self.on_iteration is not None and (records or plan.rows):
+            self.on_iteration(plan.stats, time.perf_counter() - started)
+
+    def _write(self, rows: list[tuple[Rows, Lineage | None]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.writer.write_tagged(rows)
+                return
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise
+                log.error("store write failed, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _send(self, messages: list[_Message]) -> None:
+        pending = [
+            await self.sender.send(
+                m.topic, m.value, key=m.key, partition=m.partition, headers=m.headers
+            )
+            for m in messages
+        ]
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _caught_up(self, tp: TopicPartition) -> bool:
+        assert self.consumer is not None
+        high = self.consumer.highwater(tp)
+        st = self.tasks.get(tp)
+        return high is not None and st is not None and st.position >= high
+
+    def _process(
+        self,
+        records: dict[TopicPartition, list[Any]],
+        caught_up: dict[TopicPartition, bool],
+        now: datetime,
+        wall: float,
+    ) -> _Plan:
+        plan = _Plan()
+        for kind in ("input", "events", "keyed"):
+            for tp, st in self.tasks.items():
+                if st.kind != kind:
+                    continue
+                msgs = records.get(tp)
+                if kind == "input":
+                    self._input(st, msgs or [], caught_up.get(tp, False), now, wall, plan)
+                elif msgs:
+                    if kind == "events":
+                        self._events(st, msgs, now, wall, plan)
+                    else:
+                        self._keyed(st, msgs, now, wall, plan)
+                if kind == "events":
+                    self._forward_progress(st, wall, plan)
+        return plan
+
+    # -- input hop --------------------------------------------------------------------------
+
+    def _input(
+        self,
+        st: _TaskState,
+        msgs: list[Any],
+        caught_up: bool,
+        now: datetime,
+        wall: float,
+        plan: _Plan,
+    ) -> None:
+        assert st.clock is not None
+        cfg = self.config
+        n = cfg.partitions
+        if msgs:
+            raw = [
+                RawMessage(
+                    m.value if isinstance(m.value, bytes) else b"",
+                    f"kafka:{st.tp.topic}/{st.tp.partition}@{m.offset}",
+                    m.key,
+                )
+                for m in msgs
+            ]
+            validated = self.intake.validate(raw)
+            out = self.intake.process(
+                validated, Context(now, wall, stats=plan.stats, task=st.name)
+            )
+            plan.rows.extend((r, st.lineage) for r in out.rows)
+            for rej in validated.rejections:
+                plan.messages.append(
+                    _Message(
+                        cfg.dlq,
+                        rej.raw,
+                        key=rej.rejection_id.encode(),
+                        headers=[
+                            ("llmpulse-reason", rej.reason.encode()),
+                            ("llmpulse-source", rej.source.encode()),
+                        ],
+                    )
+                )
+            st.clock.observe(validated.max_time_ms, wall)
+            st.position = msgs[-1].offset + 1
+            st.dirty = True
+            report = st.clock.report(wall, caught_up=False)
+            headers = _headers(st.name, [report])
+            batch = out.batch if out.batch is not None else validated.batch
+            parts = route([batch.event_id], n) if len(batch) else {}
+            for q in range(n):
+                got = parts.get(q)
+                value = b"" if got is None else codec.encode(batch.select(got[0]))
+                plan.messages.extend(self._split(cfg.events_topic, q, value, headers, batch, got))
+            st.last_report, st.last_report_wall = report, wall
+            return
+        report = st.clock.report(wall, caught_up=caught_up)
+        if report == st.last_report and wall - st.last_report_wall < 5 * cfg.heartbeat_s:
+            return
+        if wall - st.last_report_wall < cfg.heartbeat_s:
+            return
+        headers = _headers(st.name, [report])
+        plan.messages.extend(
+            _Message(cfg.events_topic, b"", partition=q, headers=headers) for q in range(n)
+        )
+        st.last_report, st.last_report_wall = report, wall
+
+    def _split(
+        self,
+        topic: str,
+        partition: int,
+        value: bytes,
+        headers: Headers,
+        batch: TraceBatch,
+        got: tuple[Any, Any] | None,
+        encode: Callable[[Any], bytes] | None = None,
+    ) -> list[_Message]:
+        """One message, or several when the batch is too big for one."""
+        if len(value) <= _MAX_MESSAGE or got is None or len(got[0]) < 2:
+            return [_Message(topic, value, partition=partition, headers=headers)]
+        rows = got[0]
+        half = len(rows) // 2
+        out = []
+        for part in (rows[:half], rows[half:]):
+            sub = (part, None if got[1] is None else got[1][: len(part)])
+            enc = encode or (lambda r: codec.encode(batch.select(r)))
+            out.extend(self._split(topic, partition, enc(part), headers, batch, sub, encode))
+        return out
+
+    # -- events hop (trace stage) ------------------------------------------------------------
+
+    def _events(
+        self, st: _TaskState, msgs: list[Any], now: datetime, wall: float, plan: _Plan
+    ) -> None:
+        assert st.task is not None
+        batches, reports = [], []
+        for m in msgs:
+            _, got = _read_headers(m.headers)
+            reports.extend(got)
+            rows = 0
+            max_ts = None
+            if m.value:
+                b, _, _ = codec.decode(m.value)
+                b.numbers["_origin"] = np.full(len(b), m.offset, dtype=np.int64)
+                batches.append(b)
+                rows = len(b)
+                max_ts = int(b.timestamp_ms.max()) if rows else None
+            st.log.append(_Logged(m.offset, max_ts, rows))
+        st.position = msgs[-1].offset + 1
+        st.dirty = True
+        if not batches:
+            st.task.tick(now=now, wall_s=wall, stats=plan.stats, reports=reports)
+            return
+        batch = _concat(batches)
+        out = st.task.process(batch, now=now, wall_s=wall, stats=plan.stats, reports=reports)
+        plan.rows.extend((r, st.lineage) for r in out.rows)
+        unique = out.batch
+        if unique is None or not len(unique):
+            return
+        keys = [k for s in self._keyed_keys for k in s.keys(unique)]
+        parts = route(keys, self.config.partitions)
+        headers = _headers(st.name, [Report(st.name, st.task.frontier.value)])
+        origin = unique.numbers["_origin"]
+        for r, (rows, bits) in parts.items():
+            value = codec.encode(
+                unique.select(rows),
+                targets=bits.astype(np.uint32),
+                origin=origin[rows],
+                priced=True,
+            )
+            plan.messages.append(
+                _Message(self.config.keyed_topic, value, partition=r, headers=headers)
+            )
+        st.last_forward, st.last_forward_wall = st.task.frontier.value, wall
+
+    def _forward_progress(self, st: _TaskState, wall: float, plan: _Plan) -> None:
+        """Tell every keyed partition how far this events task has got, when that moved."""
+        assert st.task is not None
+        value = st.task.frontier.value
+        if value == st.last_forward or wall - st.last_forward_wall < self.config.heartbeat_s:
+            return
+        headers = _headers(st.name, [Report(st.name, value)])
+        plan.messages.extend(
+            _Message(self.config.keyed_topic, b"", partition=r, headers=headers)
+            for r in range(self.config.partitions)
+        )
+        st.last_forward, st.last_forward_wall = value, wall
+
+    # -- keyed hop (windows, budgets, drift, alerts) -----------------------------------------
+
+    def _keyed_batch(
+        self, st: _TaskState, msgs: list[Any]
+    ) -> tuple[TraceBatch | None, np.ndarray | None, list[Report]]:
+        """The new rows of ``msgs`` (rows a restarted sender sent again are dropped)."""
+        batches, targets, reports = [], [], []
+        for m in msgs:
+            sender, got = _read_headers(m.headers)
+            reports.extend(got)
+            before = dict(st.hwm)
+            rows = 0
+            max_ts = None
+            if m.value:
+                b, bits, origin = codec.decode(m.value)
+                assert bits is not None and origin is not None
+                seen = st.hwm.get(sender, -1)
+                fresh = origin > seen
+                if len(origin):
+                    st.hwm[sender] = max(seen, int(origin.max()))
+                if not fresh.all():
+                    keep = np.flatnonzero(fresh)
+                    b, bits = b.select(keep), bits[keep]
+                if len(b):
+                    batches.append(b)
+                    targets.append(bits)
+                    rows = len(b)
+                    max_ts = int(b.timestamp_ms.max())
+            st.log.append(_Logged(m.offset, max_ts, rows, before))
+        if not batches:
+            return None, None, reports
+        return _concat(batches), np.concatenate(targets), reports
+
+    def _keyed(
+        self, st: _TaskState, msgs: list[Any], now: datetime, wall: float, plan: _Plan
+    ) -> None:
+        assert st.task is not None
+        batch, targets, reports = self._keyed_batch(st, msgs)
+        st.position = msgs[-1].offset + 1
+        st.dirty = True
+        if batch is None or targets is None:
+            out = st.task.tick(now=now, wall_s=wall, stats=plan.stats, reports=reports)
+        else:
+            out = st.task.process(
+                batch,
+                now=now,
+                wall_s=wall,
+                stats=plan.stats,
+                reports=reports,
+                owned=owned_masks(targets, self._layout),
+            )
+        plan.rows.extend((r, st.lineage) for r in out.rows)
+        plan.effects.extend(out.after_write)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    async def _checkpoint(self) -> None:
+        """Every changed task's checkpoint to the changelog, then the offsets."""
+        self._last_checkpoint = self.wall()
+        if self.consumer is None:
+            return
+        dirty = [st for st in self.tasks.values() if st.dirty]
+        if not dirty:
+            return
+        wall = self.wall()
+        cps = await asyncio.to_thread(lambda: [self._next_checkpoint(st, wall) for st in dirty])
+        n = self.config.partitions
+        futures = [
+            await self.sender.send(
+                self.config.changelog_topic,
+                cp.encode(),
+                key=cp.task.encode(),
+                partition=st.tp.partition % n,
+            )
+            for st, cp in zip(dirty, cps, strict=True)
+        ]
+        await asyncio.gather(*futures)
+        for st, cp in zip(dirty, cps, strict=True):
+            st.cp = cp
+            st.dirty = False
+            if cp.replay_from is not None:
+                while st.log and st.log[0].offset < cp.replay_from:
+                    st.log.popleft()
+            else:
+                st.log.clear()
+        try:
+            await self.consumer.commit({st.tp: st.position for st in dirty})
+        except Exception as exc:  # the checkpoints are the truth; offsets catch up next time
+            log.warning("offset commit failed: %s", exc)
+
+    def _next_checkpoint(self, st: _TaskState, wall: float) -> Checkpoint:
+        meta: dict[str, Any] = {}
+        blobs: dict[str, bytes] = {}
+        replay_from = None
+        if st.task is not None:
+            blobs = st.task.snapshot()
+            # Stage snapshots that did not change since the last checkpoint carry over.
+            blobs = {**st.cp.blobs, **blobs}
+            replay_from = replay_start(list(st.log), st.task.retention(), st.position)
+        if st.kind == "keyed":
+            meta["hwm"] = dict(st.hwm)
+            first = next((e for e in st.log if replay_from is not None and e.offset >= replay_from), None)
+            meta["hwm_at_replay"] = dict(first.hwm or {}) if first is not None else dict(st.hwm)
+        return Checkpoint(
+            st.name,
+            seq=st.seq,
+            generation=st.cp.generation,
+            offset=st.position,
+            replay_from=replay_from,
+            lineage=list(st.cp.lineage),
+            meta=meta,
+            blobs=blobs,
+            wall_s=wall,
+        )
+
+    # -- taking tasks over and giving them up -------------------------------------------------
+
+    async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        gone = [tp for tp in revoked if tp in self.tasks]
+        if not gone:
+            return
+        async with self._lock:
+            try:
+                await self._checkpoint()
+            except Exception as exc:
+                log.error("checkpoint before giving up %d partitions failed: %s", len(gone), exc)
+                # Our rows past the last checkpoint would be written again by the
+                # next owner: undo them here.
+                undo = [(self.tasks[tp].name, self.tasks[tp].cp.generation, self.tasks[tp].cp.seq) for tp in gone]
+                await asyncio.to_thread(self.writer.roll_back, undo)
+            for tp in gone:
+                st = self.tasks.pop(tp)
+                if st.task is not None:
+                    st.task.close(timeout=0)
+        log.info("gave up %d partitions", len(gone))
+
+    async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        new = [tp for tp in assigned if tp not in self.tasks]
+        async with self._lock:
+            latest = await self._read_checkpoints({tp.partition % self.config.partitions for tp in new})
+            for tp in new:
+                await self._take_over(tp, latest.get(self.config.task_name(tp)))
+        self.assigned_once.set()
+        log.info("took over %d partitions", len(new))
+
+    async def _take_over(self, tp: TopicPartition, cp: Checkpoint | None) -> None:
+        assert self.consumer is not None
+        name = self.config.task_name(tp)
+        kind = self._kind(tp)
+        if cp is None:
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                committed = (await self.consumer.beginning_offsets([tp]))[tp]
+            base = Checkpoint(name, seq=0, generation=0, offset=committed)
+            undo: list[tuple[str, int | None, int]] = [(name, None, 0)]
+        else:
+            base = cp
+            undo = [(name, g, s) for g, s in [*cp.lineage, (cp.generation, cp.seq)]]
+        await asyncio.to_thread(self.writer.roll_back, undo)
+        st = _TaskState(tp, name, kind, base, base.offset)
+        if kind == "input":
+            st.clock = SourceClock(name, self.config.idle_s)
+        elif kind == "events":
+            st.task = Task(name, self.stages.traces(), upstream=self.config.input_names())
+        else:
+            st.task = Task(name, self.stages.keyed(), upstream=self.config.events_names())
+        if st.task is not None and cp is not None:
+            st.task.restore(cp.blobs)
+            if kind == "keyed":
+                st.hwm = {k: int(v) for k, v in cp.meta.get("hwm", {}).items()}
+            if cp.replay_from is not None and cp.replay_from < cp.offset:
+                await self._rebuild(st, cp)
+        # Our first checkpoint: a new generation, written before anything else, so
+        # rows of a takeover that dies before its first checkpoint are undone too.
+        st.cp = base.successor(base.offset) if cp is not None else Checkpoint(
+            name, seq=0, generation=1, offset=base.offset
+        )
+        await (
+            await self.sender.send(
+                self.config.changelog_topic,
+                st.cp.encode(),
+                key=name.encode(),
+                partition=tp.partition % self.config.partitions,
+            )
+        )
+        self.consumer.seek(tp, st.cp.offset)
+        st.dirty = False
+        self.tasks[tp] = st
+
+    async def _rebuild(self, st: _TaskState, cp: Checkpoint) -> None:
+        """Replay ``[cp.replay_from, cp.offset)`` of the task's input into its state."""
+        assert st.task is not None and cp.replay_from is not None
+        now, wall = self.clock(), self.wall()
+        hwm = {k: int(v) for k, v in cp.meta.get("hwm_at_replay", {}).items()}
+        count = 0
+        async for m in self._read(st.tp, cp.replay_from, cp.offset):
+            sender, _ = _read_headers(m.headers)
+            before = dict(hwm)
+            if not m.value:
+                st.log.append(_Logged(m.offset, None, 0, before if st.kind == "keyed" else None))
+                continue
+            batch, bits, origin = codec.decode(m.value)
+            if st.kind == "keyed":
+                assert bits is not None and origin is not None
+                seen = hwm.get(sender, -1)
+                if len(origin):
+                    hwm[sender] = max(seen, int(origin.max()))
+                keep = np.flatnonzero(origin > seen)
+                batch, bits = batch.select(keep), bits[keep]
+                owned = owned_masks(bits, self._layout)
+            else:
+                owned = None
+            if len(batch):
+                await asyncio.to_thread(st.task.rebuild, batch, now=now, wall_s=wall, owned=owned)
+                count += len(batch)
+            max_ts = int(batch.timestamp_ms.max()) if len(batch) else None
+            st.log.append(_Logged(m.offset, max_ts, len(batch), before if st.kind == "keyed" else None))
+        log.info("%s: rebuilt from %d events", st.name, count)
+
+    async def _read(self, tp: TopicPartition, start: int, end: int) -> Any:
+        """Messages of ``tp`` with offsets in ``[start, end)``, read outside the group."""
+        assert self._restorer is not None
+        self._restorer.assign([tp])
+        self._restorer.seek(tp, start)
+        position = start
+        while position < end:
+            got = await self._restorer.getmany(tp, timeout_ms=1000, max_records=1000)
+            msgs = got.get(tp, [])
+            if not msgs:
+                high = (await self._restorer.end_offsets([tp]))[tp]
+                if position >= high:
+                    break
+                continue
+            for m in msgs:
+                if m.offset >= end:
+                    return
+                yield m
+                position = m.offset + 1
+
+    async def _read_checkpoints(self, partitions: Iterable[int]) -> dict[str, Checkpoint]:
+        """The latest checkpoint of every task found in these changelog partitions."""
+        assert self._restorer is not None
+        latest: dict[str, Checkpoint] = {}
+        for p in sorted(partitions):
+            tp = TopicPartition(self.config.changelog_topic, p)
+            self._restorer.assign([tp])
+            end = (await self._restorer.end_offsets([tp]))[tp]
+            begin = (await self._restorer.beginning_offsets([tp]))[tp]
+            if end <= begin:
+                continue
+            async for m in self._read(tp, begin, end):
+                if m.value:
+                    try:
+                        cp = Checkpoint.decode(m.value)
+                    except ValueError:
+                        continue
+                    latest[cp.task] = cp
+        return latest
+
+    async def clean_up_uncommitted(self) -> None:
+        """At start-up: undo our rows that no checkpoint covers (we crashed before
+        committing them, and whoever owns their task now redoes that work)."""
+        found = await asyncio.to_thread(self.writer.lineage_in_store)
+        mine = {task for task, _ in found if task.startswith(self.config.app_id + ":")}
+        if not mine:
+            return
+        latest = await self._read_checkpoints(range(self.config.partitions))
+        undo: list[tuple[str, int | None, int]] = []
+        for (task, gen), top in found.items():
+            if task not in mine:
+                continue
+            cp = latest.get(task)
+            if cp is None:
+                undo.append((task, gen, 0))
+                continue
+            committed = cp.committed_seq(gen)
+            if committed is not None and top > committed:
+                undo.append((task, gen, committed))
+        if undo:
+            await asyncio.to_thread(self.writer.roll_back, undo)
+            log.info("undid rows of %d uncommitted task checkpoints", len(undo))
+
+    def _kind(self, tp: TopicPartition) -> str:
+        if tp.topic == self.config.events_topic:
+            return "events"
+        if tp.topic == self.config.keyed_topic:
+            return "keyed"
+        return "input"
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def lag(self) -> dict[str, int]:
+        """Messages not yet processed per owned partition."""
+        out: dict[str, int] = {}
+        if self.consumer is None:
+            return out
+        for tp, st in self.tasks.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                out[f"{tp.topic}/{tp.partition}"] = max(0, high - st.position)
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        for st in self.tasks.values():
+            if st.task is not None:
+                st.task.close(timeout)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: TopologyRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        try:
+            await self.runner.on_revoked(revoked)
+        except Exception:  # aiokafka would only log it; we must not lose the reason
+            log.exception("giving up partitions failed")
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        try:
+            await self.runner.on_assigned(assigned)
+        except Exception:
+            log.exception("taking over partitions failed; exiting so a supervisor restarts us")
+            logging.shutdown()
+            import os
+
+            os._exit(75)
+
+
+def _empty_batch() -> TraceBatch:
+    from llmpulse.schemas.batch import OBJECT_FIELDS
+
+    objects = {f: np.empty(0, dtype=object) for f in OBJECT_FIELDS}
+    numbers = {
+        "timestamp_ms": np.empty(0, dtype=np.int64),
+        "latency_ms": np.empty(0),
+        "ttft_ms": np.empty(0),
+        "cost_usd": np.empty(0),
+        "input_tokens": np.empty(0, dtype=np.int64),
+        "output_tokens": np.empty(0, dtype=np.int64),
+        "cached_input_tokens": np.empty(0, dtype=np.int64),
+        "cache_creation_input_tokens": np.empty(0, dtype=np.int64),
+        "reasoning_tokens": np.empty(0, dtype=np.int64),
+    }
+    return TraceBatch(objects, numbers, np.empty(0, dtype=object))
+
+
+_EMPTY = _empty_batch()
+_ = (Output, Stage)
