@@ -11,8 +11,8 @@ from pathlib import Path
 
 from llmpulse.ingest.files import read_jsonl
 from llmpulse.pipeline import BatchOutcome, IngestPipeline
-from llmpulse.stages.base import IngestStats
 from llmpulse.processors.traces import RawMessage
+from llmpulse.stages.base import IngestStats
 
 
 @dataclass

@@ -15,11 +15,11 @@ from llmpulse.processors.cost import PriceTable
 from llmpulse.processors.traces import RawMessage, TraceProcessor
 from llmpulse.runtime import build_pipeline, prepare_store
 from llmpulse.settings import Settings
-from llmpulse.store.client import SerialClient
-from llmpulse.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from llmpulse.stages.base import Rows
 from llmpulse.stages.intake import Intake
 from llmpulse.stages.traces import TraceStage
+from llmpulse.store.client import SerialClient
+from llmpulse.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from llmpulse.store.writer import Lineage, StoreWriter
 from llmpulse.topology.task import Task
 from tests.helpers import event, raw
@@ -176,6 +176,8 @@ def test_any_delivery_order_with_repeats_stores_each_event_once(
     accepted = 0
     for start in range(0, len(delivered), batch_size):
         accepted += pipeline.handle(delivered[start : start + batch_size]).stats.accepted
-    stored = [i for r in writer.rows if r.table == "traces" for i in r.data.column("event_id").to_pylist()]
+    stored = [
+        i for r in writer.rows if r.table == "traces" for i in r.data.column("event_id").to_pylist()
+    ]
     assert accepted == len(set(order)) == len(stored) == len(set(stored))
     assert pipeline.stats.duplicates == len(order) - len(set(order))

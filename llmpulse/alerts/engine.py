@@ -399,7 +399,9 @@ class AlertEngine:
             if r in self._compiled
         }
         self._burns = {
-            key(r, s): BurnRateTracker.from_dict(d) for r, s, d in doc["burns"] if r in self._compiled
+            key(r, s): BurnRateTracker.from_dict(d)
+            for r, s, d in doc["burns"]
+            if r in self._compiled
         }
         self._stale_base = {k: _parse_iso(v) for k, v in doc["stale_base"].items()}
         self._incidents = {k: set(v) for k, v in doc["incidents"].items()}

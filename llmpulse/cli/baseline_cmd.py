@@ -66,10 +66,9 @@ def set_baseline(
 
     from llmpulse.detectors.embedder import HashingEmbedder
     from llmpulse.detectors.reference import Reference
-    from llmpulse.detectors.storage import baseline_row
+    from llmpulse.detectors.storage import DRIFT_BASELINE_COLUMNS, baseline_row
     from llmpulse.errors import ConfigError
     from llmpulse.runtime import prepare_store
-    from llmpulse.detectors.storage import DRIFT_BASELINE_COLUMNS
     from llmpulse.schemas.rows import names
     from llmpulse.stages.base import Rows
     from llmpulse.store.writer import StoreWriter

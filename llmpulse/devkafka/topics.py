@@ -101,7 +101,9 @@ def ensure_topics_sync(
     )
 
 
-async def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, int]:
+async def partition_counts(
+    bootstrap: str, names: list[str], timeout: float = 30.0
+) -> dict[str, int]:
     """The number of partitions of each existing topic of ``names``."""
     admin = _admin(bootstrap, timeout)
     try:

@@ -154,6 +154,10 @@ class TraceBatch:
         return cls(objects, numbers, object_array(list(sources)))
 
     @classmethod
+    def empty(cls) -> TraceBatch:
+        return cls.from_values([], [])
+
+    @classmethod
     def from_events(cls, events: Sequence[TraceEvent], sources: Sequence[str]) -> TraceBatch:
         return cls.from_values([event_values(e) for e in events], sources)
 

@@ -35,7 +35,7 @@ class AlertStage(Stage):
     def __init__(
         self,
         engine: AlertEngine,
-        notify: Callable[[Transition], None] | None,
+        notify: Callable[[Transition], object] | None,
         *,
         send: bool = True,
         resume_hours: float = 6.0,

@@ -99,7 +99,7 @@ class Output:
     rows: list[Rows] = field(default_factory=list)
     batch: TraceBatch | None = None
     signals: list[Signal] = field(default_factory=list)
-    after_write: list[Callable[[], None]] = field(default_factory=list)
+    after_write: list[Callable[[], object]] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         self.rows.extend(other.rows)
@@ -187,4 +187,6 @@ class StoreReader(Protocol):
         self, sql: str, parameters: dict[str, Any] | None = None, **settings: Any
     ) -> list[tuple[Any, ...]]: ...
 
-    def raw_columns(self, sql: str, parameters: dict[str, Any] | None = None) -> list[list[Any]]: ...
+    def raw_columns(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[list[Any]]: ...

@@ -86,7 +86,13 @@ class BudgetStage(Stage):
     def snapshot(self) -> bytes:
         return orjson.dumps(
             [
-                [s.budget.scope, s.budget.name, s.budget.period, s.period_start.isoformat(), s.spent_usd]
+                [
+                    s.budget.scope,
+                    s.budget.name,
+                    s.budget.period,
+                    s.period_start.isoformat(),
+                    s.spent_usd,
+                ]
                 for s in self.tracker.statuses()
             ]
         )

@@ -70,4 +70,6 @@ class Intake:
              r.raw_text)
             for r in rejections
         ]  # fmt: skip
-        return Output(rows=[Rows("rejected_events", rows, names(REJECTED_COLUMNS))], batch=validated.batch)
+        return Output(
+            rows=[Rows("rejected_events", rows, names(REJECTED_COLUMNS))], batch=validated.batch
+        )

@@ -36,6 +36,17 @@ def without(batch: TraceBatch, ids: Container[str]) -> tuple[TraceBatch, int]:
     return (batch.select(~hit), n) if n else (batch, 0)
 
 
+def first_of_each(batch: TraceBatch) -> tuple[TraceBatch, int]:
+    """``batch`` with each event id once (its first row), and how many rows repeated one.
+    A worker's batch joins several input messages: copies of one event may meet in it."""
+    ids = batch.event_id.tolist()
+    if len(set(ids)) == len(ids):
+        return batch, 0
+    seen: set[str] = set()
+    keep = [i for i, x in enumerate(ids) if not (x in seen or seen.add(x))]
+    return batch.select(np.asarray(keep, dtype=np.int64)), len(ids) - len(keep)
+
+
 class TraceStage(Stage):
     name = "traces"
     tables = ("traces",)
@@ -60,13 +71,14 @@ class TraceStage(Stage):
         return Retention(rows=self.recent.capacity)
 
     def process(self, batch: TraceBatch, ctx: Context) -> Output:
+        batch, repeated = first_of_each(batch)
         batch, seen = without(batch, self.recent)
         stored = 0
         if self.lookup is not None and len(batch):
             lo, hi = batch.time_range()
             batch, stored = without(batch, self.lookup(batch.event_id.tolist(), lo, hi))
         stats = ctx.stats
-        stats.duplicates += seen + stored
+        stats.duplicates += repeated + seen + stored
         if not len(batch):
             return Output(batch=batch)
         price_batch(self.prices, batch)

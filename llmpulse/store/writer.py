@@ -120,8 +120,7 @@ class StoreWriter:
         found: dict[tuple[str, int], int] = {}
         for table in LINEAGE_TABLES:
             for task, gen, seq in self.client.rows(
-                f"SELECT _task, _gen, max(_seq) FROM {table} WHERE _task != '' "
-                "GROUP BY _task, _gen"
+                f"SELECT _task, _gen, max(_seq) FROM {table} WHERE _task != '' GROUP BY _task, _gen"
             ):
                 key = (str(task), int(gen))
                 found[key] = max(found.get(key, 0), int(seq))

@@ -132,5 +132,3 @@ def event_ids(data: bytes) -> list[str]:
     table = pa.ipc.open_stream(data).read_all()
     ids: list[str] = table.column("event_id").to_pylist()
     return ids
-
-

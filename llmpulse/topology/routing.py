@@ -62,10 +62,10 @@ def route(key_columns: Sequence[ObjArray], n: int) -> dict[int, tuple[IntArray, 
         ok = p >= 0
         bits[p[ok], index[ok]] |= np.int64(1) << k
     out: dict[int, tuple[IntArray, IntArray]] = {}
-    for p in range(n):
-        sel = np.flatnonzero(bits[p])
+    for dest in range(n):
+        sel = np.flatnonzero(bits[dest])
         if sel.size:
-            out[p] = (sel, bits[p, sel])
+            out[dest] = (sel, bits[dest, sel])
     return out
 
 

@@ -37,12 +37,12 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
 
-class _BulkBoot(BootStrategy):  # type: ignore[misc]
+class _BulkBoot(BootStrategy):
     # No Faust consumer, conductor or table manager: the runner consumes.
     enable_kafka_consumer = False
 
 
-class _App(faust.App):  # type: ignore[misc]
+class _App(faust.App):
     BootStrategy = _BulkBoot
 
 
@@ -98,7 +98,7 @@ def create_app(
     sender = FaustSender(app)
 
     @app.service
-    class Topology(Service):  # type: ignore[misc]
+    class Topology(Service):
         """Starts the runner once the producer is up; stops it cleanly first."""
 
         async def on_start(self) -> None:
@@ -121,7 +121,7 @@ def create_app(
                 except (TimeoutError, asyncio.CancelledError):
                     task.cancel()
 
-    class Health(View):  # type: ignore[misc]
+    class Health(View):
         async def get(self, request: Request) -> Response:
             runner = holder.runner
             s = runner.stats if runner is not None else None
@@ -137,14 +137,14 @@ def create_app(
                 }
             )
 
-    class Metrics(View):  # type: ignore[misc]
+    class Metrics(View):
         async def get(self, request: Request) -> Response:
             runner = holder.runner
             if runner is not None:
                 metrics.observe_lag(runner.lag())
             return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
-    class Sql(View):  # type: ignore[misc]
+    class Sql(View):
         async def post(self, request: Request) -> Response:
             sql = (await request.read()).decode("utf-8", "replace")
             try:

@@ -42,7 +42,11 @@ async def prepare_topics(settings: Settings) -> TopologyConfig:
     big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     await ensure_topics(
         bootstrap,
-        {config.events_topic: t.partitions, config.keyed_topic: t.partitions, config.changelog_topic: t.partitions},
+        {
+            config.events_topic: t.partitions,
+            config.keyed_topic: t.partitions,
+            config.changelog_topic: t.partitions,
+        },
         configs={
             config.events_topic: big,
             config.keyed_topic: big,

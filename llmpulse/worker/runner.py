@@ -38,13 +38,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from llmpulse.processors.traces import RawMessage
 from llmpulse.runtime import Stages
 from llmpulse.schemas.batch import TraceBatch
-from llmpulse.stages.base import Context, IngestStats, Output, Rows, Stage
+from llmpulse.stages.base import Context, IngestStats, Rows
 from llmpulse.stages.intake import Intake
 from llmpulse.stages.retention import Retention
 from llmpulse.store.writer import Lineage, StoreWriter
@@ -169,7 +170,7 @@ class _Message:
 class _Plan:
     rows: list[tuple[Rows, Lineage | None]] = field(default_factory=list)
     messages: list[_Message] = field(default_factory=list)
-    effects: list[Callable[[], None]] = field(default_factory=list)
+    effects: list[Callable[[], object]] = field(default_factory=list)
     stats: IngestStats = field(default_factory=IngestStats)
 
 
@@ -210,7 +211,9 @@ def replay_start(log: Sequence[_Logged], retention: Retention, position: int) ->
         return None
     starts = []
     if retention.event_time_ms is not None:
-        needed = [e.offset for e in log if e.max_ts is not None and e.max_ts >= retention.event_time_ms]
+        needed = [
+            e.offset for e in log if e.max_ts is not None and e.max_ts >= retention.event_time_ms
+        ]
         starts.append(min(needed) if needed else position)
     if retention.rows:
         total, start = 0, position
@@ -252,7 +255,7 @@ class TopologyRunner:
         # Stage instances used only for their keys() (routing needs no state).
         self._traces_keys = stages.traces()
         self._keyed_keys = stages.keyed()
-        self._layout = [(s.name, len(s.keys(_EMPTY))) for s in self._keyed_keys]
+        self._layout = [(s.name, len(s.keys(TraceBatch.empty()))) for s in self._keyed_keys]
         self.tasks: dict[TopicPartition, _TaskState] = {}
         self.stats = IngestStats()
         self.consumer: AIOKafkaConsumer | None = None
@@ -438,9 +441,7 @@ class TopologyRunner:
                 for m in msgs
             ]
             validated = self.intake.validate(raw)
-            out = self.intake.process(
-                validated, Context(now, wall, stats=plan.stats, task=st.name)
-            )
+            out = self.intake.process(validated, Context(now, wall, stats=plan.stats, task=st.name))
             plan.rows.extend((r, st.lineage) for r in out.rows)
             for rej in validated.rejections:
                 plan.messages.append(
@@ -463,8 +464,20 @@ class TopologyRunner:
             parts = route([batch.event_id], n) if len(batch) else {}
             for q in range(n):
                 got = parts.get(q)
-                value = b"" if got is None else codec.encode(batch.select(got[0]))
-                plan.messages.extend(self._split(cfg.events_topic, q, value, headers, batch, got))
+                if got is None:
+                    plan.messages.append(
+                        _Message(cfg.events_topic, b"", partition=q, headers=headers)
+                    )
+                    continue
+                plan.messages.extend(
+                    self._messages(
+                        cfg.events_topic,
+                        q,
+                        headers,
+                        got[0],
+                        lambda r: codec.encode(batch.select(r)),
+                    )
+                )
             st.last_report, st.last_report_wall = report, wall
             return
         report = st.clock.report(wall, caught_up=caught_up)
@@ -478,27 +491,23 @@ class TopologyRunner:
         )
         st.last_report, st.last_report_wall = report, wall
 
-    def _split(
-        self,
+    @staticmethod
+    def _messages(
         topic: str,
         partition: int,
-        value: bytes,
         headers: Headers,
-        batch: TraceBatch,
-        got: tuple[Any, Any] | None,
-        encode: Callable[[Any], bytes] | None = None,
+        rows: npt.NDArray[np.int64],
+        encode: Callable[[npt.NDArray[np.int64]], bytes],
     ) -> list[_Message]:
-        """One message, or several when the batch is too big for one."""
-        if len(value) <= _MAX_MESSAGE or got is None or len(got[0]) < 2:
+        """The rows as one message, or as several when too big for one."""
+        value = encode(rows)
+        if len(value) <= _MAX_MESSAGE or len(rows) < 2:
             return [_Message(topic, value, partition=partition, headers=headers)]
-        rows = got[0]
         half = len(rows) // 2
-        out = []
-        for part in (rows[:half], rows[half:]):
-            sub = (part, None if got[1] is None else got[1][: len(part)])
-            enc = encode or (lambda r: codec.encode(batch.select(r)))
-            out.extend(self._split(topic, partition, enc(part), headers, batch, sub, encode))
-        return out
+        return [
+            *TopologyRunner._messages(topic, partition, headers, rows[:half], encode),
+            *TopologyRunner._messages(topic, partition, headers, rows[half:], encode),
+        ]
 
     # -- events hop (trace stage) ------------------------------------------------------------
 
@@ -534,16 +543,16 @@ class TopologyRunner:
         parts = route(keys, self.config.partitions)
         headers = _headers(st.name, [Report(st.name, st.task.frontier.value)])
         origin = unique.numbers["_origin"]
-        for r, (rows, bits) in parts.items():
-            value = codec.encode(
-                unique.select(rows),
-                targets=bits.astype(np.uint32),
-                origin=origin[rows],
-                priced=True,
+        targets = np.zeros(len(unique), dtype=np.uint32)
+
+        def encode(rows: npt.NDArray[np.int64]) -> bytes:
+            return codec.encode(
+                unique.select(rows), targets=targets[rows], origin=origin[rows], priced=True
             )
-            plan.messages.append(
-                _Message(self.config.keyed_topic, value, partition=r, headers=headers)
-            )
+
+        for r, (sel, bits) in parts.items():
+            targets[sel] = bits
+            plan.messages.extend(self._messages(self.config.keyed_topic, r, headers, sel, encode))
         st.last_forward, st.last_forward_wall = st.task.frontier.value, wall
 
     def _forward_progress(self, st: _TaskState, wall: float, plan: _Plan) -> None:
@@ -660,7 +669,9 @@ class TopologyRunner:
             replay_from = replay_start(list(st.log), st.task.retention(), st.position)
         if st.kind == "keyed":
             meta["hwm"] = dict(st.hwm)
-            first = next((e for e in st.log if replay_from is not None and e.offset >= replay_from), None)
+            first = next(
+                (e for e in st.log if replay_from is not None and e.offset >= replay_from), None
+            )
             meta["hwm_at_replay"] = dict(first.hwm or {}) if first is not None else dict(st.hwm)
         return Checkpoint(
             st.name,
@@ -687,7 +698,10 @@ class TopologyRunner:
                 log.error("checkpoint before giving up %d partitions failed: %s", len(gone), exc)
                 # Our rows past the last checkpoint would be written again by the
                 # next owner: undo them here.
-                undo = [(self.tasks[tp].name, self.tasks[tp].cp.generation, self.tasks[tp].cp.seq) for tp in gone]
+                undo = [
+                    (self.tasks[tp].name, self.tasks[tp].cp.generation, self.tasks[tp].cp.seq)
+                    for tp in gone
+                ]
                 await asyncio.to_thread(self.writer.roll_back, undo)
             for tp in gone:
                 st = self.tasks.pop(tp)
@@ -698,7 +712,9 @@ class TopologyRunner:
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         new = [tp for tp in assigned if tp not in self.tasks]
         async with self._lock:
-            latest = await self._read_checkpoints({tp.partition % self.config.partitions for tp in new})
+            latest = await self._read_checkpoints(
+                {tp.partition % self.config.partitions for tp in new}
+            )
             for tp in new:
                 await self._take_over(tp, latest.get(self.config.task_name(tp)))
         self.assigned_once.set()
@@ -733,8 +749,10 @@ class TopologyRunner:
                 await self._rebuild(st, cp)
         # Our first checkpoint: a new generation, written before anything else, so
         # rows of a takeover that dies before its first checkpoint are undone too.
-        st.cp = base.successor(base.offset) if cp is not None else Checkpoint(
-            name, seq=0, generation=1, offset=base.offset
+        st.cp = (
+            base.successor(base.offset)
+            if cp is not None
+            else Checkpoint(name, seq=0, generation=1, offset=base.offset)
         )
         await (
             await self.sender.send(
@@ -775,7 +793,9 @@ class TopologyRunner:
                 await asyncio.to_thread(st.task.rebuild, batch, now=now, wall_s=wall, owned=owned)
                 count += len(batch)
             max_ts = int(batch.timestamp_ms.max()) if len(batch) else None
-            st.log.append(_Logged(m.offset, max_ts, len(batch), before if st.kind == "keyed" else None))
+            st.log.append(
+                _Logged(m.offset, max_ts, len(batch), before if st.kind == "keyed" else None)
+            )
         log.info("%s: rebuilt from %d events", st.name, count)
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> Any:
@@ -886,25 +906,3 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             import os
 
             os._exit(75)
-
-
-def _empty_batch() -> TraceBatch:
-    from llmpulse.schemas.batch import OBJECT_FIELDS
-
-    objects = {f: np.empty(0, dtype=object) for f in OBJECT_FIELDS}
-    numbers = {
-        "timestamp_ms": np.empty(0, dtype=np.int64),
-        "latency_ms": np.empty(0),
-        "ttft_ms": np.empty(0),
-        "cost_usd": np.empty(0),
-        "input_tokens": np.empty(0, dtype=np.int64),
-        "output_tokens": np.empty(0, dtype=np.int64),
-        "cached_input_tokens": np.empty(0, dtype=np.int64),
-        "cache_creation_input_tokens": np.empty(0, dtype=np.int64),
-        "reasoning_tokens": np.empty(0, dtype=np.int64),
-    }
-    return TraceBatch(objects, numbers, np.empty(0, dtype=object))
-
-
-_EMPTY = _empty_batch()
-_ = (Output, Stage)

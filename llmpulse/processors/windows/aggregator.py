@@ -249,8 +249,10 @@ class WindowAggregator:
                     self._accumulate(g, feats.take(agg_idx), series[agg_idx])
                 continue
             # Rows owned here and not late for every spec, as positions in ``own``.
-            keep = np.arange(own.size) if agg_idx is None else np.flatnonzero(
-                np.isin(own, agg_idx, assume_unique=True)
+            keep = (
+                np.arange(own.size)
+                if agg_idx is None
+                else np.flatnonzero(np.isin(own, agg_idx, assume_unique=True))
             )
             if keep.size:
                 self._accumulate(g, feats.take(own[keep]), series[keep])
