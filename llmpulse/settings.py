@@ -71,7 +71,9 @@ class ClickHouseSettings(BaseModel):
 class WorkerSettings(BaseModel):
     app_id: str = Field("llmpulse", description="Consumer group and Faust app id")
     batch_size: int = Field(5000, ge=1, description="Events per ClickHouse insert")
-    flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a partial batch")
+    flush_interval_s: float = Field(
+        0.2, gt=0, description="Longest wait for messages before processing what arrived"
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, description="Worker HTTP port: /health, /metrics, /sql")
     dedup_cache: int = Field(

@@ -42,8 +42,10 @@ def first_of_each(batch: TraceBatch) -> tuple[TraceBatch, int]:
     ids = batch.event_id.tolist()
     if len(set(ids)) == len(ids):
         return batch, 0
-    seen: set[str] = set()
-    keep = [i for i, x in enumerate(ids) if not (x in seen or seen.add(x))]
+    first: dict[str, int] = {}
+    for i, x in enumerate(ids):
+        first.setdefault(x, i)
+    keep = sorted(first.values())
     return batch.select(np.asarray(keep, dtype=np.int64)), len(ids) - len(keep)
 
 
