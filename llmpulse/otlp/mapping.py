@@ -348,9 +348,10 @@ def _finish_reason(value: Any) -> str:
 
 
 def _model(attrs: Attrs, operation: str) -> str:
-    found = _first(attrs, SOURCES["model"]) or _first(attrs, SOURCES["response_model"][:1])
-    if found is not None and as_label(found[1]):
-        return as_label(found[1])
+    for key in (*SOURCES["model"], *SOURCES["response_model"]):
+        found = _first(attrs, (key,))
+        if found is not None and as_label(found[1]):
+            return as_label(found[1])
     named = _NAMED_BY.get(operation)
     if named is None:
         return UNKNOWN_MODEL
