@@ -505,6 +505,23 @@ def test_explicit_encoding_overrides_sniffing() -> None:
     assert decode_message(b"\xef\xbb\xbf" + js, SOURCE, OtlpSettings()).encoding == "otlp_json"
 
 
+def test_protobuf_that_opens_like_json_is_still_protobuf() -> None:
+    # 0x0A is both protobuf's first tag and a newline; 0x7B ("{") a length of 123.
+    sizes = {}
+    for n in range(1, 60):
+        candidate = request(
+            ({}, [Scope("", [span(1, 1, name="", attrs={"gen_ai.request.model": "m" * n})])])
+        )
+        sizes[candidate.resource_spans[0].ByteSize()] = candidate
+    req = sizes[123]
+    payload = encode_request(req, "otlp_proto")
+    assert payload[:2] == b"\n{"
+    out = decode_message(payload, SOURCE, OtlpSettings())
+    assert (out.encoding, len(out.events)) == ("otlp_proto", 1)
+    js = b"\n " + encode_request(req, "otlp_json")
+    assert decode_message(js, SOURCE, OtlpSettings()).encoding == "otlp_json"
+
+
 def test_json_accepts_proto_field_names_and_ignores_unknown_fields() -> None:
     doc = {
         "resource_spans": [

@@ -19,6 +19,8 @@ field, the rule and the value; nothing else escapes ``parse_request``.
 b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"000102030405060708090a0b0c0d0e0f","spanId":"0101010101010101","name":"chat"}]}]}]}'
 >>> sniff_encoding(js), sniff_encoding(req.SerializeToString())
 ('otlp_json', 'otlp_proto')
+>>> parse_auto(b"\\n" + js)[1]
+'otlp_json'
 >>> parse_request(js, "otlp_json") == req
 True
 >>> parse_request(b"\\x0a\\x05abc", "otlp_proto")
@@ -65,11 +67,31 @@ def problem(field: str, rule: str, value: Any = MISSING) -> ValidationError:
 def sniff_encoding(value: bytes) -> Encoding:
     """JSON when the payload opens with ``{`` (after blanks or a BOM), else protobuf.
 
-    A protobuf ``ExportTraceServiceRequest`` cannot start with ``{``: that byte
-    would be the tag of field 15 as a group, and the message has only field 1.
+    A protobuf ``ExportTraceServiceRequest`` starts with byte 0x0A (field 1), which
+    is also a newline, so ``\\n{`` may be either; ``parse_auto`` settles it.
     """
     head = value[:64].removeprefix(_UTF8_BOM).lstrip(b" \t\r\n")
     return "otlp_json" if head[:1] == b"{" else "otlp_proto"
+
+
+def parse_auto(value: bytes) -> tuple[ExportTraceServiceRequest, Encoding]:
+    """Detect the encoding of one payload and decode it.
+
+    A payload that looks like JSON is read as JSON; when that fails and it opens
+    with 0x0A it is read as protobuf (such bytes are never valid JSON by accident,
+    while JSON bytes can parse as protobuf unknown fields and lose every span).
+    """
+    encoding = sniff_encoding(value)
+    if encoding == "otlp_proto" or value[:1] != b"\n":
+        return parse_request(value, encoding), encoding
+    try:
+        return parse_request(value, "otlp_json"), "otlp_json"
+    except ValidationError:
+        pass
+    try:
+        return parse_request(value, "otlp_proto"), "otlp_proto"
+    except ValidationError:
+        return parse_request(value, "otlp_json"), "otlp_json"  # raises, naming JSON
 
 
 def parse_request(value: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
@@ -282,6 +304,7 @@ __all__ = [
     "ExportTraceServiceRequest",
     "SpanTooLarge",
     "encode_request",
+    "parse_auto",
     "parse_request",
     "sniff_encoding",
     "span_json",
