@@ -263,3 +263,31 @@ async def test_receiver_writes_to_a_real_kafka_topic(kafka_bootstrap: str) -> No
         expected.update({orjson.loads(v)["event_id"]: orjson.loads(v) for v, _ in direct.events})
     assert events == expected and len(events) == 12
     assert skipped == 4
+
+
+@pytest.mark.kafka
+async def test_collector_style_messages_in_every_compression(kafka_bootstrap: str) -> None:
+    """What the Collector's Kafka exporter writes: unkeyed messages in either encoding,
+    compressed as its producer.compression allows; read back as the worker reads."""
+    topic = f"otlp_spans-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, {topic: 1})
+    sent: list[bytes] = []
+    for i, compression in enumerate(["gzip", "lz4", "snappy", "zstd", None]):
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap, acks="all", compression_type=compression
+        )
+        await producer.start()
+        try:
+            for encoding in ("otlp_proto", "otlp_json"):
+                value = encode_request(agent_run(100 * i + len(sent) + 1), encoding)  # type: ignore[arg-type]
+                await producer.send_and_wait(topic, value)
+                sent.append(value)
+        finally:
+            await producer.stop()
+    messages = await _read_topic(kafka_bootstrap, topic, len(sent))
+    assert [m.value for m in messages] == sent and all(m.key is None for m in messages)
+    settings = OtlpSettings()
+    for m in messages:
+        out = decode_message(m.value, f"kafka:{m.topic}/{m.partition}@{m.offset}", settings)
+        assert out.encoding == ("otlp_json" if m.value[:1] == b"{" else "otlp_proto")
+        assert (len(out.events), out.skipped, out.rejections) == (6, 2, [])
