@@ -66,9 +66,10 @@ def span(
     events: Sequence[tuple[str, float, Mapping[str, Any]]] = (),
     error: bool = False,
     kind: int = Span.SPAN_KIND_CLIENT,
+    base_ns: int = BASE_NS,
 ) -> Span:
-    """A span ``start_ms`` after BASE_NS; events are ``(name, ms after start, attrs)``."""
-    start = BASE_NS + int(start_ms * MS)
+    """A span ``start_ms`` after ``base_ns``; events are ``(name, ms after start, attrs)``."""
+    start = base_ns + int(start_ms * MS)
     s = Span(
         trace_id=tid(trace),
         span_id=sid(span_id),
