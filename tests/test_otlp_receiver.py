@@ -291,3 +291,117 @@ async def test_collector_style_messages_in_every_compression(kafka_bootstrap: st
         out = decode_message(m.value, f"kafka:{m.topic}/{m.partition}@{m.offset}", settings)
         assert out.encoding == ("otlp_json" if m.value[:1] == b"{" else "otlp_proto")
         assert (len(out.events), out.skipped, out.rejections) == (6, 2, [])
+
+
+def faust_web(receiver: OtlpReceiver) -> Any:
+    """The worker's kind of web server (Faust's aiohttp app) with the view registered,
+    served by aiohttp's test server; the Faust app itself is not started."""
+    import faust
+
+    from llmpulse.otlp.web import traces_view
+
+    app = faust.App(
+        f"otlp-test-{uuid.uuid4().hex[:6]}",
+        broker="kafka://127.0.0.1:1",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+    )
+    app.page("/v1/traces")(traces_view(receiver))
+    return app.web.web_app
+
+
+async def test_view_limits_and_methods() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    sink = Sink()
+    receiver = OtlpReceiver(OtlpSettings(max_body_bytes=65536), sink)
+    async with TestClient(TestServer(faust_web(receiver))) as http:
+        ok = await http.post(
+            "/v1/traces",
+            data=encode_request(agent_run(), "otlp_proto"),
+            headers={"Content-Type": PROTO},
+        )
+        assert ok.status == 200 and ok.headers["Content-Type"] == PROTO
+        assert (
+            ExportTraceServiceResponse.FromString(await ok.read()) == ExportTraceServiceResponse()
+        )
+
+        big = await http.post("/v1/traces", data=b"x" * 70_000, headers={"Content-Type": JSON})
+        assert big.status == 413
+        assert (
+            orjson.loads(await big.read())["message"] == "body is 70000 bytes, the limit is 65536"
+        )
+
+        async def chunks() -> Any:  # no Content-Length: the view stops reading at the limit
+            for _ in range(70):
+                yield b"x" * 1000
+
+        chunked = await http.post("/v1/traces", data=chunks(), headers={"Content-Type": PROTO})
+        assert chunked.status == 413
+        assert (
+            status_of(await chunked.read(), PROTO).message == "body is larger, the limit is 65536"
+        )
+
+        bomb = gzip.compress(b"\0" * 10_000_000)
+        assert len(bomb) < 65536
+        inflated = await http.post(
+            "/v1/traces", data=bomb, headers={"Content-Type": PROTO, "Content-Encoding": "gzip"}
+        )
+        assert inflated.status == 413
+        assert (
+            status_of(await inflated.read(), PROTO).message == "body is larger, the limit is 65536"
+        )
+
+        wrong = await http.post("/v1/traces", data=b"{}", headers={"Content-Type": "text/csv"})
+        assert wrong.status == 415 and wrong.headers["Content-Type"] == JSON
+        assert (await http.get("/v1/traces")).status == 405
+    assert len(sink.values) == 1
+
+
+@pytest.mark.kafka
+async def test_post_v1_traces_to_kafka(kafka_bootstrap: str) -> None:
+    """An SDK's OTLP/HTTP export, protobuf and gzip'd JSON, through the web view into
+    a real topic; what the topic holds decodes to the same events."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    topic = f"otlp_spans-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, {topic: 3})
+    settings = OtlpSettings(topic=topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+
+    async def produce(value: bytes) -> None:
+        await producer.send_and_wait(settings.topic, value)
+
+    try:
+        async with TestClient(TestServer(faust_web(OtlpReceiver(settings, produce)))) as http:
+            a = await http.post(
+                "/v1/traces",
+                data=encode_request(agent_run(1), "otlp_proto"),
+                headers={"Content-Type": PROTO},
+            )
+            b = await http.post(
+                "/v1/traces",
+                data=gzip.compress(encode_request(agent_run(3), "otlp_json")),
+                headers={"Content-Type": JSON, "Content-Encoding": "gzip"},
+            )
+            assert (a.status, b.status) == (200, 200)
+            assert orjson.loads(await b.read()) == {}
+    finally:
+        await producer.stop()
+    messages = await _read_topic(kafka_bootstrap, topic, 2)
+    assert len(messages) == 2
+    got = sorted(
+        v
+        for m in messages
+        for v, _ in decode_message(
+            m.value, f"kafka:{topic}/{m.partition}@{m.offset}", settings
+        ).events
+    )
+    want = sorted(
+        v
+        for t in (1, 3)
+        for v, _ in decode_message(encode_request(agent_run(t), "otlp_proto"), "x", settings).events
+    )
+    assert got == want and len(got) == 12

@@ -30,6 +30,8 @@ Interface for the web layer::
 
 ``produce`` must resolve only once Kafka acknowledged the message (for aiokafka:
 ``lambda v: producer.send_and_wait(settings.otlp.topic, v)`` with ``acks="all"``).
+On the worker's Faust web server: ``app.page("/v1/traces")(traces_view(receiver))``
+(``llmpulse.otlp.web``).
 """
 
 from llmpulse.otlp.codec import Encoding, encode_request, parse_request, sniff_encoding

@@ -116,6 +116,14 @@ class OtlpReceiver:
         body = _encode(Status(code=_CODE.get(status, 2), message=message), content_type)
         return OtlpHttpResponse(status, body, content_type)
 
+    def too_large(self, content_type: str | None, size: int | None = None) -> OtlpHttpResponse:
+        """The 413 answer, for a web layer that stopped reading a body past the limit."""
+        media = media_type(content_type)
+        media = media if media in _MEDIA else JSON
+        limit = self.settings.max_body_bytes
+        shown = f"{size} bytes" if size is not None else "larger"
+        return self._status(413, f"body is {shown}, the limit is {limit}", media)
+
     async def export(
         self, body: bytes, content_type: str | None, content_encoding: str | None = None
     ) -> OtlpHttpResponse:
@@ -127,7 +135,7 @@ class OtlpReceiver:
             )
         limit = self.settings.max_body_bytes
         if len(body) > limit:
-            return self._status(413, f"body is {len(body)} bytes, the limit is {limit}", media)
+            return self.too_large(content_type, len(body))
         coding = (content_encoding or "identity").strip().lower()
         if coding in ("gzip", "x-gzip"):
             try:
