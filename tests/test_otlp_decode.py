@@ -610,3 +610,37 @@ def test_codec_round_trip_and_split() -> None:
     assert split_request(req, len(whole), "otlp_proto") == [whole]
     with pytest.raises(SpanTooLarge):
         split_request(req, 100, "otlp_proto")
+
+
+def test_docs_and_example_collector_config_match_the_code() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from llmpulse.otlp.mapping import (
+        GENAI_MARKERS,
+        KEPT_ATTRIBUTES,
+        SOURCES,
+        TTFT_ATTRIBUTES,
+        TTFT_EVENTS,
+    )
+
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "otlp.md").read_text()
+    names = {
+        *GENAI_MARKERS,
+        *KEPT_ATTRIBUTES,
+        *TTFT_EVENTS,
+        *(k for keys in SOURCES.values() for k in keys),
+        *(k for k, _ in TTFT_ATTRIBUTES),
+    }
+    assert sorted(n for n in names if f"`{n}`" not in doc) == []
+
+    config = yaml.safe_load((root / "examples" / "otel-collector.yaml").read_text())
+    kafka = config["exporters"]["kafka"]
+    assert kafka["traces"]["topic"] == OtlpSettings().topic
+    assert kafka["traces"]["encoding"] in ("otlp_proto", "otlp_json")
+    assert kafka["producer"]["max_message_bytes"] <= OtlpSettings().max_body_bytes
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"] and pipeline["exporters"] == ["kafka"]
+    assert set(pipeline["processors"]) <= set(config["processors"])
