@@ -28,6 +28,7 @@ MAPPINGS = {
     "variant": "app.variant",
 }
 MS_2026 = BASE_NS // MS
+GENAI_ATTR = b'"attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}]'
 
 
 def otlp_settings(**kw: Any) -> OtlpSettings:
@@ -469,12 +470,16 @@ def test_values_breaking_the_contract_are_rejected_by_the_validator() -> None:
             "$: must be a JSON object (ExportTraceServiceRequest), got 'list'",
         ),
         (
-            b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}',
+            b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz",'
+            + GENAI_ATTR
+            + b"}]}]}]}",
             {},
             "resourceSpans[0].scopeSpans[0].spans[0].traceId: must be a hex string (OTLP/JSON ids), got 'zz'",
         ),
         (
-            b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}',
+            b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon",'
+            + GENAI_ATTR
+            + b"}]}]}]}",
             {},
             "resourceSpans.scopeSpans.spans.startTimeUnixNano: must be valid OTLP/JSON, got \"invalid literal for int() with base 10: 'soon'\"",
         ),
@@ -494,6 +499,19 @@ def test_malformed_payloads_are_rejected_with_a_reason(
     r = out.rejection
     assert (r.reason, r.source, r.raw) == (reason, SOURCE, payload)
     assert r.category == reason.split(", got", maxsplit=1)[0]
+
+
+def test_json_spans_that_are_not_genai_are_not_parsed() -> None:
+    # json_format is slow: only GenAI spans are parsed; the others are skipped whatever
+    # they hold, at their position.
+    doc = (
+        b'{"resourceSpans":[{"scopeSpans":[{"spans":['
+        b'{"traceId":"zz","startTimeUnixNano":"soon"},'
+        b'{"traceId":"' + b"01" * 16 + b'","spanId":"' + b"02" * 8 + b'",'
+        b'"startTimeUnixNano":"' + str(BASE_NS).encode() + b'",' + GENAI_ATTR + b"}]}]}]}"
+    )
+    out = decode_message(doc, SOURCE, OtlpSettings())
+    assert (out.skipped, out.rejections, [s for _, s in out.events]) == (1, [], [f"{SOURCE}#1"])
 
 
 def test_explicit_encoding_overrides_sniffing() -> None:

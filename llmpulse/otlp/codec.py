@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Literal
 
 import orjson
@@ -74,7 +74,13 @@ def sniff_encoding(value: bytes) -> Encoding:
     return "otlp_json" if head[:1] == b"{" else "otlp_proto"
 
 
-def parse_auto(value: bytes) -> tuple[ExportTraceServiceRequest, Encoding]:
+# Decides from a span's OTLP/JSON attribute keys whether it is worth parsing.
+KeepSpan = Callable[[Iterable[str]], bool]
+
+
+def parse_auto(
+    value: bytes, keep: KeepSpan | None = None
+) -> tuple[ExportTraceServiceRequest, Encoding]:
     """Detect the encoding of one payload and decode it.
 
     A payload that looks like JSON is read as JSON; when that fails and it opens
@@ -83,19 +89,27 @@ def parse_auto(value: bytes) -> tuple[ExportTraceServiceRequest, Encoding]:
     """
     encoding = sniff_encoding(value)
     if encoding == "otlp_proto" or value[:1] != b"\n":
-        return parse_request(value, encoding), encoding
+        return parse_request(value, encoding, keep), encoding
     try:
-        return parse_request(value, "otlp_json"), "otlp_json"
+        return parse_request(value, "otlp_json", keep), "otlp_json"
     except ValidationError:
         pass
     try:
         return parse_request(value, "otlp_proto"), "otlp_proto"
     except ValidationError:
-        return parse_request(value, "otlp_json"), "otlp_json"  # raises, naming JSON
+        return parse_request(value, "otlp_json", keep), "otlp_json"  # raises, naming JSON
 
 
-def parse_request(value: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
-    """Decode one payload; raises ``ValidationError`` when it is not valid OTLP."""
+def parse_request(
+    value: bytes, encoding: Encoding, keep: KeepSpan | None = None
+) -> ExportTraceServiceRequest:
+    """Decode one payload; raises ``ValidationError`` when it is not valid OTLP.
+
+    ``keep`` (JSON only) sees each span's attribute keys; a span it refuses is
+    parsed as an empty ``Span`` in its place (so span positions do not move).
+    ``json_format`` is pure Python and slow, while most spans of a trace are
+    usually not the ones wanted.
+    """
     if encoding == "otlp_proto":
         try:
             return ExportTraceServiceRequest.FromString(value)
@@ -104,7 +118,7 @@ def parse_request(value: bytes, encoding: Encoding) -> ExportTraceServiceRequest
             raise problem(
                 "$", "must be a protobuf ExportTraceServiceRequest", ByteCount(len(value))
             ) from exc
-    return _parse_json(value)
+    return _parse_json(value, keep)
 
 
 class ByteCount(int):
@@ -119,14 +133,14 @@ def _short(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _parse_json(value: bytes) -> ExportTraceServiceRequest:
+def _parse_json(value: bytes, keep: KeepSpan | None) -> ExportTraceServiceRequest:
     try:
         data = orjson.loads(value.removeprefix(_UTF8_BOM))
     except orjson.JSONDecodeError as exc:
         raise problem("$", "must be valid JSON", value[:100].decode("utf-8", "replace")) from exc
     if not isinstance(data, dict):
         raise problem("$", "must be a JSON object (ExportTraceServiceRequest)", type(data).__name__)
-    _ids_hex_to_base64(data)
+    _ids_hex_to_base64(data, keep)
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(
@@ -166,10 +180,21 @@ def _items(data: Any, *keys: str) -> Iterator[tuple[int, dict[str, Any]]]:
             return
 
 
-def _ids_hex_to_base64(data: dict[str, Any]) -> None:
+def _attribute_keys(span: dict[str, Any]) -> Iterator[str]:
+    attrs = span.get("attributes")
+    if isinstance(attrs, list):
+        for kv in attrs:
+            if isinstance(kv, dict) and isinstance(kv.get("key"), str):
+                yield kv["key"]
+
+
+def _ids_hex_to_base64(data: dict[str, Any], keep: KeepSpan | None = None) -> None:
     for r, rs in _items(data, "resourceSpans", "resource_spans"):
         for s, ss in _items(rs, "scopeSpans", "scope_spans"):
             for k, span in _items(ss, "spans"):
+                if keep is not None and not keep(_attribute_keys(span)):
+                    span.clear()
+                    continue
                 where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{k}]"
                 _convert_ids(span, where)
                 for n, link in _items(span, "links"):

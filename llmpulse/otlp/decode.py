@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from llmpulse.errors import FieldProblem, ValidationError
 from llmpulse.otlp.codec import ByteCount, Encoding, parse_auto, parse_request, span_json
-from llmpulse.otlp.mapping import MappingRules, Origin, attr_map, span_event
+from llmpulse.otlp.mapping import MappingRules, Origin, attr_map, is_genai_keys, span_event
 from llmpulse.processors.traces import RawMessage, Rejection, rejection_id
 from llmpulse.settings import OtlpSettings
 
@@ -85,9 +85,9 @@ class OtlpDecoder:
         configured = self.settings.encoding
         try:
             if configured == "auto":
-                request, encoding = parse_auto(value)
+                request, encoding = parse_auto(value, is_genai_keys)
             else:
-                request, encoding = parse_request(value, configured), configured
+                request, encoding = parse_request(value, configured, is_genai_keys), configured
         except ValidationError as error:
             return OtlpDecoded(rejections=[reject(source, value, error)])
         return self.decode_request(request, source, encoding)

@@ -268,6 +268,11 @@ def is_genai(attrs: Attrs) -> bool:
     return not GENAI_MARKERS.isdisjoint(attrs)
 
 
+def is_genai_keys(keys: Iterable[str]) -> bool:
+    """``is_genai`` on attribute keys alone (a span not yet parsed)."""
+    return not GENAI_MARKERS.isdisjoint(keys)
+
+
 def _tokens(value: Any) -> Any:
     """Token counts as integers; anything else is passed on for the validator to name."""
     if isinstance(value, bool):
@@ -530,6 +535,7 @@ __all__ = [
     "as_label",
     "attr_map",
     "is_genai",
+    "is_genai_keys",
     "span_event",
     "value_of",
 ]
