@@ -127,6 +127,51 @@ class PriceSettings(BaseModel):
     file: Path | None = Field(None, description="User price file overriding the shipped table")
 
 
+OtlpField = Literal[
+    "tenant", "team", "endpoint", "prompt_version", "variant", "user_id", "environment"
+]
+
+# Resource and span attributes that name the deployment and the end user in the
+# OpenTelemetry conventions (current name first, then the older one).
+DEFAULT_OTLP_MAPPINGS: dict[OtlpField, list[str]] = {
+    "environment": ["deployment.environment.name", "deployment.environment"],
+    "user_id": ["user.id", "enduser.id"],
+}
+
+
+class OtlpSettings(BaseModel):
+    """OpenTelemetry input: the Collector's Kafka topic and the ``/v1/traces`` receiver."""
+
+    topic: str = Field("otlp_spans", description="Topic the Collector's Kafka exporter writes")
+    encoding: Literal["auto", "otlp_proto", "otlp_json"] = Field(
+        "auto", description="Encoding of otlp_spans messages; auto detects it per message"
+    )
+    mappings: dict[OtlpField, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_OTLP_MAPPINGS.items()},
+        description="Event field <- span or resource attribute(s), first present wins;"
+        " merged over the defaults (an empty list turns a default off)",
+    )
+    copy_attributes: list[str] = Field(
+        default_factory=list, description="More span/resource attributes kept in `attributes`"
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest OTLP payload (message or decompressed body)"
+    )
+    max_message_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest message /v1/traces writes to the topic (splits)"
+    )
+
+    @field_validator("mappings", mode="before")
+    @classmethod
+    def _merge_mappings(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = {k: list(x) for k, x in DEFAULT_OTLP_MAPPINGS.items()}
+        for field, sources in v.items():
+            merged[field] = [sources] if isinstance(sources, str) else sources
+        return merged
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LLMPULSE_",
@@ -147,6 +192,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     alerts: AlertSinkSettings = AlertSinkSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
+    otlp: OtlpSettings = OtlpSettings()
     budgets: list[BudgetSettings] = Field(
         default_factory=list, description="Cost budgets per tenant or team"
     )
@@ -240,6 +286,7 @@ def apply_flags(settings: Settings, flags: dict[str, Any]) -> Settings:
 __all__ = [
     "ClickHouseSettings",
     "KafkaSettings",
+    "OtlpSettings",
     "PriceSettings",
     "SecretStr",
     "Settings",
