@@ -71,6 +71,7 @@ class IngestStats:
     windows: int = 0
     late_events: int = 0
     alert_transitions: int = 0
+    skipped_spans: int = 0  # OTLP spans that are not GenAI operations
     rejected: Counter[str] = field(default_factory=Counter)
     cost_sources: Counter[str] = field(default_factory=Counter)
     unpriced_models: Counter[str] = field(default_factory=Counter)
@@ -86,6 +87,7 @@ class IngestStats:
         self.windows += other.windows
         self.late_events += other.late_events
         self.alert_transitions += other.alert_transitions
+        self.skipped_spans += other.skipped_spans
         self.rejected.update(other.rejected)
         self.cost_sources.update(other.cost_sources)
         self.unpriced_models.update(other.unpriced_models)

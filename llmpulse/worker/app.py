@@ -21,6 +21,8 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from llmpulse.errors import ReadOnlyQueryError, StoreError
+from llmpulse.otlp import OtlpReceiver
+from llmpulse.otlp.web import traces_view
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
 from llmpulse.store.readonly import encode_result, run_readonly
@@ -132,6 +134,7 @@ def create_app(
                     "duplicates": s.duplicates if s else 0,
                     "rejected": s.rejected_total if s else 0,
                     "windows": s.windows if s else 0,
+                    "skipped_spans": s.skipped_spans if s else 0,
                     "partitions": len(runner.tasks) if runner is not None else 0,
                     "store": client.dsn.split("@")[-1],
                 }
@@ -155,9 +158,14 @@ def create_app(
                 return self.json({"error": exc.problem}, status=400)
             return self.bytes(encode_result(result), content_type="application/json")
 
+    async def produce_spans(value: bytes) -> None:
+        # Awaited: the answer to the SDK means the request is durable in Kafka.
+        await app.producer.send_and_wait(settings.otlp.topic, None, value, None, None, None)
+
     app.page("/health")(Health)
     app.page("/metrics")(Metrics)
     app.page("/sql")(Sql)
+    app.page("/v1/traces")(traces_view(OtlpReceiver(settings.otlp, produce_spans)))
     return app, holder
 
 

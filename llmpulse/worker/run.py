@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from llmpulse.devkafka.topics import ensure_topics, partition_counts
+from llmpulse.otlp import OtlpDecoder
 from llmpulse.runtime import Stages, prepare_store, tune_gc
 from llmpulse.settings import Settings
 from llmpulse.store.writer import StoreWriter
@@ -15,11 +16,14 @@ from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Sender, TopologyConfig, To
 log = logging.getLogger("llmpulse.worker")
 
 
-def topology_config(settings: Settings, inputs: dict[str, int]) -> TopologyConfig:
+def topology_config(
+    settings: Settings, inputs: dict[str, int], *, otlp_topic: str | None = None
+) -> TopologyConfig:
     w = settings.worker
     return TopologyConfig(
         app_id=w.app_id,
         inputs=inputs,
+        otlp_topic=otlp_topic,
         partitions=settings.topics.partitions,
         dlq=settings.topics.dlq,
         batch_size=w.batch_size,
@@ -36,9 +40,12 @@ async def prepare_topics(settings: Settings) -> TopologyConfig:
     """Create the input, DLQ, control and internal topics; read the input partitions."""
     t = settings.topics
     bootstrap = settings.kafka.bootstrap
-    await ensure_topics(bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
-    inputs = await partition_counts(bootstrap, [t.traces])
-    config = topology_config(settings, inputs)
+    otlp = settings.otlp.topic
+    await ensure_topics(
+        bootstrap, {t.traces: t.partitions, otlp: t.partitions, t.dlq: t.partitions, t.control: 1}
+    )
+    inputs = await partition_counts(bootstrap, [t.traces, otlp])
+    config = topology_config(settings, inputs, otlp_topic=otlp)
     big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     await ensure_topics(
         bootstrap,
@@ -74,6 +81,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
                 stages,
                 StoreWriter(client),
                 sender,
+                otlp=OtlpDecoder(settings.otlp, store_text=settings.clickhouse.store_text),
                 bootstrap=settings.kafka.bootstrap,
                 client_id=settings.kafka.client_id,
                 on_iteration=metrics.record_iteration,

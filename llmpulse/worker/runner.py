@@ -33,7 +33,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,7 +42,8 @@ import numpy.typing as npt
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from llmpulse.processors.traces import RawMessage
+from llmpulse.otlp import OtlpDecoder
+from llmpulse.processors.traces import RawMessage, Rejection
 from llmpulse.runtime import Stages
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.stages.base import Context, IngestStats, Rows
@@ -85,6 +86,7 @@ class TopologyConfig:
     inputs: dict[str, int]  # input topic -> partitions
     partitions: int  # of each internal topic
     dlq: str
+    otlp_topic: str | None = None  # an input topic of OTLP export requests, not JSON events
     batch_size: int = 5000
     poll_s: float = 0.2
     commit_interval_s: float = 2.0
@@ -241,6 +243,7 @@ class TopologyRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         wall: Callable[[], float] = time.time,
         on_iteration: Callable[[IngestStats, float], None] | None = None,
+        otlp: OtlpDecoder | None = None,
     ) -> None:
         self.config = config
         self.stages = stages
@@ -251,6 +254,7 @@ class TopologyRunner:
         self.clock = clock
         self.wall = wall
         self.on_iteration = on_iteration
+        self.otlp = otlp
         self.intake: Intake = stages.intake()
         # Stage instances used only for their keys() (routing needs no state).
         self._traces_keys = stages.traces()
@@ -440,7 +444,12 @@ class TopologyRunner:
                 )
                 for m in msgs
             ]
+            decoded: list[Rejection] = []
+            if self.otlp is not None and st.tp.topic == cfg.otlp_topic:
+                raw, decoded = self._spans(raw, plan.stats)
             validated = self.intake.validate(raw)
+            if decoded:
+                validated = replace(validated, rejections=decoded + validated.rejections)
             out = self.intake.process(validated, Context(now, wall, stats=plan.stats, task=st.name))
             plan.rows.extend((r, st.lineage) for r in out.rows)
             for rej in validated.rejections:
@@ -490,6 +499,20 @@ class TopologyRunner:
             _Message(cfg.events_topic, b"", partition=q, headers=headers) for q in range(n)
         )
         st.last_report, st.last_report_wall = report, wall
+
+    def _spans(
+        self, raw: list[RawMessage], stats: IngestStats
+    ) -> tuple[list[RawMessage], list[Rejection]]:
+        """OTLP export requests -> one message per GenAI span, and rejected payloads."""
+        assert self.otlp is not None
+        events: list[RawMessage] = []
+        rejections: list[Rejection] = []
+        for m in raw:
+            out = self.otlp.decode(m.value, m.source)
+            events.extend(out.messages())
+            rejections.extend(out.rejections)
+            stats.skipped_spans += out.skipped
+        return events, rejections
 
     @staticmethod
     def _messages(

@@ -1,0 +1,116 @@
+"""OTLP into a running worker: the Collector's Kafka topic (both encodings, unkeyed)
+and the worker's own ``POST /v1/traces``, down to ``traces`` rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from llmpulse.devkafka.broker import free_port
+from llmpulse.devkafka.topics import ensure_topics_sync
+from llmpulse.otlp import encode_request
+from llmpulse.worker.process import WorkerProcess
+from tests.otlp_builders import agent_run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    name = f"otlp-{uuid.uuid4().hex[:8]}"
+    ensure_topics_sync(kafka_bootstrap, {name + "-spans": 2})
+    port = free_port()
+    env = {
+        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LLMPULSE_TOPICS_TRACES": name,
+        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
+        "LLMPULSE_TOPICS_CONTROL": name + ".control",
+        "LLMPULSE_TOPICS_PARTITIONS": "2",
+        "LLMPULSE_OTLP_TOPIC": name + "-spans",
+        "LLMPULSE_WORKER_APP_ID": name,
+        "LLMPULSE_WORKER_WEB_PORT": str(port),
+        "LLMPULSE_DATA_DIR": str(tmp_path / "data"),
+        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
+    }
+    w = WorkerProcess(env, tmp_path / "worker.log", web_port=port)
+    w.env = env
+    w.start()
+    w.wait_healthy()
+    yield w
+    w.stop()
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    async def go() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await p.start()
+        try:
+            for v in values:
+                await p.send(topic, v)  # no key, as the Collector's exporter
+            await p.flush()
+        finally:
+            await p.stop()
+
+    asyncio.run(go())
+
+
+def post(url: str, body: bytes, content_type: str) -> int:
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": content_type}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return int(resp.status)
+
+
+def test_collector_topic_and_http_receiver_become_traces_rows(
+    worker: WorkerProcess, kafka_bootstrap: str
+) -> None:
+    topic = worker.env["LLMPULSE_OTLP_TOPIC"]
+    produce(
+        kafka_bootstrap,
+        topic,
+        [
+            encode_request(agent_run(1), "otlp_proto"),
+            encode_request(agent_run(11), "otlp_json"),
+            b"\x0a\xff garbage that is no export request",
+        ],
+    )
+    assert post(worker.url + "/v1/traces", encode_request(agent_run(21), "otlp_proto"),
+                "application/x-protobuf") == 200  # fmt: skip
+    assert post(worker.url + "/v1/traces", encode_request(agent_run(31), "otlp_json"),
+                "application/json") == 200  # fmt: skip
+    # 4 payloads x 6 GenAI spans; 2 HTTP/DB spans each are skipped; the garbage is rejected.
+    worker.wait_for("SELECT count() FROM traces", 24)
+    worker.wait_for("SELECT count() FROM rejected_events", 1)
+    assert worker.health()["skipped_spans"] == 8
+
+    names, rows = worker.sql(
+        "SELECT event_id, model, provider, input_tokens, output_tokens, trace_id, span_id, "
+        "parent_span_id, operation, round(latency_ms, 3) AS latency_ms FROM traces "
+        "WHERE span_id = '0000000000000002' ORDER BY trace_id"
+    )
+    got = [dict(zip(names, r, strict=True)) for r in rows]
+    assert [g["trace_id"][-2:] for g in got] == ["01", "0b", "15", "1f"]
+    first = got[0]
+    assert first["event_id"] == f"{first['trace_id']}-{first['span_id']}"
+    assert (first["model"], first["provider"]) == ("gpt-4o", "openai")
+    assert (first["input_tokens"], first["output_tokens"]) == (1200, 300)
+    assert (first["parent_span_id"], first["operation"]) == ("0000000000000001", "chat")
+    assert first["latency_ms"] == 812.5
+
+    # The Collector redelivers a payload: still each span once.
+    produce(kafka_bootstrap, topic, [encode_request(agent_run(1), "otlp_proto")])
+    deadline = time.monotonic() + 60
+    while worker.health()["duplicates"] < 6 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert worker.scalar("SELECT count() FROM traces") == 24
+    reasons = json.dumps(worker.sql("SELECT reason FROM rejected_events")[1])
+    assert "$" in reasons or "protobuf" in reasons.lower()
