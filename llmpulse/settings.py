@@ -116,6 +116,35 @@ class BudgetSettings(BaseModel):
     limit_usd: float = Field(gt=0)
 
 
+PrivacyMode = Literal["off", "mask", "hash", "drop"]
+
+
+class PrivacySettings(BaseModel):
+    """PII redaction before anything is written (docs/security.md).
+
+    ``modes`` sets a mode per PII type and ``fields`` per field and type
+    (``{"response": {"phone": "drop", "*": "mask"}}``); the most specific wins.
+    """
+
+    redact: bool = Field(True, description="Redact PII in stored text and attribute values")
+    default_mode: PrivacyMode = Field("mask", description="off, mask, hash or drop")
+    modes: dict[str, PrivacyMode] = Field(
+        default_factory=dict, description="Mode per PII type (email, phone, card, iban...)"
+    )
+    fields: dict[str, dict[str, PrivacyMode]] = Field(
+        default_factory=dict,
+        description="Mode per field (prompt, response, attributes, raw) and type ('*': any)",
+    )
+    hash_key: SecretStr | None = Field(
+        None, description="HMAC key of the 'hash' mode and of user_id pseudonyms"
+    )
+    pseudonymise_user_id: bool = Field(False, description="Store a keyed hash of user_id")
+    phone_regions: list[str] = Field(
+        ["US", "GB", "DE", "FR", "IN"],
+        description="Regions whose national phone formats are recognised",
+    )
+
+
 class PriceSettings(BaseModel):
     file: Path | None = Field(None, description="User price file overriding the shipped table")
 
@@ -136,6 +165,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
     prices: PriceSettings = PriceSettings()
+    privacy: PrivacySettings = PrivacySettings()
     windows: WindowSettings = WindowSettings()
     drift: DriftSettings = DriftSettings()
     alerts: AlertSinkSettings = AlertSinkSettings()
@@ -234,6 +264,7 @@ __all__ = [
     "ClickHouseSettings",
     "KafkaSettings",
     "PriceSettings",
+    "PrivacySettings",
     "SecretStr",
     "Settings",
     "TopicSettings",

@@ -119,6 +119,17 @@ MIGRATIONS += (
     Migration(4, "drift events, window scores and baselines", DRIFT_DDL),
 )
 
+MIGRATIONS += (
+    Migration(
+        7,
+        "redaction counts per trace",
+        (
+            "ALTER TABLE traces ADD COLUMN IF NOT EXISTS redactions"
+            " Map(LowCardinality(String), UInt32)",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,285 @@
+"""Built-in PII detectors: where personal data and secrets sit in a text.
+
+Each detector is a regular expression for candidates plus, where a format has
+one, the check that real values pass: payment cards the Luhn checksum, IBANs
+their mod-97 checksum (``python-stdnum``), phone numbers libphonenumber's rules
+for the configured regions (``phonenumbers``), IP addresses the ``ipaddress``
+parser. The checks keep order numbers, dates, versions and timestamps out of
+the results, so masking does not eat ordinary text.
+
+A match carries its type, its span and a normalised value (for keyed hashing:
+the same e-mail in two spellings hashes the same).
+
+>>> d = Detector()
+>>> [(m.kind, m.value) for m in d.find("mail ann@example.com or call +44 20 7946 0958")]
+[('email', 'ann@example.com'), ('phone', '+442079460958')]
+>>> [m.kind for m in d.find("card 4111 1111 1111 1111, not 4111 1111 1111 1112")]
+['card']
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import phonenumbers
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+
+EMAIL: Final = "email"
+PHONE: Final = "phone"
+CARD: Final = "card"
+IBAN: Final = "iban"
+IPV4: Final = "ipv4"
+IPV6: Final = "ipv6"
+API_KEY: Final = "api_key"
+BEARER_TOKEN: Final = "bearer_token"
+JWT: Final = "jwt"
+
+# Listed in precedence order: when two detections overlap and start at the same
+# place with the same length, the earlier type names it.
+PII_TYPES: Final[tuple[str, ...]] = (
+    JWT,
+    BEARER_TOKEN,
+    API_KEY,
+    EMAIL,
+    IBAN,
+    CARD,
+    IPV6,
+    IPV4,
+    PHONE,
+)
+_RANK: Final = {t: i for i, t in enumerate(PII_TYPES)}
+
+# Regions whose national phone formats are recognised when none is configured
+# (numbers written with +CC or 00CC are recognised whatever the region).
+DEFAULT_PHONE_REGIONS: Final[tuple[str, ...]] = ("US", "GB", "DE", "FR", "IN")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    kind: str
+    start: int
+    end: int
+    value: str  # normalised, the input of keyed hashing
+
+
+_LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"
+_EMAIL_RE: Final = re.compile(
+    rf"(?<!{_LOCAL}){_LOCAL}+@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_](?:[\w-]*[^\W_])?(?![\w-])"
+)
+_API_KEY_RE: Final = re.compile(
+    r"(?<![\w-])(?:"
+    r"sk-[A-Za-z0-9_-]{20,}"  # OpenAI, Anthropic (sk-ant-...), DeepSeek...
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}"  # AWS access key ids
+    r"|gh[pousr]_[A-Za-z0-9]{36,}"  # GitHub
+    r"|github_pat_[A-Za-z0-9_]{40,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google
+    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r")(?![\w-])"
+)
+_API_KEY_HINTS: Final = ("sk-", "k_live_", "k_test_", "AKIA", "ASIA", "gh", "xox", "AIza", "hf_")
+# RFC 6750 token68; the scheme name is case-insensitive. Sixteen characters at
+# least, so prose ("the bearer of ...") is not a token.
+_BEARER_RE: Final = re.compile(r"(?i:\bbearer)[ \t]+([A-Za-z0-9\-._~+/]{16,}=*)(?![\w\-.~+/=])")
+_JWT_RE: Final = re.compile(
+    r"(?<![\w-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?![\w-])"
+)
+_CARD_RE: Final = re.compile(
+    r"(?<!\d)(?:"
+    r"\d{13,19}"
+    r"|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?"  # 16 and 19 digits in fours
+    r"|\d{4}([ -])\d{6}\2\d{5}"  # American Express 4-6-5
+    r"|\d{4}([ -])\d{6}\3\d{4}"  # Diners 4-6-4
+    r")(?!\d)"
+)
+_IBAN_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?"
+    r"(?![A-Za-z0-9])"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4_RE: Final = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\w)")
+_IPV6_RE: Final = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,8}"
+    r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[0-9A-Za-z]+)?(?![\w:]|\.\d)"
+)
+# Digit runs that may hold a phone number: 7 to 15 digits with the usual
+# separators; libphonenumber then finds (and validates) the numbers inside.
+_PHONE_WINDOW_RE: Final = re.compile(r"(?<![\w+])(?:\+|\(\+?)?\d[\d \t().\-/]{5,24}\d(?![\w])")
+_DIGIT_RE: Final = re.compile(r"\d")
+
+
+def luhn_ok(digits: str) -> bool:
+    """The payment card checksum.
+
+    >>> luhn_ok("4111111111111111"), luhn_ok("4111111111111112")
+    (True, False)
+    """
+    return bool(_luhn.is_valid(digits))
+
+
+def iban_ok(text: str) -> bool:
+    """The IBAN check: country format and mod-97 checksum.
+
+    >>> iban_ok("GB82 WEST 1234 5698 7654 32"), iban_ok("GB82 WEST 1234 5698 7654 33")
+    (True, False)
+    """
+    return bool(_iban.is_valid(text))
+
+
+class Detector:
+    """Finds PII of the given types in a text; thread-safe (no mutable state)."""
+
+    def __init__(
+        self,
+        types: Iterable[str] = PII_TYPES,
+        *,
+        phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+    ) -> None:
+        wanted = set(types)
+        unknown = wanted - set(PII_TYPES)
+        if unknown:
+            raise ValueError(f"unknown PII types {sorted(unknown)}; known: {list(PII_TYPES)}")
+        self.types = tuple(t for t in PII_TYPES if t in wanted)
+        self.phone_regions = tuple(r.upper() for r in phone_regions) or ("ZZ",)
+        bad = [
+            r for r in self.phone_regions if r != "ZZ" and r not in phonenumbers.SUPPORTED_REGIONS
+        ]
+        if bad:
+            raise ValueError(f"unknown phone regions {bad} (ISO 3166 codes such as US, GB)")
+        finders: dict[str, Callable[[str, bool], Iterator[Match]]] = {
+            EMAIL: self._emails,
+            PHONE: self._phones,
+            CARD: self._cards,
+            IBAN: self._ibans,
+            IPV4: self._ipv4,
+            IPV6: self._ipv6,
+            API_KEY: self._api_keys,
+            BEARER_TOKEN: self._bearer,
+            JWT: self._jwts,
+        }
+        self._finders = [finders[t] for t in self.types]
+
+    def find(self, text: str) -> list[Match]:
+        """Non-overlapping matches in text order (the earliest, then the longest wins)."""
+        has_digit = _DIGIT_RE.search(text) is not None
+        found: list[Match] = []
+        for finder in self._finders:
+            found.extend(finder(text, has_digit))
+        if len(found) < 2:
+            return found
+        found.sort(key=lambda m: (m.start, m.start - m.end, _RANK[m.kind]))
+        out = [found[0]]
+        for m in found[1:]:
+            if m.start >= out[-1].end:
+                out.append(m)
+        return out
+
+    # Each finder gets the text and whether it has a digit at all: most texts are
+    # excluded by a substring test before any regular expression runs.
+
+    @staticmethod
+    def _emails(text: str, has_digit: bool) -> Iterator[Match]:
+        if "@" not in text:
+            return
+        for m in _EMAIL_RE.finditer(text):
+            yield Match(EMAIL, m.start(), m.end(), m.group().lower())
+
+    @staticmethod
+    def _api_keys(text: str, has_digit: bool) -> Iterator[Match]:
+        if not any(h in text for h in _API_KEY_HINTS):
+            return
+        for m in _API_KEY_RE.finditer(text):
+            yield Match(API_KEY, m.start(), m.end(), m.group())
+
+    @staticmethod
+    def _bearer(text: str, has_digit: bool) -> Iterator[Match]:
+        if "earer" not in text and "EARER" not in text:
+            return
+        for m in _BEARER_RE.finditer(text):
+            yield Match(BEARER_TOKEN, m.start(1), m.end(1), m.group(1))
+
+    @staticmethod
+    def _jwts(text: str, has_digit: bool) -> Iterator[Match]:
+        if "eyJ" not in text:
+            return
+        for m in _JWT_RE.finditer(text):
+            yield Match(JWT, m.start(), m.end(), m.group())
+
+    @staticmethod
+    def _cards(text: str, has_digit: bool) -> Iterator[Match]:
+        if not has_digit:
+            return
+        for m in _CARD_RE.finditer(text):
+            digits = re.sub(r"\D", "", m.group())
+            if luhn_ok(digits):
+                yield Match(CARD, m.start(), m.end(), digits)
+
+    @staticmethod
+    def _ibans(text: str, has_digit: bool) -> Iterator[Match]:
+        if not has_digit:
+            return
+        for m in _IBAN_RE.finditer(text):
+            # Groups of four may run on into the next word ("... 3000 from"):
+            # drop trailing space-separated groups until the checksum holds.
+            candidate = m.group()
+            while True:
+                compact = candidate.replace(" ", "").upper()
+                if iban_ok(compact):
+                    yield Match(IBAN, m.start(), m.start() + len(candidate), compact)
+                    break
+                cut = candidate.rfind(" ")
+                if cut < 0 or len(compact) <= 15:
+                    break
+                candidate = candidate[:cut]
+
+    @staticmethod
+    def _ipv4(text: str, has_digit: bool) -> Iterator[Match]:
+        if not has_digit or "." not in text:
+            return
+        for m in _IPV4_RE.finditer(text):
+            yield Match(IPV4, m.start(), m.end(), m.group())
+
+    @staticmethod
+    def _ipv6(text: str, has_digit: bool) -> Iterator[Match]:
+        if "::" not in text and text.count(":") < 7:
+            return
+        for m in _IPV6_RE.finditer(text):
+            raw = m.group()
+            if sum(c.isalnum() for c in raw.split("%", 1)[0]) < 4:
+                # "::", "::1" or "a::b" are punctuation, loopback or code (Rust,
+                # C++ paths) far more often than someone's address.
+                continue
+            try:
+                addr = ipaddress.IPv6Address(raw.split("%", 1)[0])
+            except ValueError:
+                continue
+            yield Match(IPV6, m.start(), m.end(), addr.compressed)
+
+    def _phones(self, text: str, has_digit: bool) -> Iterator[Match]:
+        if not has_digit:
+            return
+        for w in _PHONE_WINDOW_RE.finditer(text):
+            window = w.group()
+            if not 7 <= sum(c.isdigit() for c in window) <= 17:
+                continue
+            seen: list[tuple[int, int]] = []
+            for region in self.phone_regions:
+                for pm in phonenumbers.PhoneNumberMatcher(
+                    window, region, leniency=phonenumbers.Leniency.VALID
+                ):
+                    span = (pm.start, pm.end)
+                    if any(s < span[1] and span[0] < e for s, e in seen):
+                        continue
+                    seen.append(span)
+                    e164 = phonenumbers.format_number(
+                        pm.number, phonenumbers.PhoneNumberFormat.E164
+                    )
+                    yield Match(PHONE, w.start() + pm.start, w.start() + pm.end, e164)
+                if window.startswith(("+", "(+")):
+                    break  # an international number reads the same from any region
