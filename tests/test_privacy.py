@@ -145,6 +145,23 @@ def test_planted_value_is_masked_and_the_text_around_survives(
     assert out.counts == {kind: 1}
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.lists(st.sampled_from(PII_TYPES), min_size=1, max_size=6),
+       st.lists(words, min_size=6, max_size=12))  # fmt: skip
+def test_long_texts_searched_in_windows_lose_nothing(
+    data: st.DataObject, kinds: list[str], fillers: list[list[str]]
+) -> None:
+    # Texts over 512 characters are searched only around digits, '@' and ':'.
+    filler = [" ".join(f * 20) for f in fillers]
+    parts, expected = [filler[0]], [filler[0]]
+    for i, kind in enumerate(kinds):
+        written, secret = _plant(kind, data.draw(PLANTED[kind]))
+        parts += [written, filler[(i + 1) % len(filler)]]
+        expected += [written.replace(secret, f"[{kind.upper()}]"), filler[(i + 1) % len(filler)]]
+    out = Redactor(RedactionPolicy()).redact("\n".join(parts), "prompt")
+    assert out.text == "\n".join(expected)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.sampled_from(PII_TYPES), st.sampled_from(["mask", "hash", "drop"]),
        st.text(max_size=40), st.text(max_size=40))  # fmt: skip

@@ -83,19 +83,23 @@ _API_KEY_RE: Final = re.compile(
     r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
     r")(?![\w-])"
 )
-_API_KEY_HINTS: Final = ("sk-", "k_live_", "k_test_", "AKIA", "ASIA", "gh", "xox", "AIza", "hf_")
+_API_KEY_HINTS: Final = (
+    "sk-", "k_live_", "k_test_", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+    "github_pat_", "xox", "AIza", "hf_",
+)  # fmt: skip
 # RFC 6750 token68; the scheme name is case-insensitive. Sixteen characters at
 # least, so prose ("the bearer of ...") is not a token.
 _BEARER_RE: Final = re.compile(r"(?i:\bbearer)[ \t]+([A-Za-z0-9\-._~+/]{16,}=*)(?![\w\-.~+/=])")
 _JWT_RE: Final = re.compile(
     r"(?<![\w-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?![\w-])"
 )
+# The first digit comes before the look-behind so the engine can skip to digits.
 _CARD_RE: Final = re.compile(
-    r"(?<!\d)(?:"
-    r"\d{13,19}"
-    r"|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?"  # 16 and 19 digits in fours
-    r"|\d{4}([ -])\d{6}\2\d{5}"  # American Express 4-6-5
-    r"|\d{4}([ -])\d{6}\3\d{4}"  # Diners 4-6-4
+    r"\d(?<!\d\d)(?:"
+    r"\d{12,18}"
+    r"|\d{3}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?"  # 16 and 19 digits in fours
+    r"|\d{3}([ -])\d{6}\2\d{5}"  # American Express 4-6-5
+    r"|\d{3}([ -])\d{6}\3\d{4}"  # Diners 4-6-4
     r")(?!\d)"
 )
 _IBAN_RE: Final = re.compile(
@@ -108,10 +112,66 @@ _IPV6_RE: Final = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)?(?::[0-9A-Fa-f]{0,4}){2,8}"
     r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[0-9A-Za-z]+)?(?![\w:]|\.\d)"
 )
-# Digit runs that may hold a phone number: 7 to 15 digits with the usual
-# separators; libphonenumber then finds (and validates) the numbers inside.
-_PHONE_WINDOW_RE: Final = re.compile(r"(?<![\w+])(?:\+|\(\+?)?\d[\d \t().\-/]{5,24}\d(?![\w])")
+# Phone numbers take one of three shapes before libphonenumber validates them:
+# international (+CC or 00CC), North American ((201) 555-0123, 201-555-0123), or
+# national with a trunk 0 (0121 234 5678, 01 23 45 67 89, 030 123456). Bare digit
+# runs without these shapes are ids, amounts and timestamps far more often.
+_PHONE_SEP = r"[ .\-/]"
+_PHONE_RE: Final = re.compile(
+    r"(?<![\w+])(?:"
+    rf"(?:\+|\b00)[1-9]\d{{0,3}}(?:{_PHONE_SEP}?\(?\d{{1,5}}\)?){{1,6}}"
+    rf"|(?:\(\d{{3}}\)[ ]?|\d{{3}}{_PHONE_SEP})\d{{3}}{_PHONE_SEP}\d{{4}}"
+    rf"|\(?0\d{{1,5}}\)?(?:{_PHONE_SEP}?\d{{2,8}}){{1,4}}"
+    r")(?!\w)"
+)
+_PHONE_GROUP_END: Final = re.compile(r"[ .\-/(][\d()]*$")
 _DIGIT_RE: Final = re.compile(r"\d")
+# Every value of the detectors that run in windows holds one of these: a digit
+# (phone, card, IBAN, IPv4), '@' (e-mail) or ':' (IPv6). Tokens and keys are
+# found by their literal prefixes over the whole text instead.
+_INTEREST_RE: Final = re.compile(r"[\d@:]")
+_WINDOWED_ABOVE: Final = 512
+# Context kept on each side of an interesting character: longer than any value
+# made of several words (a grouped IBAN is at most 42 characters), then widened
+# to whitespace so a word is never cut.
+_MARGIN: Final = 64
+_SPACE_RE: Final = re.compile(r"\s")
+_LAST_SPACE_RE: Final = re.compile(r"\s(?=\S*\Z)")
+
+
+def _windows(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of ``text`` around its interesting characters, merged when they touch."""
+    n = len(text)
+    search = _INTEREST_RE.search
+    m = search(text)
+    lo = hi = -1
+    while m is not None:
+        p = m.start()
+        a = max(0, p - _MARGIN)
+        if hi < 0 or a > hi:
+            if hi >= 0:
+                yield lo, hi
+            lo = _word_start(text, a)
+        hi = _word_end(text, min(n, p + 1 + _MARGIN))
+        m = search(text, hi)  # jump: everything before hi is in the window already
+    if hi >= 0:
+        yield lo, hi
+
+
+def _word_start(text: str, pos: int) -> int:
+    """Where the whitespace-delimited word holding ``pos`` starts."""
+    for lo in (max(0, pos - 256), 0):
+        m = _LAST_SPACE_RE.search(text, lo, pos)
+        if m is not None:
+            return m.end()
+        if lo == 0:
+            break
+    return 0
+
+
+def _word_end(text: str, pos: int) -> int:
+    m = _SPACE_RE.search(text, pos)
+    return m.start() if m is not None else len(text)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -163,14 +223,24 @@ class Detector:
             BEARER_TOKEN: self._bearer,
             JWT: self._jwts,
         }
-        self._finders = [finders[t] for t in self.types]
+        tokens = (API_KEY, BEARER_TOKEN, JWT)
+        self._token_finders = [finders[t] for t in self.types if t in tokens]
+        self._window_finders = [finders[t] for t in self.types if t not in tokens]
 
     def find(self, text: str) -> list[Match]:
         """Non-overlapping matches in text order (the earliest, then the longest wins)."""
-        has_digit = _DIGIT_RE.search(text) is not None
         found: list[Match] = []
-        for finder in self._finders:
-            found.extend(finder(text, has_digit))
+        for finder in self._token_finders:
+            found.extend(finder(text, False))
+        if self._window_finders:
+            if len(text) <= _WINDOWED_ABOVE:
+                found.extend(self._in_window(text, 0))
+            else:
+                # A long text is searched only around the characters these values
+                # need, in windows widened to whole words: prose between them
+                # costs one scan instead of one per detector.
+                for lo, hi in _windows(text):
+                    found.extend(self._in_window(text[lo:hi], lo))
         if len(found) < 2:
             return found
         found.sort(key=lambda m: (m.start, m.start - m.end, _RANK[m.kind]))
@@ -179,6 +249,15 @@ class Detector:
             if m.start >= out[-1].end:
                 out.append(m)
         return out
+
+    def _in_window(self, text: str, offset: int) -> list[Match]:
+        has_digit = _DIGIT_RE.search(text) is not None
+        found: list[Match] = []
+        for finder in self._window_finders:
+            found.extend(finder(text, has_digit))
+        if offset:
+            found = [Match(m.kind, m.start + offset, m.end + offset, m.value) for m in found]
+        return found
 
     # Each finder gets the text and whether it has a digit at all: most texts are
     # excluded by a substring test before any regular expression runs.
@@ -264,22 +343,32 @@ class Detector:
     def _phones(self, text: str, has_digit: bool) -> Iterator[Match]:
         if not has_digit:
             return
-        for w in _PHONE_WINDOW_RE.finditer(text):
-            window = w.group()
-            if not 7 <= sum(c.isdigit() for c in window) <= 17:
+        for m in _PHONE_RE.finditer(text):
+            # The last group may belong to the next number or word ("... 5678 12
+            # items"): drop trailing groups until a valid number remains.
+            candidate = m.group()
+            while sum(c.isdigit() for c in candidate) >= 7:
+                e164 = self._valid_phone(candidate)
+                if e164 is not None:
+                    yield Match(PHONE, m.start(), m.start() + len(candidate), e164)
+                    break
+                cut = _PHONE_GROUP_END.search(candidate)
+                if cut is None:
+                    break
+                candidate = candidate[: cut.start()]
+
+    def _valid_phone(self, candidate: str) -> str | None:
+        digits = sum(c.isdigit() for c in candidate)
+        if digits > 17:
+            return None
+        international = candidate.startswith(("+", "00"))
+        for region in ("ZZ",) if international else self.phone_regions:
+            try:
+                number = phonenumbers.parse(
+                    "+" + candidate[2:] if candidate.startswith("00") else candidate, region
+                )
+            except phonenumbers.NumberParseException:
                 continue
-            seen: list[tuple[int, int]] = []
-            for region in self.phone_regions:
-                for pm in phonenumbers.PhoneNumberMatcher(
-                    window, region, leniency=phonenumbers.Leniency.VALID
-                ):
-                    span = (pm.start, pm.end)
-                    if any(s < span[1] and span[0] < e for s, e in seen):
-                        continue
-                    seen.append(span)
-                    e164 = phonenumbers.format_number(
-                        pm.number, phonenumbers.PhoneNumberFormat.E164
-                    )
-                    yield Match(PHONE, w.start() + pm.start, w.start() + pm.end, e164)
-                if window.startswith(("+", "(+")):
-                    break  # an international number reads the same from any region
+            if phonenumbers.is_valid_number(number):
+                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None
