@@ -14,7 +14,6 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -24,7 +23,7 @@ from pydantic_settings import (
 )
 
 from llmpulse.alerts.config import AlertSinkSettings, PagerDutySettings
-from llmpulse.errors import ConfigError
+from llmpulse.errors import ConfigError, mask_dsn
 
 DEFAULT_CONFIG_FILE = Path("llmpulse.toml")
 
@@ -46,6 +45,19 @@ class KafkaSettings(BaseModel):
     bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,...]")
     client_id: str = "llmpulse"
     local_port: int = Field(9092, description="Port of the broker `llmpulse kafka start` runs")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with a SASL_* protocol)"
+    )
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certs")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS)")
+    ssl_password: SecretStr | None = Field(None, description="Password of the client key")
+    ssl_check_hostname: bool = Field(True, description="Check the brokers' host names")
 
 
 class TopicSettings(BaseModel):
@@ -72,8 +84,20 @@ class WorkerSettings(BaseModel):
     app_id: str = Field("llmpulse", description="Consumer group and Faust app id")
     batch_size: int = Field(5000, ge=1, description="Events per ClickHouse insert")
     flush_interval_s: float = Field(1.0, gt=0, description="Longest wait before a partial batch")
-    web_host: str = "127.0.0.1"
+    web_host: str = Field(
+        "127.0.0.1", description="Bind address; anything but loopback needs worker.token"
+    )
     web_port: int = Field(6066, description="Worker HTTP port: /health, /metrics, /sql")
+    token: SecretStr | None = Field(
+        None, description="Bearer token every endpoint but /health requires (full access)"
+    )
+    tenant_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Tenant -> bearer token that reads only that tenant's rows through /sql",
+    )
+    sql_max_execution_s: float = Field(
+        60.0, gt=0, description="Longest a read-only query may run (/sql, llmpulse sql)"
+    )
     dedup_cache: int = Field(1_000_000, ge=0, description="Recent event ids kept in memory")
 
 
@@ -203,20 +227,13 @@ class Settings(BaseSettings):
         return self.sql_url or f"http://{self.worker.web_host}:{self.worker.web_port}"
 
     def masked(self) -> dict[str, Any]:
-        """Effective settings as plain data, with passwords in DSNs masked."""
+        """Effective settings as plain data: secrets (``SecretStr``) show as
+        ``**********`` and passwords in URLs as ``***``."""
         data = self.model_dump(mode="json")
         data["clickhouse"]["dsn"] = mask_dsn(self.clickhouse_dsn)
+        if self.sql_url:
+            data["sql_url"] = mask_dsn(self.sql_url)
         return data
-
-
-def mask_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
 
 
 def load_settings(config: Path | None = None) -> Settings:
