@@ -79,6 +79,11 @@ class ClickHouseSettings(BaseModel):
     )
     store_text: bool = Field(False, description="Store prompt and response text in traces")
 
+    def __repr_args__(self) -> Any:
+        # reprs end up in logs and tracebacks: never with the DSN's password
+        for name, value in super().__repr_args__():
+            yield name, (mask_dsn(value) if name == "dsn" and value else value)
+
 
 class WorkerSettings(BaseModel):
     app_id: str = Field("llmpulse", description="Consumer group and Faust app id")
