@@ -24,6 +24,12 @@ from pydantic_settings import (
 
 from llmpulse.alerts.config import AlertSinkSettings, PagerDutySettings
 from llmpulse.errors import ConfigError, mask_dsn
+from llmpulse.schemas.event import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_TEXT_CHARS,
+    MAX_EMBEDDING_DIM,
+    EventLimits,
+)
 
 DEFAULT_CONFIG_FILE = Path("llmpulse.toml")
 
@@ -145,6 +151,27 @@ class BudgetSettings(BaseModel):
     limit_usd: float = Field(gt=0)
 
 
+class LimitSettings(BaseModel):
+    """Limits on hostile or broken input (docs/security.md). Active series are
+    capped by ``windows.max_series``; OTLP request bodies by the OTLP receiver."""
+
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, ge=256, description="Largest accepted event (bytes of JSON)"
+    )
+    max_text_chars: int = Field(
+        DEFAULT_MAX_TEXT_CHARS, ge=0, description="Longest prompt or response (characters)"
+    )
+    max_embedding_dim: int = Field(
+        MAX_EMBEDDING_DIM,
+        ge=1,
+        le=MAX_EMBEDDING_DIM,
+        description="Most components of a prompt or response embedding",
+    )
+
+    def event_limits(self) -> EventLimits:
+        return EventLimits(self.max_event_bytes, self.max_text_chars, self.max_embedding_dim)
+
+
 PrivacyMode = Literal["off", "mask", "hash", "drop"]
 
 
@@ -195,6 +222,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     prices: PriceSettings = PriceSettings()
     privacy: PrivacySettings = PrivacySettings()
+    limits: LimitSettings = LimitSettings()
     windows: WindowSettings = WindowSettings()
     drift: DriftSettings = DriftSettings()
     alerts: AlertSinkSettings = AlertSinkSettings()
@@ -285,6 +313,7 @@ def apply_flags(settings: Settings, flags: dict[str, Any]) -> Settings:
 __all__ = [
     "ClickHouseSettings",
     "KafkaSettings",
+    "LimitSettings",
     "PriceSettings",
     "PrivacySettings",
     "SecretStr",
