@@ -143,6 +143,14 @@ class TraceEvent(BaseModel):
             data["timestamp"] = _epoch_ms(ts)
         return data
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: Any) -> Any:
+        # JSON true equals 1 in Python, and would pass as version 1.
+        if isinstance(v, bool):
+            raise ValueError("must be 1")
+        return v
+
     @field_validator("timestamp")
     @classmethod
     def _plausible_time(cls, v: datetime) -> datetime:
