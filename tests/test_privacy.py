@@ -207,6 +207,8 @@ def test_ordinary_numbers_are_not_pii() -> None:
         "On 2026-01-01 at 12:30:45 (ts 1767225600000) order 123456 cost $12.50 for 3 items;"
         " version 1.2.3, build 20260101, std::vector<int>, a::b, MAC 00:1a:2b:3c:4d:5e,"
         " ratio 3/4, 99.9% uptime, card ending 1111, the bearer of this letter."
+        " Due 01-19-2026 00:52 or 05.06.2026 12:30 or 19.01.2026; ts 01:02:03.456789;"
+        " zip 02139, id 0445760, pages 0123-4567."
     )
     assert Detector().find(text) == []
 

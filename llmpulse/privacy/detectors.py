@@ -118,12 +118,14 @@ _IPV6_RE: Final = re.compile(
 # runs without these shapes are ids, amounts and timestamps far more often.
 _PHONE_SEP = r"[ .\-/]"
 _PHONE_RE: Final = re.compile(
-    r"(?<![\w+])(?:"
+    r"(?<![\w+.,/-])(?:"
     rf"(?:\+|\b00)[1-9]\d{{0,3}}(?:{_PHONE_SEP}?\(?\d{{1,5}}\)?){{1,6}}"
-    rf"|(?:\(\d{{3}}\)[ ]?|\d{{3}}{_PHONE_SEP})\d{{3}}{_PHONE_SEP}\d{{4}}"
-    rf"|\(?0\d{{1,5}}\)?(?:{_PHONE_SEP}?\d{{2,8}}){{1,4}}"
-    r")(?!\w)"
+    rf"|(?<!:)(?:\(\d{{3}}\)[ ]?|\d{{3}}{_PHONE_SEP})\d{{3}}{_PHONE_SEP}\d{{4}}"
+    rf"|(?<!:)\(?0\d{{1,5}}\)?(?:{_PHONE_SEP}?\d{{2,8}}){{1,4}}"
+    # not followed by a time or a decimal part (dates with times, timestamps)
+    r")(?![\w:]|[.,]\d)"
 )
+_DATE_RE: Final = re.compile(r"\d{1,2}([./-])\d{1,2}\1(?:\d{2}|\d{4})")
 _PHONE_GROUP_END: Final = re.compile(r"[ .\-/(][\d()]*$")
 _DIGIT_RE: Final = re.compile(r"\d")
 # Every value of the detectors that run in windows holds one of these: a digit
@@ -347,7 +349,11 @@ class Detector:
             # The last group may belong to the next number or word ("... 5678 12
             # items"): drop trailing groups until a valid number remains.
             candidate = m.group()
+            if candidate.isdigit() and len(candidate) < 10:
+                continue  # a short bare run is an id, a zip code, a count
             while sum(c.isdigit() for c in candidate) >= 7:
+                if _DATE_RE.fullmatch(candidate):
+                    break  # 05.06.2026 is a date in every region that writes it so
                 e164 = self._valid_phone(candidate)
                 if e164 is not None:
                     yield Match(PHONE, m.start(), m.start() + len(candidate), e164)
