@@ -15,7 +15,13 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn as stdnum_luhn
 
 from llmpulse.errors import ConfigError
-from llmpulse.privacy import RedactionPolicy, Redactor, redact_batch, scrub_raw
+from llmpulse.privacy import (
+    RedactionPolicy,
+    Redactor,
+    redact_batch,
+    scrub_raw,
+    scrub_rejections,
+)
 from llmpulse.privacy.detectors import (
     DEFAULT_PHONE_REGIONS,
     PII_TYPES,
@@ -384,6 +390,25 @@ def test_scrub_raw_redacts_every_string_even_deeply_nested() -> None:
     }
     assert scrub_raw(b"\xff\xfe broken ann@example.com", p, store_text=True).endswith(b"[EMAIL]")
     assert scrub_raw(b'{"prompt":"secret"}', p, store_text=False) == b'{"prompt":null}'
+
+
+def test_rejections_keep_their_identity_and_lose_their_pii() -> None:
+    from llmpulse.errors import ValidationError
+    from llmpulse.processors.cost import PriceTable
+    from llmpulse.processors.traces import RawMessage, TraceProcessor
+    from llmpulse.processors.validate import validate_raw
+
+    msg = RawMessage(raw(event(1, latency_ms=-1, prompt="call +1 201-555-0123")), "t:7")
+    with pytest.raises(ValidationError) as err:
+        validate_raw(msg.value)
+    rejection = TraceProcessor(PriceTable.default()).reject(msg, err.value)
+    [kept] = scrub_rejections([rejection], RedactionPolicy(), store_text=True)
+    assert (kept.rejection_id, kept.reason, kept.source) == (
+        rejection.rejection_id,
+        rejection.reason,
+        "t:7",
+    )
+    assert b"555-0123" not in kept.raw and b"[PHONE]" in kept.raw
 
 
 def test_redacted_batch_is_stored_with_counts_and_without_pii(settings: object) -> None:

@@ -23,12 +23,14 @@ per row, the ``traces.redactions`` column) and come back as a total for metrics.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import orjson
 
 from llmpulse.privacy.policy import RedactionPolicy, Redactor
+from llmpulse.processors.traces import Rejection
 from llmpulse.schemas.batch import TraceBatch
 
 _TEXT_FIELDS: Final = ("prompt", "response")
@@ -148,6 +150,13 @@ def scrub_raw(raw: bytes, policy: RedactionPolicy, *, store_text: bool) -> bytes
         return orjson.dumps(data)
     except TypeError:  # nested deeper than orjson writes (it reads deeper)
         return _scrub_text(raw, r)
+
+
+def scrub_rejections(
+    rejections: Sequence[Rejection], policy: RedactionPolicy, *, store_text: bool
+) -> list[Rejection]:
+    """``scrub_raw`` on each rejection's bytes (ids, reasons and sources kept)."""
+    return [replace(r, raw=scrub_raw(r.raw, policy, store_text=store_text)) for r in rejections]
 
 
 def _scrub_text(raw: bytes, r: Redactor) -> bytes:

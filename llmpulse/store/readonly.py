@@ -105,7 +105,7 @@ def tenant_filters(client: SerialClient, tenant: str) -> TenantFilters:
 @dataclass(frozen=True)
 class CheckedQuery:
     sql: str  # the engine's formatting of the accepted query: what runs
-    tables: frozenset[str]  # table names as written (db.table when qualified)
+    tables: frozenset[tuple[str, ...]]  # table references: (table,) or (database, table)
 
 
 def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
@@ -147,7 +147,7 @@ def check_query(client: SerialClient, sql: str, *, tenant: str | None = None) ->
     if root not in roots:
         kinds = "SELECT" if tenant is not None else "SELECT, SHOW TABLES and EXPLAIN"
         raise _refuse(client, f"only {kinds} queries are allowed here, got {root}")
-    tables: set[str] = set()
+    tables: set[tuple[str, ...]] = set()
     for node in _nodes(tree):
         if node.get("out_file") is not None or node.get("is_into_outfile_with_stdout"):
             raise _refuse(client, "INTO OUTFILE is not allowed")
@@ -171,19 +171,20 @@ def check_query(client: SerialClient, sql: str, *, tenant: str | None = None) ->
             if low in _DENIED_FUNCTIONS or low.startswith(_DENIED_PREFIXES):
                 raise _refuse(client, f"function {name}() is not allowed here")
         elif kind == "TableIdentifier":
-            tables.add(str(node.get("name", "")))
+            parts = node.get("name_parts") or [node.get("name", "")]
+            tables.add(tuple(str(p) for p in parts))
     return CheckedQuery(formatted, frozenset(tables))
 
 
 def _check_tenant_tables(client: SerialClient, checked: CheckedQuery, scope: TenantFilters) -> None:
     database = client.rows("SELECT currentDatabase()")[0][0]
-    for name in checked.tables:
-        db, dot, table = name.rpartition(".")
-        if dot and db.strip('`"') != database:
-            raise _refuse(client, f"a tenant token reads only this database's tables, got {name}")
-        if table.strip('`"') in scope.denied:
+    for parts in checked.tables:
+        shown = ".".join(parts)
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] != database):
+            raise _refuse(client, f"a tenant token reads only this database's tables, got {shown}")
+        if parts[-1] in scope.denied:
             raise _refuse(
-                client, f"table {table} has no tenant column: not readable with a tenant token"
+                client, f"table {shown} has no tenant column: not readable with a tenant token"
             )
 
 
