@@ -55,7 +55,8 @@ non_finite = st.sampled_from(
 wrong_types = st.sampled_from(
     [("latency_ms", "fast"), ("latency_ms", None), ("input_tokens", [1]), ("timestamp", {"s": 1}),
      ("event_id", 5), ("scores", [1, 2]), ("attributes", {"k": {"nested": 1}}), ("status", 1),
-     ("model", ["gpt"]), ("prompt", {"text": "x"}), ("ttft_ms", True)]
+     ("model", ["gpt"]), ("prompt", {"text": "x"}), ("ttft_ms", True), ("latency_ms", False),
+     ("input_tokens", True), ("cost_usd", True)]
 ).map(lambda fv: _with(*fv))  # fmt: skip
 schema_versions = st.sampled_from([2, 0, -1, "1", 1.5, None, 99, True]).map(
     lambda v: _with("schema_version", v)

@@ -143,12 +143,34 @@ class TraceEvent(BaseModel):
             data["timestamp"] = _epoch_ms(ts)
         return data
 
+    # JSON true equals 1 in Python: pydantic would read it as version 1, one
+    # millisecond or one token. A boolean where a number belongs is a wrong type.
     @field_validator("schema_version", mode="before")
     @classmethod
-    def _not_a_bool(cls, v: Any) -> Any:
-        # JSON true equals 1 in Python, and would pass as version 1.
+    def _version_not_bool(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be 1")
+        return v
+
+    @field_validator("latency_ms", "ttft_ms", "cost_usd", mode="before")
+    @classmethod
+    def _number_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number")
+        return v
+
+    @field_validator(
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_creation_input_tokens",
+        "reasoning_tokens",
+        mode="before",
+    )
+    @classmethod
+    def _count_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be an integer")
         return v
 
     @field_validator("timestamp")
