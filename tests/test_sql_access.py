@@ -315,3 +315,34 @@ def test_tables_without_a_tenant_column_are_closed_to_tenants_by_default(
     finally:
         client.command("DROP VIEW IF EXISTS new_view")
         client.command("DROP TABLE IF EXISTS new_table")
+
+
+def test_llmpulse_sql_tenant_flag(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LLMPULSE_DATA_DIR": str(tmp_path)}
+    store = f"chdb://{tmp_path / 'store'}"
+    seed = (
+        "import sys; from llmpulse.store.client import SerialClient, connect;"
+        "from llmpulse.store.migrations import migrate;"
+        "c = SerialClient(connect(sys.argv[1]), sys.argv[1]); migrate(c);"
+        "c.insert('traces', [('a', 'acme'), ('b', 'other')], ['event_id', 'tenant'])"
+    )
+    subprocess.run([sys.executable, "-c", seed, store], check=True, env=env, cwd=tmp_path)
+
+    def sql(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "llmpulse.cli.main", "sql", "-f", "json",
+             "--clickhouse", store, *args],
+            env=env, capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+
+    scoped = sql("SELECT tenant FROM traces ORDER BY tenant", "--tenant", "acme")
+    assert scoped.returncode == 0, scoped.stderr
+    assert json.loads(scoped.stdout) == [{"tenant": "acme"}]
+    refused = sql("SELECT * FROM merge(currentDatabase(), 'traces')", "--tenant", "acme")
+    assert refused.returncode == 1
+    assert "table functions are not allowed" in " ".join(refused.stderr.split())

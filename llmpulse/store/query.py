@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmpulse.errors import StoreLockedError
+from llmpulse.errors import ConfigError, StoreLockedError
 from llmpulse.runtime import open_store
 from llmpulse.settings import Settings
 from llmpulse.store.readonly import QueryResult, query_worker, run_readonly
@@ -20,7 +20,14 @@ def query_store(settings: Settings, sql: str, *, tenant: str | None = None) -> Q
     try:
         client = open_store(settings)
     except StoreLockedError:
-        # An embedded store is owned by the running worker; it answers for it.
+        # An embedded store is owned by the running worker; it answers for it,
+        # scoped by the token it is sent (a tenant token scopes to its tenant).
+        if tenant is not None:
+            raise ConfigError(
+                "--tenant",
+                "the store is owned by a running worker: scope with the tenant's token"
+                " (LLMPULSE_WORKER_TOKEN) instead",
+            ) from None
         token = settings.worker.token.get_secret_value() if settings.worker.token else None
         return query_worker(settings.worker_url, sql, token=token)
     try:
