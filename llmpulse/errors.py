@@ -8,6 +8,39 @@ turn them into DLQ reasons, HTTP answers or CLI messages without parsing text.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+def mask_dsn(dsn: str) -> str:
+    """A DSN or URL with its password replaced by ``***``.
+
+    >>> mask_dsn("http://bob:s3cret@db.example:8123/llm")
+    'http://bob:***@db.example:8123/llm'
+    >>> mask_dsn("chdb:///var/lib/llmpulse/store")
+    'chdb:///var/lib/llmpulse/store'
+    """
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:  # not a URL at all (e.g. a bad port): show nothing after '@'
+        return dsn.rsplit("@", 1)[-1] if "@" in dsn else dsn
+    if password:
+        netloc = f"{parts.username}:***@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
+
+
+def _scrub(text: str, dsn: str) -> str:
+    """``text`` without the DSN's password (drivers quote URLs in their errors)."""
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***")
+    return text
 
 
 class LlmpulseError(Exception):
@@ -90,9 +123,10 @@ class StoreError(LlmpulseError):
     """The ClickHouse store failed or is unreachable."""
 
     def __init__(self, dsn: str, problem: str) -> None:
-        self.dsn = dsn
-        self.problem = problem
-        super().__init__(f"store {dsn}: {problem}")
+        # Errors reach logs, HTTP answers and the terminal: never with credentials.
+        self.dsn = mask_dsn(dsn)
+        self.problem = _scrub(problem, dsn)
+        super().__init__(f"store {self.dsn}: {self.problem}")
 
 
 class StoreLockedError(StoreError):

@@ -14,7 +14,6 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -24,7 +23,13 @@ from pydantic_settings import (
 )
 
 from llmpulse.alerts.config import AlertSinkSettings, PagerDutySettings
-from llmpulse.errors import ConfigError
+from llmpulse.errors import ConfigError, mask_dsn
+from llmpulse.schemas.event import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_TEXT_CHARS,
+    MAX_EMBEDDING_DIM,
+    EventLimits,
+)
 
 DEFAULT_CONFIG_FILE = Path("llmpulse.toml")
 
@@ -46,6 +51,19 @@ class KafkaSettings(BaseModel):
     bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,...]")
     client_id: str = "llmpulse"
     local_port: int = Field(9092, description="Port of the broker `llmpulse kafka start` runs")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with a SASL_* protocol)"
+    )
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certs")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS)")
+    ssl_password: SecretStr | None = Field(None, description="Password of the client key")
+    ssl_check_hostname: bool = Field(True, description="Check the brokers' host names")
 
 
 class TopicSettings(BaseModel):
@@ -67,6 +85,11 @@ class ClickHouseSettings(BaseModel):
     )
     store_text: bool = Field(False, description="Store prompt and response text in traces")
 
+    def __repr_args__(self) -> Any:
+        # reprs end up in logs and tracebacks: never with the DSN's password
+        for name, value in super().__repr_args__():
+            yield name, (mask_dsn(value) if name == "dsn" and value else value)
+
 
 class WorkerSettings(BaseModel):
     app_id: str = Field("llmpulse", description="Consumer group and Faust app id")
@@ -74,13 +97,25 @@ class WorkerSettings(BaseModel):
     flush_interval_s: float = Field(
         0.2, gt=0, description="Longest wait for messages before processing what arrived"
     )
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(6066, description="Worker HTTP port: /health, /metrics, /sql")
-    dedup_cache: int = Field(
-        1_000_000, ge=0, description="Recent event ids remembered per worker task (duplicates)"
-    )
     commit_interval_s: float = Field(
         2.0, gt=0, description="Seconds between checkpoints and offset commits"
+    )
+    web_host: str = Field(
+        "127.0.0.1", description="Bind address; anything but loopback needs worker.token"
+    )
+    web_port: int = Field(6066, description="Worker HTTP port: /health, /metrics, /sql")
+    token: SecretStr | None = Field(
+        None, description="Bearer token every endpoint but /health requires (full access)"
+    )
+    tenant_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Tenant -> bearer token that reads only that tenant's rows through /sql",
+    )
+    sql_max_execution_s: float = Field(
+        60.0, gt=0, description="Longest a read-only query may run (/sql, llmpulse sql)"
+    )
+    dedup_cache: int = Field(
+        1_000_000, ge=0, description="Recent event ids remembered per worker task (duplicates)"
     )
 
 
@@ -121,6 +156,56 @@ class BudgetSettings(BaseModel):
     name: str = Field(min_length=1)
     period: Literal["day", "month"] = "day"
     limit_usd: float = Field(gt=0)
+
+
+class LimitSettings(BaseModel):
+    """Limits on hostile or broken input (docs/security.md). Active series are
+    capped by ``windows.max_series``; OTLP request bodies by the OTLP receiver."""
+
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, ge=256, description="Largest accepted event (bytes of JSON)"
+    )
+    max_text_chars: int = Field(
+        DEFAULT_MAX_TEXT_CHARS, ge=0, description="Longest prompt or response (characters)"
+    )
+    max_embedding_dim: int = Field(
+        MAX_EMBEDDING_DIM,
+        ge=1,
+        le=MAX_EMBEDDING_DIM,
+        description="Most components of a prompt or response embedding",
+    )
+
+    def event_limits(self) -> EventLimits:
+        return EventLimits(self.max_event_bytes, self.max_text_chars, self.max_embedding_dim)
+
+
+PrivacyMode = Literal["off", "mask", "hash", "drop"]
+
+
+class PrivacySettings(BaseModel):
+    """PII redaction before anything is written (docs/security.md).
+
+    ``modes`` sets a mode per PII type and ``fields`` per field and type
+    (``{"response": {"phone": "drop", "*": "mask"}}``); the most specific wins.
+    """
+
+    redact: bool = Field(True, description="Redact PII in stored text and attribute values")
+    default_mode: PrivacyMode = Field("mask", description="off, mask, hash or drop")
+    modes: dict[str, PrivacyMode] = Field(
+        default_factory=dict, description="Mode per PII type (email, phone, card, iban...)"
+    )
+    fields: dict[str, dict[str, PrivacyMode]] = Field(
+        default_factory=dict,
+        description="Mode per field (prompt, response, attributes, raw) and type ('*': any)",
+    )
+    hash_key: SecretStr | None = Field(
+        None, description="HMAC key of the 'hash' mode and of user_id pseudonyms"
+    )
+    pseudonymise_user_id: bool = Field(False, description="Store a keyed hash of user_id")
+    phone_regions: list[str] = Field(
+        ["US", "GB", "DE", "FR", "IN"],
+        description="Regions whose national phone formats are recognised",
+    )
 
 
 class PriceSettings(BaseModel):
@@ -188,6 +273,8 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
     prices: PriceSettings = PriceSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    limits: LimitSettings = LimitSettings()
     windows: WindowSettings = WindowSettings()
     drift: DriftSettings = DriftSettings()
     alerts: AlertSinkSettings = AlertSinkSettings()
@@ -226,20 +313,13 @@ class Settings(BaseSettings):
         return self.sql_url or f"http://{self.worker.web_host}:{self.worker.web_port}"
 
     def masked(self) -> dict[str, Any]:
-        """Effective settings as plain data, with passwords in DSNs masked."""
+        """Effective settings as plain data: secrets (``SecretStr``) show as
+        ``**********`` and passwords in URLs as ``***``."""
         data = self.model_dump(mode="json")
         data["clickhouse"]["dsn"] = mask_dsn(self.clickhouse_dsn)
+        if self.sql_url:
+            data["sql_url"] = mask_dsn(self.sql_url)
         return data
-
-
-def mask_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
 
 
 def load_settings(config: Path | None = None) -> Settings:
@@ -286,8 +366,10 @@ def apply_flags(settings: Settings, flags: dict[str, Any]) -> Settings:
 __all__ = [
     "ClickHouseSettings",
     "KafkaSettings",
+    "LimitSettings",
     "OtlpSettings",
     "PriceSettings",
+    "PrivacySettings",
     "SecretStr",
     "Settings",
     "TopicSettings",

@@ -23,7 +23,7 @@ from llmpulse.schemas.batch import (
     TraceBatch,
     event_values,
 )
-from llmpulse.schemas.event import LABEL_FIELDS
+from llmpulse.schemas.event import DEFAULT_LIMITS, LABEL_FIELDS, EventLimits
 
 T0 = 1_767_225_600_000
 _ABSENT = object()
@@ -50,8 +50,8 @@ _FIELDS: dict[str, list[Any]] = {
     "cached_input_tokens": _TOKENS,
     "cache_creation_input_tokens": _TOKENS,
     "reasoning_tokens": _TOKENS,
-    "prompt": [None, "hello", "", 5],
-    "response": [None, "world", ["x"]],
+    "prompt": [None, "hello", "", 5, "hey"],
+    "response": [None, "world", ["x"], "a" * 101],
     "prompt_embedding": [None, [0.1, 0.2], [], [1, "x"], [1.0] * 3],
     "response_embedding": [None, [0.5], True],
     "scores": [{}, {"relevance": 0.5}, {"r": 1}, {"r": "0.5"}, {"r": True}, {"x" * 513: 1.0},
@@ -98,14 +98,57 @@ def _column_value(batch: TraceBatch, name: str, row: int) -> Any:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_message(), min_size=1, max_size=40))
 def test_batch_validation_matches_per_event_validation(messages: list[bytes]) -> None:
-    out = validate_batch(messages, [f"t:{i}" for i in range(len(messages))])
+    _agree(messages, DEFAULT_LIMITS)
+
+
+# Tight enough that the generated messages hit every limit often.
+_LIMITS = st.builds(
+    EventLimits,
+    max_event_bytes=st.sampled_from([256, 300, 400, 2000]),
+    max_text_chars=st.sampled_from([0, 3, 5, 100]),
+    max_embedding_dim=st.sampled_from([1, 2, 3, 8192]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_message(), min_size=1, max_size=40), _LIMITS)
+def test_batch_validation_matches_per_event_validation_under_limits(
+    messages: list[bytes], limits: EventLimits
+) -> None:
+    out = _agree(messages, limits)
+    for i, err in out.rejected:
+        if len(messages[i]) > limits.max_event_bytes:
+            assert str(err) == f"$: must be at most {limits.max_event_bytes} bytes"
+
+
+def test_limits_name_the_field_and_the_limit() -> None:
+    limits = EventLimits(max_event_bytes=1000, max_text_chars=10, max_embedding_dim=4)
+    base = {"schema_version": 1, "event_id": "e", "timestamp": T0, "service": "s", "model": "m",
+            "latency_ms": 1}  # fmt: skip
+    cases = {
+        "$: must be at most 1000 bytes": {**base, "prompt": "x" * 2000},
+        "prompt: must be at most 10 characters, got 'xxxxxxxxxxx'": {**base, "prompt": "x" * 11},
+        "response_embedding: must have at most 4 items, got 5": {
+            **base, "response_embedding": [0.1] * 5
+        },
+    }  # fmt: skip
+    for reason, event in cases.items():
+        raw = orjson.dumps(event)
+        out = validate_batch([raw], limits=limits)
+        assert [str(e) for _, e in out.rejected] == [reason]
+    ok = orjson.dumps({**base, "prompt": "x" * 10, "prompt_embedding": [0.5] * 4})
+    assert len(validate_batch([ok], limits=limits).batch) == 1
+
+
+def _agree(messages: list[bytes], limits: EventLimits) -> Any:
+    out = validate_batch(messages, [f"t:{i}" for i in range(len(messages))], limits)
     rejected = dict(out.rejected)
     positions = out.positions.tolist()
     seen: set[str] = set()
     expected_positions = []
     for i, raw in enumerate(messages):
         try:
-            event = validate_raw(raw)
+            event = validate_raw(raw, limits)
         except ValidationError as err:
             assert i in rejected, (raw, err)
             assert str(rejected[i]) == str(err)
@@ -123,6 +166,7 @@ def test_batch_validation_matches_per_event_validation(messages: list[bytes]) ->
     assert positions == expected_positions
     assert out.duplicates == len(messages) - len(rejected) - len(positions)
     assert set(out.batch.objects) | set(out.batch.numbers) == {*OBJECT_FIELDS, *NUMERIC_FIELDS}
+    return out
 
 
 @settings(max_examples=200, deadline=None)

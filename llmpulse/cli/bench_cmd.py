@@ -116,3 +116,30 @@ def drift_bench(
         evidently=evidently,
     )
     out.print(format_table(rows), markup=False, highlight=False)
+
+
+@app.command("privacy")
+@reports_errors
+def privacy_bench(
+    megabytes: Annotated[float, typer.Option(help="Text per kind, in MB")] = 2.0,
+    chunk: Annotated[int, typer.Option(help="Characters per redacted text (a prompt)")] = 2000,
+) -> None:
+    """PII redaction cost per MB of text (default policy: every type masked)."""
+    from llmpulse.bench.privacy import run_privacy_bench
+
+    rows = run_privacy_bench(megabytes, chunk=chunk)
+    out.print(
+        as_table(
+            ["text", "MB", "values found", "ms per MB", "MB/s"],
+            [
+                (
+                    r.text,
+                    f"{r.megabytes:.1f}",
+                    r.found,
+                    f"{r.ms_per_mb:.0f}",
+                    f"{r.mb_per_second:.1f}",
+                )
+                for r in rows
+            ],
+        )
+    )

@@ -202,6 +202,10 @@ def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query")],
     clickhouse: ClickHouseOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", help="See only this tenant's rows (as its token would)"),
+    ] = None,
 ) -> None:
     """Run a read-only query against the store (also while a worker owns it)."""
     from llmpulse.errors import ConfigError
@@ -210,7 +214,7 @@ def sql(
     if format not in ("table", "csv", "json"):
         raise ConfigError("--format", f"must be table, csv or json, got {format!r}")
     settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse})
-    columns, rows = query_store(settings, query)
+    columns, rows = query_store(settings, query, tenant=tenant)
     if format == "json":
         print(as_json(columns, rows))
     elif format == "csv":

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from llmpulse.processors.traces import RawMessage
+from llmpulse.schemas.event import DEFAULT_MAX_EVENT_BYTES
+
+_SKIP_CHUNK = 1 << 20
 
 
 def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
@@ -20,21 +23,39 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
+def _lines(reader: BinaryIO, max_line_bytes: int) -> Iterator[bytes]:
+    """Non-blank lines, stripped, of at most ``max_line_bytes + 1`` bytes: a
+    longer line is cut there (the validator then rejects it by its size) and its
+    rest skipped, so one huge line never sits in memory whole."""
+    limit = max_line_bytes + 1
+    while line := reader.readline(limit):
+        if len(line) == limit and not line.endswith(b"\n"):
+            while (rest := reader.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            yield line  # unstripped: it must stay over the limit
+        else:
+            yield line.strip()
+
+
 def read_jsonl(
-    path: Path, *, on_progress: Callable[[int], None] | None = None
+    path: Path,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Iterator[RawMessage]:
     """One ``RawMessage`` per non-blank line, sourced ``replay:<abs path>:<line>``.
 
     ``on_progress`` receives the bytes of the file consumed so far (compressed
-    bytes for .gz), so a progress bar can use the file size as its total.
+    bytes for .gz), so a progress bar can use the file size as its total. Lines
+    longer than ``max_line_bytes`` (pass ``limits.max_event_bytes``) arrive cut
+    to one byte over it.
     """
     reader, raw = _open(path)
     prefix = f"replay:{path.resolve()}:"
     try:
-        for lineno, line in enumerate(reader, start=1):
-            stripped = line.strip()
-            if stripped:
-                yield RawMessage(stripped, prefix + str(lineno))
+        for lineno, line in enumerate(_lines(reader, max_line_bytes), start=1):
+            if line:
+                yield RawMessage(line, prefix + str(lineno))
             if on_progress is not None and lineno % 1000 == 0:
                 on_progress(raw.tell())
         if on_progress is not None:

@@ -48,11 +48,13 @@ from llmpulse.schemas.batch import (
     object_array,
 )
 from llmpulse.schemas.event import (
+    DEFAULT_LIMITS,
     LABEL_FIELDS,
     MAX_EVENT_TIME,
     MAX_ID_LEN,
     MAX_LABEL_LEN,
     MIN_EVENT_TIME,
+    EventLimits,
     TraceEvent,
 )
 
@@ -222,11 +224,22 @@ def _extract(values: Sequence[bytes]) -> tuple[list[Any], dict[str, list[Any]], 
 
 
 def validate_batch(
-    values: Sequence[bytes], sources: Sequence[str] | None = None
+    values: Sequence[bytes],
+    sources: Sequence[str] | None = None,
+    limits: EventLimits = DEFAULT_LIMITS,
 ) -> BatchValidation:
-    """Validate raw JSON messages; see the module docstring."""
+    """Validate raw JSON messages under ``limits``; see the module docstring."""
     n = len(values)
-    c = _Columns(*_extract(values))
+    # A message over the size limit is not even parsed: the per-event validator
+    # rejects it by its length alone.
+    cap = limits.max_event_bytes
+    oversized = [i for i, v in enumerate(values) if len(v) > cap]
+    parsed = values
+    if oversized:
+        parsed = list(values)
+        for i in oversized:
+            parsed[i] = b"null"
+    c = _Columns(*_extract(parsed))
 
     version = c.take("schema_version")
     if version.count(1) != n or set(map(type, version)) != {int}:
@@ -253,10 +266,16 @@ def validate_batch(
     if status.count("ok") + status.count("error") != n:
         c.mark(status, lambda v: type(v) is str and v in ("ok", "error"))
     objects["status"] = status
+    max_chars = limits.max_text_chars
     for name in TEXT_FIELDS:
         col = c.take(name)
-        if set(map(type, col)) - {str, type(None)}:
+        kinds = set(map(type, col))
+        if kinds - {str, type(None)}:
             c.mark(col, lambda v: v is None or type(v) is str)
+        if str in kinds:
+            texts = col if kinds == {str} else [v for v in col if type(v) is str]
+            if max(map(len, texts)) > max_chars:
+                c.mark(col, lambda v: type(v) is not str or len(v) <= max_chars)
         objects[name] = col
     for name in EMBEDDING_FIELDS:
         # Vectors are rare and long: the per-event validator checks them.
@@ -276,9 +295,10 @@ def validate_batch(
         numbers[name] = c.tokens(name)
 
     rejected: list[tuple[int, ValidationError]] = []
+    c.slow.update(oversized)
     for i in sorted(c.slow):
         try:
-            event = validate_raw(values[i])
+            event = validate_raw(values[i], limits)
         except ValidationError as err:
             rejected.append((i, err))
             continue

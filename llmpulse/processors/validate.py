@@ -17,7 +17,7 @@ import pydantic
 from pydantic_core import ErrorDetails
 
 from llmpulse.errors import MISSING, FieldProblem, ValidationError
-from llmpulse.schemas.event import SCHEMA_VERSION, TraceEvent
+from llmpulse.schemas.event import DEFAULT_LIMITS, SCHEMA_VERSION, EventLimits, TraceEvent
 
 _TYPE_RULES: dict[str, str] = {
     "missing": "is required",
@@ -108,25 +108,62 @@ def _preview(value: Any) -> Any:
     return value
 
 
-def validate_raw(raw: bytes | str) -> TraceEvent:
+def validate_raw(raw: bytes | str, limits: EventLimits = DEFAULT_LIMITS) -> TraceEvent:
     """Parse and validate one JSON message; raises ``ValidationError`` with every problem."""
+    if len(raw) > limits.max_event_bytes:
+        # Checked before parsing: an oversized message costs nothing more. (Its
+        # size is not shown: a reader may have cut it at the limit already.)
+        raise ValidationError([size_problem(limits)])
     # orjson then a dict is faster than pydantic's own JSON parser here, because
     # the model's one Python pre-validator would otherwise force a slow path.
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValidationError([FieldProblem("$", "must be valid JSON", _preview(raw))]) from None
-    return validate_mapping(data)
+    return validate_mapping(data, limits)
 
 
-def validate_mapping(data: Mapping[str, Any]) -> TraceEvent:
+def size_problem(limits: EventLimits) -> FieldProblem:
+    return FieldProblem("$", f"must be at most {limits.max_event_bytes} bytes", MISSING)
+
+
+def validate_mapping(data: Mapping[str, Any], limits: EventLimits = DEFAULT_LIMITS) -> TraceEvent:
     """Validate an already decoded event (used by decoders of other formats)."""
     if not isinstance(data, Mapping):
         raise ValidationError([FieldProblem("$", "must be a JSON object", _preview(data))])
     try:
-        return TraceEvent.model_validate(data)
+        event = TraceEvent.model_validate(data)
     except pydantic.ValidationError as exc:
         raise ValidationError(problems_from(exc)) from None
+    problems = limit_problems(event, limits)
+    if problems:
+        raise ValidationError(problems)
+    return event
 
 
-__all__ = ["SCHEMA_VERSION", "problems_from", "validate_mapping", "validate_raw"]
+def limit_problems(event: TraceEvent, limits: EventLimits) -> list[FieldProblem]:
+    """The configurable limits a valid event breaks (text length, embedding size)."""
+    out: list[FieldProblem] = []
+    for name in ("prompt", "response"):
+        text = getattr(event, name)
+        if text is not None and len(text) > limits.max_text_chars:
+            out.append(
+                FieldProblem(name, f"must be at most {limits.max_text_chars} characters", text)
+            )
+    for name in ("prompt_embedding", "response_embedding"):
+        vec = getattr(event, name)
+        if vec is not None and len(vec) > limits.max_embedding_dim:
+            out.append(
+                FieldProblem(name, f"must have at most {limits.max_embedding_dim} items", len(vec))
+            )
+    return out
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "limit_problems",
+    "problems_from",
+    "size_problem",
+    "validate_mapping",
+    "validate_raw",
+]

@@ -94,8 +94,8 @@ def event_values(e: TraceEvent) -> dict[str, Any]:
 
 @dataclass
 class TraceBatch:
-    """Accepted events as columns, in arrival order, with where each came from and
-    (once priced) what each cost."""
+    """Accepted events as columns, in arrival order, with where each came from,
+    (once priced) what each cost, and (once redacted) the PII each had."""
 
     objects: dict[str, ObjArray]
     numbers: dict[str, npt.NDArray[Any]]
@@ -103,6 +103,8 @@ class TraceBatch:
     cost: FloatArray = field(default_factory=lambda: np.zeros(0))
     cost_source: ObjArray = field(default_factory=lambda: np.zeros(0, dtype=object))
     price_version: ObjArray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    # PII found per row, by type ({"email": 2}), or None: set by privacy.redact_batch.
+    redactions: ObjArray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
     def __post_init__(self) -> None:
         n = len(self.source)
@@ -110,6 +112,8 @@ class TraceBatch:
             self.cost = np.full(n, math.nan)
             self.cost_source = np.full(n, "unpriced", dtype=object)
             self.price_version = np.full(n, "", dtype=object)
+        if self.redactions.size != n:
+            self.redactions = np.full(n, None, dtype=object)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -134,6 +138,7 @@ class TraceBatch:
             self.cost[index],
             self.cost_source[index],
             self.price_version[index],
+            self.redactions[index],
         )
 
     def time_range(self) -> tuple[datetime, datetime]:

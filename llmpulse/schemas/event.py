@@ -18,6 +18,7 @@ output including reasoning tokens. The cost module prices each part at its rate.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -34,7 +35,9 @@ from pydantic import (
 SCHEMA_VERSION = 1
 MAX_ID_LEN = 256
 MAX_LABEL_LEN = 512
-MAX_EMBEDDING_DIM = 8192
+MAX_EMBEDDING_DIM = 8192  # the hard cap; EventLimits may set a lower one
+DEFAULT_MAX_EVENT_BYTES = 1_048_576  # Kafka's default message.max.bytes
+DEFAULT_MAX_TEXT_CHARS = 524_288
 # Event times outside this range are almost always a unit mistake (seconds vs
 # milliseconds, microseconds), which would poison every window they touch.
 MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -54,6 +57,24 @@ def _epoch_ms(value: Any) -> Any:
             raise ValueError("epoch milliseconds out of range") from exc
     return value
 
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """Configurable limits on one event (settings section ``limits``): an event
+    over them is rejected with the limit named, before it costs more memory."""
+
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # prompt and response, each
+    max_embedding_dim: int = MAX_EMBEDDING_DIM
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_embedding_dim <= MAX_EMBEDDING_DIM:
+            raise ValueError(f"max_embedding_dim must be in 1..{MAX_EMBEDDING_DIM}")
+        if self.max_event_bytes < 1 or self.max_text_chars < 0:
+            raise ValueError("limits must be positive")
+
+
+DEFAULT_LIMITS = EventLimits()
 
 Label = Annotated[str, StringConstraints(max_length=MAX_LABEL_LEN)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN)]
@@ -121,6 +142,36 @@ class TraceEvent(BaseModel):
         if ts is not None and not isinstance(ts, str):
             data["timestamp"] = _epoch_ms(ts)
         return data
+
+    # JSON true equals 1 in Python: pydantic would read it as version 1, one
+    # millisecond or one token. A boolean where a number belongs is a wrong type.
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be 1")
+        return v
+
+    @field_validator("latency_ms", "ttft_ms", "cost_usd", mode="before")
+    @classmethod
+    def _number_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number")
+        return v
+
+    @field_validator(
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_creation_input_tokens",
+        "reasoning_tokens",
+        mode="before",
+    )
+    @classmethod
+    def _count_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be an integer")
+        return v
 
     @field_validator("timestamp")
     @classmethod

@@ -53,6 +53,9 @@ TRACE_COLUMNS: tuple[Column, ...] = (
     ("response_embedding_dim", "UInt16"),
     ("source", "String"),
     ("ingested_at", "DateTime64(3, 'UTC')"),
+    # PII redacted from the row's text, by type (llmpulse.privacy); last, as
+    # migration 7 appends it to tables created before it.
+    ("redactions", "Map(LowCardinality(String), UInt32)"),
 )
 
 REJECTED_COLUMNS: tuple[Column, ...] = (

@@ -35,6 +35,7 @@ _TS: Final = pa.timestamp("ms", tz="UTC")
 _DT: Final = pa.timestamp("s", tz="UTC")
 _SCORES: Final = pa.map_(pa.string(), pa.float64())
 _ATTRIBUTES: Final = pa.map_(pa.string(), pa.string())
+_REDACTIONS: Final = pa.map_(pa.string(), pa.uint32())
 
 
 def _strings(col: npt.NDArray[np.object_]) -> pa.Array:
@@ -44,6 +45,8 @@ def _strings(col: npt.NDArray[np.object_]) -> pa.Array:
 
 def _map(col: npt.NDArray[np.object_], kind: pa.DataType) -> pa.Array:
     dicts = col.tolist()
+    if None in dicts:  # redaction counts are None on rows without any
+        dicts = [d or {} for d in dicts]
     lengths = np.fromiter(map(len, dicts), dtype=np.int32, count=len(dicts))
     offsets = np.zeros(len(dicts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
@@ -93,6 +96,8 @@ def traces_table(batch: TraceBatch, ingested_at: datetime, *, store_text: bool) 
             cols[name] = _dims(o[field])
         elif name == "source":
             cols[name] = _strings(batch.source)
+        elif name == "redactions":
+            cols[name] = _map(batch.redactions, _REDACTIONS)
         elif name == "ingested_at":
             cols[name] = pa.array(np.full(n, to_ms(ingested_at), dtype=np.int64)).cast(_TS)
         else:

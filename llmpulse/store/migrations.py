@@ -120,6 +120,17 @@ MIGRATIONS += (
     Migration(4, "drift events, window scores and baselines", DRIFT_DDL),
 )
 
+MIGRATIONS += (
+    Migration(
+        7,
+        "redaction counts per trace",
+        (
+            "ALTER TABLE traces ADD COLUMN IF NOT EXISTS redactions"
+            " Map(LowCardinality(String), UInt32)",
+        ),
+    ),
+)
+
 # Lineage of every row a worker writes: the task that wrote it, the generation of
 # that task's ownership and the checkpoint it belongs to. Rows past a task's last
 # checkpoint are deleted when the task restarts from it (exactly-once effect).
