@@ -74,7 +74,9 @@ def replay_file(
 ) -> ReplayReport:
     return replay_messages(
         pipeline,
-        read_jsonl(path, on_progress=on_progress),
+        read_jsonl(
+            path, on_progress=on_progress, max_line_bytes=pipeline.intake.limits.max_event_bytes
+        ),
         batch_size=batch_size,
         on_batch=on_batch,
     )

@@ -22,6 +22,7 @@ from llmpulse.detectors.series import DriftMonitor
 from llmpulse.errors import ConfigError, LlmpulseError
 from llmpulse.ingest.publisher import KafkaPublisher
 from llmpulse.pipeline import TRACES_TASK, IngestPipeline, utc_now
+from llmpulse.privacy import RedactionPolicy
 from llmpulse.processors.budgets import Budget
 from llmpulse.processors.cost import PriceTable
 from llmpulse.processors.traces import TraceProcessor
@@ -156,6 +157,9 @@ class Stages:
         self.prices = load_prices(settings)
         self.budgets = budgets_of(settings)
         self.windows = window_config(settings)
+        self.privacy = RedactionPolicy.from_settings(
+            settings.privacy, store_text=settings.clickhouse.store_text
+        )
         self.rules: RuleSet | None = (
             load_rules(settings.alerts.rules_file) if settings.alerts.enabled else None
         )
@@ -191,7 +195,13 @@ class Stages:
         known = None
         if self.replay:
             known = lambda ids: known_ids(self.client, "rejected_events", "rejection_id", ids)  # noqa: E731
-        return Intake(TraceProcessor(self.prices), known=known)
+        return Intake(
+            TraceProcessor(self.prices),
+            known=known,
+            limits=self.settings.limits.event_limits(),
+            privacy=self.privacy,
+            store_text=self.settings.clickhouse.store_text,
+        )
 
     def traces(self) -> list[Stage]:
         lookup = None

@@ -12,9 +12,11 @@ import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from llmpulse.privacy import RedactionCounts, RedactionPolicy, redact_batch, scrub_rejections
 from llmpulse.processors.batch_validate import validate_batch
 from llmpulse.processors.traces import RawMessage, Rejection, TraceProcessor
 from llmpulse.schemas.batch import TraceBatch
+from llmpulse.schemas.event import DEFAULT_LIMITS, EventLimits
 from llmpulse.schemas.rows import REJECTED_COLUMNS, names
 from llmpulse.stages.base import Context, Output, Rows
 
@@ -45,13 +47,39 @@ def batch_token(kind: str, ids: Sequence[str]) -> str:
 
 
 class Intake:
-    def __init__(self, processor: TraceProcessor, *, known: KnownRejections | None = None) -> None:
+    """Validation under the configured limits, then PII redaction before anything is
+    written: every entrance (JSON events, OTLP spans, replay files) passes here."""
+
+    def __init__(
+        self,
+        processor: TraceProcessor,
+        *,
+        known: KnownRejections | None = None,
+        limits: EventLimits = DEFAULT_LIMITS,
+        privacy: RedactionPolicy | None = None,
+        store_text: bool = False,
+    ) -> None:
         self.processor = processor
         self.known = known
+        self.limits = limits
+        self.privacy = privacy
+        self.store_text = store_text
+        self.redactions = RedactionCounts()
 
-    def validate(self, messages: Sequence[RawMessage]) -> Validated:
-        checked = validate_batch([m.value for m in messages], [m.source for m in messages])
-        rejections = [self.processor.reject(messages[i], err) for i, err in checked.rejected]
+    def validate(
+        self, messages: Sequence[RawMessage], rejected: Sequence[Rejection] = ()
+    ) -> Validated:
+        """``rejected``: rejections made before validation (an undecodable OTLP payload)."""
+        checked = validate_batch(
+            [m.value for m in messages], [m.source for m in messages], self.limits
+        )
+        rejections = [
+            *rejected,
+            *(self.processor.reject(messages[i], err) for i, err in checked.rejected),
+        ]
+        if self.privacy is not None:
+            self.redactions.add(redact_batch(checked.batch, self.privacy))
+            rejections = scrub_rejections(rejections, self.privacy, store_text=self.store_text)
         return Validated(len(messages), checked.batch, rejections, checked.duplicates)
 
     def process(self, validated: Validated, ctx: Context) -> Output:

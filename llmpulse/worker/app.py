@@ -20,11 +20,14 @@ from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 from mode import Service
 
+from llmpulse.access import Authorizer
+from llmpulse.ingest.kafka_security import faust_credentials
 from llmpulse.errors import ReadOnlyQueryError, StoreError
 from llmpulse.otlp import OtlpReceiver
 from llmpulse.otlp.web import traces_view
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
+from llmpulse.store.query import sql_limits
 from llmpulse.store.readonly import encode_result, run_readonly
 from llmpulse.worker.metrics import WorkerMetrics
 from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Headers, TopologyRunner
@@ -84,6 +87,7 @@ def create_app(
         settings.worker.app_id,
         broker=broker_urls(settings.kafka.bootstrap),
         broker_client_id=settings.kafka.client_id,
+        broker_credentials=faust_credentials(settings.kafka),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
@@ -98,6 +102,23 @@ def create_app(
     )
     holder = _Holder()
     sender = FaustSender(app)
+    authz = Authorizer.from_settings(settings.worker)
+
+    def guarded(view: type[View]) -> type[View]:
+        """``view`` behind the bearer-token check (``/health`` stays open)."""
+
+        class Guarded(view):  # type: ignore[valid-type, misc]
+            async def dispatch(self, request: Any) -> Any:
+                access = authz.authorize(request.path, request.headers)
+                if not access.allowed:
+                    return self.json(
+                        {"error": access.problem}, status=access.status, headers=access.headers
+                    )
+                request["llmpulse_tenant"] = access.tenant
+                return await super().dispatch(request)
+
+        Guarded.__name__ = view.__name__
+        return Guarded
 
     @app.service
     class Topology(Service):
@@ -150,8 +171,11 @@ def create_app(
     class Sql(View):
         async def post(self, request: Request) -> Response:
             sql = (await request.read()).decode("utf-8", "replace")
+            tenant = request.get("llmpulse_tenant")  # type: ignore[attr-defined]
             try:
-                result = await asyncio.to_thread(run_readonly, client, sql)
+                result = await asyncio.to_thread(
+                    lambda: run_readonly(client, sql, tenant=tenant, settings=limits)
+                )
             except ReadOnlyQueryError as exc:
                 return self.json({"error": exc.problem}, status=403)
             except StoreError as exc:
@@ -162,10 +186,11 @@ def create_app(
         # Awaited: the answer to the SDK means the request is durable in Kafka.
         await app.producer.send_and_wait(settings.otlp.topic, None, value, None, None, None)
 
+    limits = sql_limits(settings)
     app.page("/health")(Health)
-    app.page("/metrics")(Metrics)
-    app.page("/sql")(Sql)
-    app.page("/v1/traces")(traces_view(OtlpReceiver(settings.otlp, produce_spans)))
+    app.page("/metrics")(guarded(Metrics))
+    app.page("/sql")(guarded(Sql))
+    app.page("/v1/traces")(guarded(traces_view(OtlpReceiver(settings.otlp, produce_spans))))
     return app, holder
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from llmpulse.access import check_web_exposure
 from llmpulse.devkafka.topics import ensure_topics, partition_counts
+from llmpulse.ingest.kafka_security import aiokafka_security
 from llmpulse.otlp import OtlpDecoder
 from llmpulse.runtime import Stages, prepare_store, tune_gc
 from llmpulse.settings import Settings
@@ -68,6 +70,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
 
     from llmpulse.worker.app import create_app
 
+    check_web_exposure(settings.worker)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     client = prepare_store(settings)
     stages = Stages(settings, client, send_alerts=True, replay=False)
@@ -82,6 +85,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
                 StoreWriter(client),
                 sender,
                 otlp=OtlpDecoder(settings.otlp, store_text=settings.clickhouse.store_text),
+                security=aiokafka_security(settings.kafka),
                 bootstrap=settings.kafka.bootstrap,
                 client_id=settings.kafka.client_id,
                 on_iteration=metrics.record_iteration,

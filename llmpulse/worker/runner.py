@@ -32,8 +32,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -244,6 +244,7 @@ class TopologyRunner:
         wall: Callable[[], float] = time.time,
         on_iteration: Callable[[IngestStats, float], None] | None = None,
         otlp: OtlpDecoder | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.stages = stages
@@ -255,6 +256,7 @@ class TopologyRunner:
         self.wall = wall
         self.on_iteration = on_iteration
         self.otlp = otlp
+        self.security = dict(security or {})  # SASL/TLS settings of every client
         self.intake: Intake = stages.intake()
         # Stage instances used only for their keys() (routing needs no state).
         self._traces_keys = stages.traces()
@@ -277,6 +279,7 @@ class TopologyRunner:
         self._restorer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.client_id}-restore",
+            **self.security,
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
@@ -288,6 +291,7 @@ class TopologyRunner:
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
             group_id=self.config.app_id,
+            **self.security,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
@@ -447,9 +451,7 @@ class TopologyRunner:
             decoded: list[Rejection] = []
             if self.otlp is not None and st.tp.topic == cfg.otlp_topic:
                 raw, decoded = self._spans(raw, plan.stats)
-            validated = self.intake.validate(raw)
-            if decoded:
-                validated = replace(validated, rejections=decoded + validated.rejections)
+            validated = self.intake.validate(raw, decoded)
             out = self.intake.process(validated, Context(now, wall, stats=plan.stats, task=st.name))
             plan.rows.extend((r, st.lineage) for r in out.rows)
             for rej in validated.rejections:
