@@ -97,7 +97,7 @@ def test_late_scores_join_the_arm_of_their_call() -> None:
     mon = CanaryMonitor([PAIR], CompareSettings(), horizon_ms=10**9)
     b = next(batches(events(minutes=1)))
     mon.observe(b)
-    v3 = [i for i, pv in enumerate(b.objects["prompt_version"].tolist()) if pv == "v3"][0]
+    v3 = next(i for i, pv in enumerate(b.objects["prompt_version"].tolist()) if pv == "v3")
     eid = b.event_id[v3]
     call = CallInfo(eid, int(b.timestamp_ms[v3]), {})
     mon.observe_scores([(ScoreRecord("s1", "thumbs", 1.0, 0, "user_feedback", eid), call)])
