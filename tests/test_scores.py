@@ -303,3 +303,29 @@ def test_memory_store_behaves_like_the_table_for_callers() -> None:
 def test_score_events_ignore_unknown_fields() -> None:
     e = ScoreEvent.model_validate(score(kind="score", whatever={"x": 1}))
     assert e.kind == "score"
+
+
+def test_the_shipped_hallucination_rule_fires_on_folded_late_scores() -> None:
+    from llmpulse.alerts.engine import AlertEngine
+    from llmpulse.alerts.rules import load_rules
+
+    engine = AlertEngine(load_rules())
+    folder = QualityFolder(
+        cfg(groupings=(GroupingSet.parse("service+endpoint+model"),), alert_delay_ms=0)
+    )
+    fired = []
+    for w in range(3):  # three 60 s windows, 4 % of 100 scored calls hallucinated each
+        start = BASE_MS + w * 60_000
+        scored = [
+            (
+                ScoreRecord(f"w{w}-{i}", "hallucination", float(i < 4), 0, "eval", f"e{w}-{i}"),
+                CallInfo(f"e{w}-{i}", start + i * 100, {"service": "s", "model": "m"}),
+            )
+            for i in range(100)
+        ]
+        folder.fold(scored)
+        sigs = [s for s in folder.advance(start + 60_000) if s.window_seconds == 60]
+        fired += [t for t in engine.evaluate(sigs, NOW) if t.rule == "hallucination-rate-high"]
+    states = [t.to_state.value for t in fired]
+    assert "firing" in states
+    assert fired[-1].value == pytest.approx(0.04)
