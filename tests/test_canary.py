@@ -166,3 +166,44 @@ def test_compare_through_a_worker_endpoint_reads_but_does_not_store(
     assert [m.verdict for m in direct.comparison.metrics] == [
         m.verdict for m in out.comparison.metrics
     ]
+
+
+def test_without_raw_rows_latency_is_compared_from_the_window_sketches(
+    settings: Settings, client: SerialClient
+) -> None:
+    from llmpulse.processors.traces import RawMessage
+    from llmpulse.runtime import build_pipeline
+
+    s = settings.model_copy(
+        update={
+            "drift": settings.drift.model_copy(update={"enabled": False}),
+            "alerts": settings.alerts.model_copy(update={"enabled": False}),
+        }
+    )
+    cfg = TrafficConfig(services=["chat-api"], endpoints=["/v1/chat"],
+                        models=["gpt-4o-mini", "gpt-4o"])  # fmt: skip
+    evs = list(
+        TrafficGenerator(cfg, seed=4, start_ms=START, rate_per_s=20).events_between(
+            START, START + 600_000
+        )
+    )
+    for e in evs:
+        if e["model"] == "gpt-4o":
+            e["latency_ms"] = e["latency_ms"] * 1.5
+    pipeline = build_pipeline(s, client, restore=False)
+    msgs = [RawMessage(orjson.dumps(e), f"f:{i}") for i, e in enumerate(evs)]
+    for i in range(0, len(msgs), 2000):
+        pipeline.handle(msgs[i : i + 2000])
+    pipeline.flush()
+    client.command("TRUNCATE TABLE traces")
+    out = run_comparison(
+        s,
+        Request({"model": "gpt-4o-mini"}, {"model": "gpt-4o"}, {}),
+        open_store=lambda _: SerialClient(client.raw, client.dsn),
+    )
+    latency = out.comparison.metric("latency")
+    assert latency.verdict == "fail" and latency.details["candidate_source"] == "sketch"
+    exact = sorted(e["latency_ms"] for e in evs if e["model"] == "gpt-4o")
+    p50 = exact[len(exact) // 2]
+    assert abs(latency.candidate / p50 - 1) < 0.02  # the sketch's 1 % plus rank rounding
+    assert "error_rate" in out.comparison.skipped

@@ -29,9 +29,12 @@ from typing import Any, Final
 
 import numpy as np
 
+from llmpulse.compare.stats import Sample
 from llmpulse.compare.verdict import Arm
 from llmpulse.detectors.embedder import Embedder
 from llmpulse.errors import ConfigError
+from llmpulse.processors.sketch import representatives, sketch_params
+from llmpulse.processors.sketch_sql import SKETCH_ALPHA
 from llmpulse.schemas.event import DIMENSIONS
 
 QueryFn = Callable[[str], tuple[list[str], list[tuple[Any, ...]]]]
@@ -203,3 +206,66 @@ def load_arm(
         if responses:
             arm.response_embeddings = embedder.embed_many(responses)
     return arm
+
+
+def _grouping_for(query: QueryFn, keys: set[str]) -> tuple[str, int] | None:
+    """The grouping of the stored windows with the fewest dimensions that holds every
+    key, and its shortest window length (its tiles count every call once)."""
+    _, rows = query("SELECT grouping, min(window_seconds) FROM window_stats GROUP BY grouping")
+    fits = [(str(g), int(w)) for g, w in rows if keys <= set(str(g).split("+"))]
+    return min(fits, key=lambda f: (len(f[0].split("+")), f[1])) if fits else None
+
+
+def load_sketch(
+    query: QueryFn,
+    sel: Mapping[str, str],
+    where: Mapping[str, str],
+    since: datetime | None,
+    until: datetime | None,
+    metric: str = "latency",
+) -> Sample | None:
+    """The merged sketch of ``metric`` (latency or ttft) of the calls of one arm, read
+    from the window tiles of a grouping that holds every selection key; None when
+    no grouping does or no window matched. Values are the buckets' representatives
+    (within 1 % of every value they count)."""
+    keys = {**where, **sel}
+    if not set(keys) <= set(DIMENSIONS):
+        return None
+    found = _grouping_for(query, set(keys))
+    if found is None:
+        return None
+    grouping, seconds = found
+    parts = [f"grouping = {quote(grouping)}", f"window_seconds = {seconds}"]
+    parts += [f"{k} = {quote(v)}" for k, v in keys.items()]
+    if since is not None:
+        parts.append(f"window_start >= {_ts(since)}")
+    if until is not None:
+        parts.append(f"window_end <= {_ts(until)}")
+    _, rows = query(
+        f"SELECT mapKeys(m), mapValues(m), z FROM (SELECT sumMap(mapFromArrays("
+        f"{metric}_sketch_keys, {metric}_sketch_counts)) AS m, sum({metric}_sketch_zeros) AS z "
+        f"FROM window_tiles WHERE {' AND '.join(parts)})"
+    )
+    if not rows:
+        return None
+    keys_, counts, zeros = rows[0]
+    params = sketch_params(SKETCH_ALPHA)
+    values = representatives(np.asarray(list(keys_), dtype=np.int64), params)
+    cnt = np.asarray(list(counts), dtype=np.int64)
+    if zeros:
+        values = np.concatenate([[0.0], values])
+        cnt = np.concatenate([[int(zeros)], cnt])
+    if not cnt.size or cnt.sum() == 0:
+        return None
+    return Sample.from_counts(values, cnt)
+
+
+def expand(sample: Sample, max_rows: int, seed: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Values of a sketch as rows for the rank test (a multinomial sample of
+    ``max_rows`` when it counts more)."""
+    counts = np.diff(np.concatenate([[0], sample.cum]))
+    if sample.n > max_rows:
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(max_rows, counts / counts.sum())
+    out: np.ndarray[Any, np.dtype[np.float64]] = np.repeat(sample.values, counts)
+    return out

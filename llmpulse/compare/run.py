@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from llmpulse.compare.data import QueryFn, load_arm, where_sql
+from llmpulse.compare.data import QueryFn, expand, load_arm, load_sketch, where_sql
 from llmpulse.compare.verdict import Comparison, ScoreRule, compare_arms
 from llmpulse.detectors.embedder import HashingEmbedder
 from llmpulse.errors import StoreLockedError
@@ -110,16 +110,24 @@ def compare_with(query: QueryFn, req: Request, settings: Settings) -> Comparison
     """Read both arms with ``query`` and compare them."""
     cs = settings.compare
     embedder = HashingEmbedder(dim=settings.drift.embedding_dim)
-    arms = [
-        load_arm(
+    arms = []
+    for sel in (req.baseline, req.candidate):
+        arm = load_arm(
             query,
             where_sql(sel, req.where, req.since, req.until),
             max_rows=cs.max_rows,
             seed=cs.seed,
             embedder=embedder,
         )
-        for sel in (req.baseline, req.candidate)
-    ]
+        if arm.n == 0:
+            # Raw rows gone (retention) or never kept: the window sketches still
+            # hold the latency and TTFT distributions, to within 1 %.
+            for metric, attr in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
+                sketch = load_sketch(query, sel, req.where, req.since, req.until, metric)
+                if sketch is not None:
+                    setattr(arm, attr, expand(sketch, cs.max_rows, cs.seed))
+                    arm.sources[metric] = "sketch"
+        arms.append(arm)
     return compare_arms(arms[0], arms[1], cs, ScoreRule.of(settings.scores), metrics=req.metrics)
 
 

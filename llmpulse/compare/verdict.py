@@ -73,6 +73,8 @@ class Arm:
     response_embeddings: FloatArray | None = None
     calls: int = 0  # calls selected (before sampling)
     span_s: float = 0.0  # event-time span of the calls
+    # metric -> where its values came from when not raw rows ("sketch": window tiles)
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -224,6 +226,10 @@ def _distribution(name: str) -> _Builder:
             / 0.955
         )
         details: dict[str, Any] = {}
+        metric = "latency" if name == "latency_ms" else "ttft"
+        for arm, side in ((base, "baseline"), (cand, "candidate")):
+            if metric in arm.sources:
+                details[f"{side}_source"] = arm.sources[metric]
         for d in qd:
             key = f"p{round(d.q * 100)}"
             details[f"{key}_baseline_ms"] = d.baseline
@@ -231,7 +237,7 @@ def _distribution(name: str) -> _Builder:
             details[f"{key}_change"] = d.relative
             details[f"{key}_ci"] = [d.ci_low, d.ci_high]
         return MetricResult(
-            metric="latency" if name == "latency_ms" else "ttft",
+            metric=metric,
             test="mann_whitney",
             unit="relative",
             effect=p50.relative,
@@ -288,11 +294,10 @@ def _proportion(
 
 
 def _errors(base: Arm, cand: Arm, m: MetricSettings, ctx: _Ctx) -> MetricResult | str:
-    if base.n == 0 and cand.n == 0:
+    na, nb = int(base.errors.size), int(cand.errors.size)
+    if na == 0 and nb == 0:
         return "no calls in either arm"
-    return _proportion(
-        "error_rate", int(base.errors.sum()), base.n, int(cand.errors.sum()), cand.n, m, ctx
-    )
+    return _proportion("error_rate", int(base.errors.sum()), na, int(cand.errors.sum()), nb, m, ctx)
 
 
 def _mean_metric(metric: str, values: Callable[[Arm], FloatArray]) -> _Builder:
