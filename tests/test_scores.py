@@ -329,3 +329,12 @@ def test_the_shipped_hallucination_rule_fires_on_folded_late_scores() -> None:
     states = [t.to_state.value for t in fired]
     assert "firing" in states
     assert fired[-1].value == pytest.approx(0.04)
+
+
+def test_outcomes_list_what_was_folded_and_flush_ends_a_replay() -> None:
+    store = MemoryScoreStore([CallInfo("evt-1", BASE_MS, {"tenant": "acme"})])
+    stage = ScoreStage(QualityFolder(cfg(alert_delay_ms=10**9)), store, clock=lambda: NOW)
+    out = stage.handle(msgs([score()]))
+    assert [(r.event_id, c.timestamp_ms) for r, c in out.folded] == [("evt-1", BASE_MS)]
+    assert out.signals == []
+    assert {s.name for s in stage.flush()} >= {"hallucination_rate", "score_mean:hallucination"}

@@ -102,6 +102,7 @@ class ScoreOutcome:
     rejections: list[Rejection] = field(default_factory=list)
     partials: list[QualityPartial] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+    folded: list[Scored] = field(default_factory=list)  # (score, call) folded now
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,10 @@ class ScoreStage:
         self.stats.add(out.stats)
         return out
 
+    def flush(self) -> list[Signal]:
+        """The signals of every window still held for alerting (end of a replay)."""
+        return self.folder.advance(2**62)
+
     def sweep(self, since: datetime, limit: int = 100_000) -> ScoreOutcome:
         """Fold stored scores whose call was unknown when they came and is stored now;
         the others wait in memory (restores the pending scores after a restart)."""
@@ -352,6 +357,7 @@ class ScoreStage:
                     partials_table(partials, now), _token("window_scores", ids)
                 )
             out.partials.extend(partials)
+            out.folded.extend(todo)
             out.stats.folded += len(todo)
             out.stats.partials += len(partials)
         rows = [score_row(r, c, received_at=now) for r, c in resolved]
