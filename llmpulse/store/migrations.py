@@ -135,6 +135,7 @@ MIGRATIONS += (
             # the newest version: reads use FINAL.
             f"""CREATE TABLE IF NOT EXISTS scores (
     {ddl_columns(SCORE_COLUMNS)},
+    INDEX idx_score_id score_id TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_score_event event_id TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_score_call call_event_id TYPE bloom_filter(0.001) GRANULARITY 1
 ) ENGINE = ReplacingMergeTree(version)
