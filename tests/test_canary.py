@@ -207,3 +207,12 @@ def test_without_raw_rows_latency_is_compared_from_the_window_sketches(
     p50 = exact[len(exact) // 2]
     assert abs(latency.candidate / p50 - 1) < 0.02  # the sketch's 1 % plus rank rounding
     assert "error_rate" in out.comparison.skipped
+
+
+def test_the_monitor_from_settings() -> None:
+    from llmpulse.compare.canary import canary_monitor
+
+    s = Settings(canary={"pairs": [PAIR.model_dump()], "horizon_s": 600, "rollback": True})
+    mon = canary_monitor(s)
+    assert mon is not None and mon.horizon_ms == 600_000 and mon.rollback
+    assert list(mon.arm_sizes()) == ["prompt-v3"]

@@ -16,7 +16,7 @@ returns one ``CanaryResult`` per pair, from which come:
 ``evaluate_store`` does the same from ClickHouse instead of memory (any query
 function, e.g. ``run_readonly`` on the worker's client).
 
->>> from llmpulse.settings import CanaryPair, CompareSettings
+>>> from llmpulse.settings import CanaryPair, CompareSettings, Settings
 >>> pair = CanaryPair(name="v3", baseline={"prompt_version": "v2"},
 ...                   candidate={"prompt_version": "v3"})
 >>> mon = CanaryMonitor([pair], CompareSettings(), horizon_ms=3_600_000)
@@ -37,10 +37,10 @@ from llmpulse.alerts.signals import Signal
 from llmpulse.compare.data import QueryFn, load_arm, where_sql
 from llmpulse.compare.run import Request, comparison_rows, run_id_of
 from llmpulse.compare.verdict import Arm, Comparison, ScoreRule, compare_arms
-from llmpulse.detectors.embedder import Embedder
+from llmpulse.detectors.embedder import Embedder, HashingEmbedder
 from llmpulse.schemas.batch import TraceBatch, from_ms
 from llmpulse.scores.quality import Scored
-from llmpulse.settings import CanaryPair, CompareSettings
+from llmpulse.settings import CanaryPair, CompareSettings, Settings
 
 SIGNAL = "canary_regression"
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -286,3 +286,23 @@ class CanaryMonitor:
                                 origin=origin)
             )  # fmt: skip
         return out
+
+
+def canary_monitor(settings: Settings) -> CanaryMonitor | None:
+    """The monitor of ``[canary]`` (None without pairs).
+
+    >>> canary_monitor(Settings()) is None
+    True
+    """
+    c = settings.canary
+    if not c.pairs:
+        return None
+    return CanaryMonitor(
+        c.pairs,
+        settings.compare,
+        ScoreRule.of(settings.scores),
+        horizon_ms=c.horizon_s * 1000,
+        rollback=c.rollback,
+        max_calls=settings.compare.max_rows,
+        embedder=HashingEmbedder(dim=settings.drift.embedding_dim),
+    )
