@@ -69,6 +69,8 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     traces: str = "llm.traces"
     dlq: str = "llm.traces.dlq"
+    scores: str = Field("llm.scores", description="Score events (evaluations, feedback)")
+    scores_dlq: str = Field("llm.scores.dlq", description="Rejected score messages")
     control: str = "llm.control"
     partitions: int = Field(6, ge=1, description="Partitions when llmpulse creates a topic")
 
@@ -149,6 +151,129 @@ class DriftSettings(BaseModel):
     fill_embeddings: bool = Field(True, description="Embed prompt/response text when no vector")
     max_series: int = Field(1000, ge=1, description="Drift series tracked at most")
     auto_rebaseline: bool = Field(False, description="Learn a new baseline after a drift")
+
+
+class ScoreSettings(BaseModel):
+    """Late scores and the per-window quality statistics folded from them (docs/canary.md)."""
+
+    threshold: float = Field(
+        0.5, description="A score value below this counts in the window's rate_below"
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per score name, overriding `threshold`"
+    )
+    hallucination_score: str = Field(
+        "hallucination", description="Score whose bad share is the hallucination_rate signal"
+    )
+    hallucination_if: Literal["above", "below"] = Field(
+        "above",
+        description="'above': a value >= its threshold is a hallucination (a 0/1 flag);"
+        " 'below': a value < its threshold is one (faithfulness-like scores)",
+    )
+    signal_window_s: int = Field(
+        300, ge=1, description="Window length (one of windows.specs) whose quality goes to alerts"
+    )
+    alert_delay_s: float = Field(
+        300.0, ge=0, description="Event time after a window's end before its quality is alerted on"
+    )
+    call_cache: int = Field(
+        200_000, ge=0, description="Recent calls remembered to place scores in their windows"
+    )
+    pending_max: int = Field(
+        100_000, ge=0, description="Scores of calls not yet seen, held until the call arrives"
+    )
+    pending_s: float = Field(
+        3600.0, gt=0, description="How long (score event time) a score waits for its call"
+    )
+
+
+class EvaluatorSettings(BaseModel):
+    """Online evaluators: built-in checks of each call's text and an optional LLM judge."""
+
+    enabled: bool = Field(False, description="Run the online evaluators on calls with text")
+    refusal: bool = Field(True, description="Score `refusal` (1.0 when the response refuses)")
+    json_valid: bool = Field(False, description="Score `json_valid` of every response")
+    json_schema: Path | None = Field(
+        None, description="JSON schema file: score `json_schema` (1.0 when the response matches)"
+    )
+    regex: dict[str, str] = Field(
+        default_factory=dict, description="Score name -> regex; 1.0 when the response matches"
+    )
+    similarity: bool = Field(
+        True, description="Score `prompt_similarity`: cosine of prompt and response embeddings"
+    )
+    match: dict[str, str] = Field(
+        default_factory=dict, description="Only calls whose dimensions equal these values"
+    )
+
+
+class JudgeSettings(BaseModel):
+    """An LLM judge on an OpenAI-compatible chat-completions endpoint."""
+
+    enabled: bool = False
+    url: str = Field(
+        "http://127.0.0.1:8000/v1/chat/completions", description="Chat-completions URL"
+    )
+    model: str = Field("gpt-4o-mini", description="Model the judge asks")
+    api_key: SecretStr | None = Field(None, description="Bearer token, if the endpoint needs one")
+    rubric: str = Field(
+        "You grade an AI assistant's answer. Reply with JSON only: "
+        '{"score": <number from 0 to 1>, "reason": "<one sentence>"}. '
+        "1 means the answer is correct, grounded in the question and helpful; "
+        "0 means it is wrong, invented or unhelpful.",
+        description="System prompt of the judge; it must ask for a JSON object with `score`",
+    )
+    score_name: str = Field("judge", description="Name of the scores the judge produces")
+    sample_rate: float = Field(0.05, ge=0, le=1, description="Share of eligible calls judged")
+    max_per_minute: float = Field(60.0, gt=0, description="Requests per minute at most")
+    queue_size: int = Field(1000, ge=1, description="Calls waiting for the judge; then dropped")
+    timeout_s: float = Field(30.0, gt=0, description="Per request")
+    max_chars: int = Field(8000, ge=100, description="Prompt and response are cut to this")
+
+
+class MetricSettings(BaseModel):
+    """How much worse a candidate may be on one metric, and what the test must detect.
+
+    Both numbers are in the metric's effect unit: relative change for latency, TTFT,
+    costs and tokens (0.10 = 10 % worse), absolute share for error and score rates
+    (0.01 = one percentage point), MMD² for embeddings."""
+
+    tolerance: float = Field(ge=0, description="A regression up to this is acceptable")
+    min_effect: float = Field(gt=0, description="Smallest regression to detect (power)")
+
+
+class CompareSettings(BaseModel):
+    """Statistics of `llmpulse compare` and the canary monitor (docs/canary.md)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise error rate (Holm)")
+    power: float = Field(0.8, gt=0, lt=1, description="Power wanted at each min_effect")
+    bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples of quantile CIs")
+    max_rows: int = Field(200_000, ge=100, description="Rows per arm read at most (sampled)")
+    min_embeddings: int = Field(200, ge=80, description="Embeddings per arm for a verdict")
+    seed: int = Field(0, description="Seed of the bootstrap and of row sampling")
+    latency: MetricSettings = MetricSettings(tolerance=0.05, min_effect=0.10)
+    ttft: MetricSettings = MetricSettings(tolerance=0.05, min_effect=0.10)
+    error_rate: MetricSettings = MetricSettings(tolerance=0.005, min_effect=0.01)
+    score_rate: MetricSettings = MetricSettings(tolerance=0.01, min_effect=0.03)
+    cost_per_request: MetricSettings = MetricSettings(tolerance=0.05, min_effect=0.10)
+    cost_per_1k_tokens: MetricSettings = MetricSettings(tolerance=0.05, min_effect=0.10)
+    tokens_per_request: MetricSettings = MetricSettings(tolerance=0.10, min_effect=0.15)
+    embedding: MetricSettings = MetricSettings(tolerance=0.015, min_effect=0.03)
+
+
+class CanaryPair(BaseModel):
+    name: str = Field(min_length=1)
+    baseline: dict[str, str] = Field(min_length=1)
+    candidate: dict[str, str] = Field(min_length=1)
+    where: dict[str, str] = Field(default_factory=dict)
+
+
+class CanarySettings(BaseModel):
+    """Continuous comparisons in the worker (wired by the worker; docs/canary.md)."""
+
+    pairs: list[CanaryPair] = Field(default_factory=list)
+    horizon_s: int = Field(3600, ge=60, description="Traffic compared: the last horizon_s")
+    rollback: bool = Field(False, description="Publish a rollback control event on failure")
 
 
 class BudgetSettings(BaseModel):
@@ -280,6 +405,11 @@ class Settings(BaseSettings):
     alerts: AlertSinkSettings = AlertSinkSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
     otlp: OtlpSettings = OtlpSettings()
+    scores: ScoreSettings = ScoreSettings()
+    evaluators: EvaluatorSettings = EvaluatorSettings()
+    judge: JudgeSettings = JudgeSettings()
+    compare: CompareSettings = CompareSettings()
+    canary: CanarySettings = CanarySettings()
     budgets: list[BudgetSettings] = Field(
         default_factory=list, description="Cost budgets per tenant or team"
     )
@@ -364,12 +494,19 @@ def apply_flags(settings: Settings, flags: dict[str, Any]) -> Settings:
 
 
 __all__ = [
+    "CanaryPair",
+    "CanarySettings",
     "ClickHouseSettings",
+    "CompareSettings",
+    "EvaluatorSettings",
+    "JudgeSettings",
     "KafkaSettings",
     "LimitSettings",
+    "MetricSettings",
     "OtlpSettings",
     "PriceSettings",
     "PrivacySettings",
+    "ScoreSettings",
     "SecretStr",
     "Settings",
     "TopicSettings",

@@ -44,7 +44,7 @@ __all__ = [
     "signals_from_window",
 ]
 
-Source = Literal["window", "budget", "drift", "quality"]
+Source = Literal["window", "budget", "drift", "quality", "canary"]
 
 SLO_LATENCY_PREFIX: Final = "slo_latency_bad_fraction:"
 
@@ -143,6 +143,21 @@ SIGNAL_NAMES: Final[Mapping[str, SignalInfo]] = {
     ),
     "hallucination_rate": SignalInfo(
         "share of scored responses flagged as hallucinations", "ratio", "quality", 50, False
+    ),
+    "score_rate_below:*": SignalInfo(
+        "share of the named score's values below its threshold (scores.thresholds), by the"
+        " window of the scored call",
+        "ratio",
+        "quality",
+        20,
+        windowed=False,
+    ),
+    "canary_regression": SignalInfo(
+        "1.0 when a configured canary pair's candidate fails the comparison, 0.0 when it"
+        " passes (labels: pair, metric)",
+        "flag",
+        "canary",
+        windowed=False,
     ),
 }
 

@@ -11,7 +11,9 @@ import typer
 from llmpulse.cli.context import console, out, reports_errors, state
 from llmpulse.cli.output import as_table
 
-app = typer.Typer(help="Benchmarks (end-to-end pipeline, windows, drift).", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks (end-to-end pipeline, windows, drift, compare).", no_args_is_help=True
+)
 
 
 @app.command("pipeline")
@@ -143,3 +145,14 @@ def privacy_bench(
             ],
         )
     )
+@app.command("compare")
+@reports_errors
+def compare_bench(
+    seeds: Annotated[int, typer.Option(help="Seeds per scenario")] = 100,
+    n: Annotated[int, typer.Option("--n", help="Calls per arm")] = 5000,
+) -> None:
+    """Canary comparison quality: false fails without an effect, power with one."""
+    from llmpulse.bench.compare import format_table, run_compare_bench
+
+    rows = run_compare_bench(n=n, seeds=seeds, progress=console.log)
+    print(format_table(rows))  # markdown, as is: a Rich console would wrap it

@@ -73,21 +73,26 @@ def _event_id_hint(raw: bytes) -> str:
     return value[:256] if isinstance(value, str) else ""
 
 
+def reject(msg: RawMessage, error: ValidationError) -> Rejection:
+    """The stored rejection of a message (trace or score) that broke its contract."""
+    first = error.problems[0]
+    return Rejection(
+        rejection_id=rejection_id(msg.source, msg.value),
+        raw=msg.value,
+        reason=error.reason,
+        category=error.category,
+        field=first.field,
+        event_id=_event_id_hint(msg.value),
+        source=msg.source,
+    )
+
+
 class TraceProcessor:
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
 
     def reject(self, msg: RawMessage, error: ValidationError) -> Rejection:
-        first = error.problems[0]
-        return Rejection(
-            rejection_id=rejection_id(msg.source, msg.value),
-            raw=msg.value,
-            reason=error.reason,
-            category=error.category,
-            field=first.field,
-            event_id=_event_id_hint(msg.value),
-            source=msg.source,
-        )
+        return reject(msg, error)
 
     def price(self, event: TraceEvent) -> CostFields:
         c = cost_of_call(

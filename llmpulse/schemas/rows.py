@@ -141,3 +141,70 @@ class CostFields:
     cost_usd: float | None
     cost_source: str
     price_version: str
+
+
+SCORE_COLUMNS: tuple[Column, ...] = (
+    ("score_id", "String"),
+    ("timestamp", "DateTime64(3, 'UTC')"),
+    ("name", "LowCardinality(String)"),
+    ("value", "Float64"),
+    ("data_type", "LowCardinality(String)"),
+    ("source", "LowCardinality(String)"),
+    ("event_id", "String"),
+    ("trace_id", "String"),
+    ("span_id", "String"),
+    ("call_event_id", "String"),
+    ("call_timestamp", "Nullable(DateTime64(3, 'UTC'))"),
+    ("call_known", "UInt8"),
+    ("comment", "String"),
+    ("author", "String"),
+    ("attributes", "Map(String, String)"),
+    ("origin", "String"),
+    ("received_at", "DateTime64(3, 'UTC')"),
+    ("version", "UInt8"),
+)
+
+WINDOW_SCORE_COLUMNS: tuple[Column, ...] = (
+    ("partial_id", "String"),
+    ("window_id", "String"),
+    ("window_start", "DateTime('UTC')"),
+    ("window_end", "DateTime('UTC')"),
+    ("window_seconds", "UInt32"),
+    ("hop_seconds", "UInt32"),
+    ("grouping", "LowCardinality(String)"),
+    *_DIMENSION_COLUMNS,
+    ("score_name", "LowCardinality(String)"),
+    ("threshold", "Float64"),
+    ("score_count", "UInt64"),
+    ("value_sum", "Float64"),
+    ("value_sq_sum", "Float64"),
+    ("below_count", "UInt64"),
+    ("score_ids", "Array(String)"),
+    ("emitted_at", "DateTime64(3, 'UTC')"),
+)
+
+COMPARISON_COLUMNS: tuple[Column, ...] = (
+    ("run_id", "String"),
+    ("created_at", "DateTime64(3, 'UTC')"),
+    ("origin", "LowCardinality(String)"),
+    ("baseline", "String"),
+    ("candidate", "String"),
+    ("where", "String"),
+    ("since", "Nullable(DateTime64(3, 'UTC'))"),
+    ("until", "Nullable(DateTime64(3, 'UTC'))"),
+    ("metric", "LowCardinality(String)"),
+    ("verdict", "LowCardinality(String)"),
+    ("overall", "LowCardinality(String)"),
+    ("test", "LowCardinality(String)"),
+    ("effect", "Float64"),
+    ("ci_low", "Float64"),
+    ("ci_high", "Float64"),
+    ("tolerance", "Float64"),
+    ("p_value", "Float64"),
+    ("p_adjusted", "Float64"),
+    ("n_baseline", "UInt64"),
+    ("n_candidate", "UInt64"),
+    ("needed_per_arm", "UInt64"),
+    ("reason", "String"),
+    ("details", "String"),
+)

@@ -15,12 +15,16 @@ from datetime import UTC, datetime
 from llmpulse.alerts.state import ALERTS_DDL
 from llmpulse.detectors.storage import DRIFT_DDL
 from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS
+from llmpulse.schemas.event import DIMENSIONS
 from llmpulse.schemas.rows import (
+    COMPARISON_COLUMNS,
     DEDUP_SETTING,
     MODEL_PRICE_COLUMNS,
     REJECTED_COLUMNS,
+    SCORE_COLUMNS,
     TRACE_COLUMNS,
     WINDOW_COLUMNS,
+    WINDOW_SCORE_COLUMNS,
     ddl_columns,
 )
 from llmpulse.store.client import SerialClient
@@ -118,6 +122,57 @@ INNER JOIN (
 MIGRATIONS += (
     Migration(3, "alert transitions", (ALERTS_DDL,)),
     Migration(4, "drift events, window scores and baselines", DRIFT_DDL),
+)
+
+_DIMS_SQL = ", ".join(DIMENSIONS)
+
+MIGRATIONS += (
+    Migration(
+        6,
+        "late scores, window quality, comparisons",
+        (
+            # One row per score. A score stored before its call was known is
+            # inserted again once the call is (version 1), and the engine keeps
+            # the newest version: reads use FINAL.
+            f"""CREATE TABLE IF NOT EXISTS scores (
+    {ddl_columns(SCORE_COLUMNS)},
+    INDEX idx_score_id score_id TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_score_event event_id TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_score_call call_event_id TYPE bloom_filter(0.001) GRANULARITY 1
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (name, toStartOfDay(timestamp), score_id)
+SETTINGS {DEDUP_SETTING}""",
+            # Partial aggregates of the scores of the calls of one window: a late
+            # score adds a row, never rewrites one; score_ids makes a redelivered
+            # score recognisable, so it is folded once.
+            f"""CREATE TABLE IF NOT EXISTS window_scores (
+    {ddl_columns(WINDOW_SCORE_COLUMNS)}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (window_seconds, grouping, window_start, window_id, score_name, partial_id)
+SETTINGS {DEDUP_SETTING}""",
+            f"""CREATE VIEW IF NOT EXISTS window_quality AS
+SELECT window_id, window_start, window_end, window_seconds, hop_seconds, grouping,
+       {_DIMS_SQL}, score_name, threshold,
+       sum(score_count) AS scores,
+       sum(value_sum) / scores AS mean,
+       sqrt(greatest(sum(value_sq_sum) / scores - mean * mean, 0)) AS std,
+       sum(below_count) AS below,
+       below / scores AS rate_below,
+       count() AS partials,
+       max(emitted_at) AS updated_at
+FROM window_scores FINAL
+GROUP BY window_id, window_start, window_end, window_seconds, hop_seconds, grouping,
+         {_DIMS_SQL}, score_name, threshold""",
+            f"""CREATE TABLE IF NOT EXISTS comparisons (
+    {ddl_columns(COMPARISON_COLUMNS)}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (created_at, run_id, metric)
+SETTINGS {DEDUP_SETTING}""",
+        ),
+    ),
 )
 
 MIGRATIONS += (

@@ -1,0 +1,1 @@
+"""Canary comparisons: is a candidate (prompt, model, variant) worse than its baseline."""

@@ -1,0 +1,48 @@
+"""Assembling the score path from settings (called by the worker and replay)."""
+
+from __future__ import annotations
+
+from llmpulse.errors import ConfigError, LlmpulseError
+from llmpulse.processors.windows import GroupingSet, WindowSpec
+from llmpulse.scores.quality import QualityConfig, QualityFolder
+from llmpulse.scores.stage import ScoreStage
+from llmpulse.scores.store import ClickHouseScoreStore
+from llmpulse.settings import Settings
+from llmpulse.store.client import SerialClient
+
+
+def quality_config(settings: Settings) -> QualityConfig:
+    w, s = settings.windows, settings.scores
+    try:
+        specs = tuple(WindowSpec(length, hop) for length, hop in w.specs)
+        groupings = tuple(GroupingSet.parse(g) for g in w.groupings)
+    except LlmpulseError as exc:
+        raise ConfigError("windows", str(exc)) from exc
+    if s.signal_window_s not in {spec.length_s for spec in specs}:
+        raise ConfigError(
+            "scores.signal_window_s",
+            f"must be the length of one of windows.specs {[sp.length_s for sp in specs]},"
+            f" got {s.signal_window_s}",
+        )
+    return QualityConfig(
+        specs,
+        groupings,
+        threshold=s.threshold,
+        thresholds=dict(s.thresholds),
+        hallucination_score=s.hallucination_score,
+        hallucination_if=s.hallucination_if,
+        signal_window_s=s.signal_window_s,
+        alert_delay_ms=int(s.alert_delay_s * 1000),
+    )
+
+
+def score_stage(settings: Settings, client: SerialClient) -> ScoreStage:
+    """The score stage over ``client`` (call ``sweep`` once after building it)."""
+    s = settings.scores
+    return ScoreStage(
+        QualityFolder(quality_config(settings)),
+        ClickHouseScoreStore(client),
+        call_cache=s.call_cache,
+        pending_max=s.pending_max,
+        pending_ms=int(s.pending_s * 1000),
+    )
