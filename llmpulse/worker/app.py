@@ -21,8 +21,8 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from llmpulse.access import Authorizer
-from llmpulse.ingest.kafka_security import faust_credentials
 from llmpulse.errors import ReadOnlyQueryError, StoreError
+from llmpulse.ingest.kafka_security import faust_credentials
 from llmpulse.otlp import OtlpReceiver
 from llmpulse.otlp.web import traces_view
 from llmpulse.settings import Settings
