@@ -211,7 +211,10 @@ class Stages:
             TraceStage(
                 self.prices,
                 store_text=self.settings.clickhouse.store_text,
-                capacity=self.settings.worker.dedup_cache,
+                # A worker's memory is split over the event-id partitions it may own.
+                capacity=self.settings.worker.dedup_cache
+                if self.replay
+                else max(1, self.settings.worker.dedup_cache // self.settings.topics.partitions),
                 lookup=lookup,
             )
         ]

@@ -415,8 +415,9 @@ def test_redacted_batch_is_stored_with_counts_and_without_pii(settings: object) 
     from llmpulse.processors.batch_cost import price_batch
     from llmpulse.processors.cost import PriceTable
     from llmpulse.runtime import prepare_store
+    from llmpulse.stages.base import Rows
     from llmpulse.store.encode import traces_table
-    from llmpulse.store.writer import ClickHouseStore
+    from llmpulse.store.writer import StoreWriter
 
     client = prepare_store(settings)  # type: ignore[arg-type]
     try:
@@ -427,7 +428,7 @@ def test_redacted_batch_is_stored_with_counts_and_without_pii(settings: object) 
         redact_batch(batch, RedactionPolicy())  # type: ignore[arg-type]
         price_batch(PriceTable.default(), batch)  # type: ignore[arg-type]
         table = traces_table(batch, datetime(2026, 1, 2, tzinfo=UTC), store_text=True)  # type: ignore[arg-type]
-        ClickHouseStore(client).write_traces(table, "tok-1")
+        StoreWriter(client).write([Rows("traces", table)])
         rows = client.rows("SELECT event_id, prompt, redactions FROM traces ORDER BY event_id")
         assert rows == [
             ("evt-1", "I am [EMAIL], card [CARD]", {"card": 1, "email": 1}),

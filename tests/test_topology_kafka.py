@@ -233,6 +233,7 @@ def test_killed_worker_restarts_with_windows_equal_to_a_replay(
     w.stop(signal.SIGKILL)
     time.sleep(5)
     w.start()
+    w.wait_ready()  # its restore (undoing uncommitted rows) done
     producer.join(60)
     settle(cluster, ["a"], total)
     assert_union_equals_replay(cluster, ["a"], reference, stream)
@@ -277,6 +278,7 @@ def test_two_workers_one_killed_mid_stream_equal_one_run(
     a.stop(signal.SIGKILL)
     wait_until(lambda: cluster.stored("b") >= total // 2, 120, "b going on alone", cluster)
     a.start()
+    a.wait_ready()  # its restore (undoing uncommitted rows) done
     producer.join(60)
     settle(cluster, ["a", "b"], total)
     assert_union_equals_replay(cluster, ["a", "b"], reference, stream)

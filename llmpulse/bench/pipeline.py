@@ -1,198 +1,413 @@
-"""End-to-end benchmark: emit -> Kafka -> worker -> ClickHouse, against raw
-aiokafka consumption of the same messages in the same run as the ceiling.
+"""End-to-end benchmark of the whole path, as ratios to baselines taken in the same run.
 
-Throughput is measured on a backlog (all events produced first), so the worker
-runs flat out; freshness is measured on a second, paced stream whose events
-carry their produce time as event time.
+For each kind of traffic (lean events; rich events with text and 384-dim
+embeddings; high cardinality with 20,000 tenants) the same file is:
+
+* inserted by ClickHouse itself (``CREATE TABLE ... ENGINE = MergeTree ORDER BY
+  tuple() AS SELECT * FROM file(..., JSONEachRow)``), the engine floor;
+* replayed (``llmpulse replay``, every stage);
+* produced to Kafka as a backlog and drained by one ``llmpulse worker``, and
+  again by two workers in one consumer group, each with its own store.
+
+Every engine and worker runs in a process of its own (a chDB store per
+process). Freshness is measured on a paced stream: the time from the produce
+call to the moment the row answers a query through the worker's ``/sql``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import os
+import random
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import orjson
+from aiokafka import AIOKafkaProducer
 
 from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
-from llmpulse.ingest.emitter import encode_event, series_key
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 from llmpulse.worker.process import WorkerProcess
 
 Say = Callable[[str], None]
+START_MS = 1_767_225_600_000
 
 
 @dataclass(frozen=True)
-class PipelineBenchResult:
+class Dataset:
+    name: str
     events: int
-    partitions: int
-    produce_events_per_s: float
-    raw_consume_events_per_s: float
-    pipeline_events_per_s: float
-    freshness_events: int
-    freshness_p50_ms: float
-    freshness_p99_ms: float
-    freshness_max_ms: float
+    make: Callable[[int], Iterator[dict[str, Any]]]
 
-    @property
-    def ratio(self) -> float:
-        return self.pipeline_events_per_s / self.raw_consume_events_per_s
 
-    def rows(self) -> list[tuple[str, str]]:
+def lean(n: int) -> Iterator[dict[str, Any]]:
+    gen = TrafficGenerator(
+        TrafficConfig(include_text=False, scores=False), seed=1, start_ms=START_MS,
+        rate_per_s=200.0,
+    )  # fmt: skip
+    for e in gen.events(n):
+        e.pop("attributes", None)
+        yield e
+
+
+def rich(n: int) -> Iterator[dict[str, Any]]:
+    cfg = TrafficConfig(include_text=True, embeddings=True, embedding_dim=384)
+    yield from TrafficGenerator(cfg, seed=2, start_ms=START_MS, rate_per_s=200.0).events(n)
+
+
+def high_cardinality(
+    n: int, *, endpoints: int = 30_000, tenants: int = 20_000
+) -> Iterator[dict[str, Any]]:
+    """n events over 20 minutes carrying ``endpoints`` endpoints and ``tenants`` tenants
+    (a B2B product with many tenants, or a user id leaking into ``endpoint``)."""
+    rng = random.Random(3)
+    gen = TrafficGenerator(
+        TrafficConfig(include_text=False, scores=False), seed=3, start_ms=START_MS,
+        rate_per_s=n / 1200.0,
+    )  # fmt: skip
+    ep = [f"/v1/items/{i}" for i in range(endpoints)]
+    tn = [f"tenant-{i:05d}" for i in range(tenants)]
+    rng.shuffle(ep)
+    rng.shuffle(tn)
+    for i, e in enumerate(gen.events(n)):
+        e["endpoint"] = ep[i % endpoints]
+        e["tenant"] = tn[i % tenants]
+        e.pop("attributes", None)
+        yield e
+
+
+DATASETS = {
+    "lean": Dataset("lean events", 200_000, lean),
+    "rich": Dataset("rich events (text, 384-dim embeddings)", 20_000, rich),
+    "cardinality": Dataset("high cardinality (20,000 tenants)", 60_000, high_cardinality),
+}
+
+
+@dataclass
+class Row:
+    dataset: str
+    events: int
+    floor: float = math.nan
+    replay: float = math.nan
+    worker: float = math.nan
+    workers2: float = math.nan
+    replay_rss_mib: float = math.nan
+    series: int = 0
+
+    def cells(self) -> list[str]:
+        def rate(x: float) -> str:
+            return "-" if math.isnan(x) else f"{x:,.0f}"
+
+        def ratio(a: float, b: float) -> str:
+            return "-" if math.isnan(a) or math.isnan(b) or not b else f"{a / b:.2f}"
+
         return [
-            ("events (backlog)", f"{self.events:,} over {self.partitions} partitions"),
-            ("producer (aiokafka)", f"{self.produce_events_per_s:,.0f} events/s"),
-            ("raw consume (aiokafka, ceiling)", f"{self.raw_consume_events_per_s:,.0f} events/s"),
-            ("llmpulse worker -> ClickHouse", f"{self.pipeline_events_per_s:,.0f} events/s"),
-            ("ratio worker / raw consume", f"{self.ratio:.3f}"),
-            (
-                f"freshness produce -> row written ({self.freshness_events} paced events)",
-                f"p50 {self.freshness_p50_ms:,.0f} ms, p99 {self.freshness_p99_ms:,.0f} ms, "
-                f"max {self.freshness_max_ms:,.0f} ms",
-            ),
+            self.dataset,
+            f"{self.events:,}",
+            rate(self.floor),
+            rate(self.replay),
+            rate(self.worker),
+            rate(self.workers2),
+            ratio(self.replay, self.floor),
+            ratio(self.worker, self.replay),
+            ratio(self.workers2, self.worker),
         ]
 
 
-def _payloads(n: int, seed: int, start_ms: int) -> list[tuple[bytes, bytes]]:
-    gen = TrafficGenerator(
-        TrafficConfig(include_text=False), seed=seed, start_ms=start_ms, rate_per_s=2000.0
+HEADERS = [
+    "traffic",
+    "events",
+    "engine floor /s",
+    "replay /s",
+    "1 worker /s",
+    "2 workers /s",
+    "replay / floor",
+    "worker / replay",
+    "2 workers / 1",
+]
+
+
+@dataclass
+class PipelineBenchResult:
+    rows: list[Row] = field(default_factory=list)
+    freshness_events: int = 0
+    freshness_ms: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    memory_per_series_kib: float = math.nan
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        return HEADERS, [r.cells() for r in self.rows]
+
+
+def write_file(path: Path, events: Iterator[dict[str, Any]]) -> int:
+    n = 0
+    with path.open("wb") as f:
+        for e in events:
+            f.write(orjson.dumps(e))
+            f.write(b"\n")
+            n += 1
+    return n
+
+
+def _run(python: str, args: list[str], env: dict[str, str], timeout: float = 1800) -> str:
+    proc = subprocess.run(
+        [python, *args], env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[:4]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+_FLOOR = """
+import sys, time, clickhouse_connect
+c = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[2])
+t0 = time.perf_counter()
+c.command("CREATE TABLE floor ENGINE = MergeTree ORDER BY tuple() AS "
+          "SELECT * FROM file('" + sys.argv[1] + "', JSONEachRow)")
+dt = time.perf_counter() - t0
+print(int(c.command("SELECT count() FROM floor")) / dt)
+"""
+
+
+def engine_floor(python: str, path: Path, work: Path) -> float:
+    """Rows/s of ClickHouse's own JSONEachRow reader inserting the file (fresh store)."""
+    out = _run(python, ["-c", _FLOOR, str(path), str(work / f"floor-{uuid.uuid4().hex[:6]}")], {})
+    return float(out.strip().splitlines()[-1])
+
+
+def replay_rate(python: str, path: Path, work: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(events/s, peak RSS MiB) of ``llmpulse replay`` of the file into a fresh store."""
+    store = work / f"replay-{uuid.uuid4().hex[:6]}"
+    out = _run(
+        python,
+        ["-m", "llmpulse", "replay", str(path), "--clickhouse", f"chdb://{store}", "--json"],
+        {**env, "LLMPULSE_DATA_DIR": str(store) + "-data"},
     )
-    out: list[tuple[bytes, bytes]] = []
-    for e in gen.events(n):
-        e["event_id"] = f"bench-{seed}-{len(out)}"
-        out.append((series_key(e), encode_event(e)))
-    return out
+    summary = json.loads(out[out.index("{") :])
+    return float(summary["events_per_second"]), float(summary.get("peak_rss_mib", math.nan))
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+async def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+    p = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024,
+        max_request_size=16 * 1024 * 1024,
+    )  # fmt: skip
     await p.start()
     try:
-        t0 = time.perf_counter()
-        futures = [await p.send(topic, v, key=k) for k, v in records]
+        futures = [await p.send(topic, v) for v in lines]  # unkeyed, as many producers
         await asyncio.gather(*futures)
-        return len(records) / (time.perf_counter() - t0)
     finally:
         await p.stop()
 
 
-async def _raw_consume(bootstrap: str, topic: str, n: int, timeout: float = 300.0) -> float:
-    c = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"llmpulse-bench-raw-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await c.start()
+def _worker_env(
+    bootstrap: str, topic: str, app: str, work: Path, name: str, port: int
+) -> dict[str, str]:
+    return {
+        "LLMPULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "LLMPULSE_TOPICS_TRACES": topic,
+        "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
+        "LLMPULSE_TOPICS_CONTROL": topic + ".control",
+        "LLMPULSE_WORKER_APP_ID": app,
+        "LLMPULSE_WORKER_WEB_PORT": str(port),
+        "LLMPULSE_DATA_DIR": str(work / name / "data"),
+        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{work / name / 'store'}",
+    }
+
+
+def _count(workers: list[WorkerProcess]) -> int:
+    total = 0
+    for w in workers:
+        try:
+            total += w.scalar("SELECT count() FROM traces")
+        except Exception:
+            return -1
+    return total
+
+
+def worker_rate(
+    python: str,
+    bootstrap: str,
+    lines: list[bytes],
+    expected: int,
+    work: Path,
+    *,
+    workers: int,
+    partitions: int,
+    say: Say,
+) -> float:
+    """Events/s of ``workers`` worker processes draining a backlog of ``lines``,
+    measured once every worker owns partitions, until all rows are stored."""
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    ensure_topics_sync(bootstrap, {topic: partitions})
+    asyncio.run(_produce(bootstrap, topic, lines))
+    procs = []
+    for i in range(workers):
+        port = free_port()
+        env = _worker_env(bootstrap, topic, topic, work / topic, f"w{i}", port)
+        w = WorkerProcess(env, work / topic / f"w{i}.log", web_port=port)
+        w.python = python
+        procs.append(w)
     try:
-        got = 0
-        t0 = None
-        deadline = time.monotonic() + timeout
-        while got < n and time.monotonic() < deadline:
-            batch = await c.getmany(timeout_ms=500, max_records=10_000)
-            for msgs in batch.values():
-                if msgs and t0 is None:
-                    t0 = time.perf_counter()
-                got += len(msgs)
-        if t0 is None or got < n:
-            raise TimeoutError(f"raw consumer read {got} of {n} messages")
-        return n / (time.perf_counter() - t0)
+        for w in procs:
+            w.start()
+        for w in procs:
+            w.wait_healthy(180)
+        # Timing starts once every worker owns partitions (start-up and the first
+        # rebalance are not throughput).
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if all(w.health().get("partitions", 1) for w in procs):
+                break
+            time.sleep(0.1)
+        start_count, t0 = _count(procs), time.perf_counter()
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            n = _count(procs)
+            if n >= expected:
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"workers stored {n} of {expected} events")
+        elapsed = time.perf_counter() - t0
+        done = expected - max(start_count, 0)
+        say(f"  {workers} worker(s): {done:,} events in {elapsed:.1f}s")
+        return done / elapsed if elapsed > 0 else math.nan
     finally:
-        await c.stop()
+        for w in procs:
+            w.stop()
 
 
-async def _produce_paced(bootstrap: str, topic: str, n: int, rate: float, seed: int) -> None:
-    gen = TrafficGenerator(
-        TrafficConfig(include_text=False), seed=seed + 1, start_ms=0, rate_per_s=rate
-    )
-    template = list(gen.events(n))
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def _paced(bootstrap: str, topic: str, lines: list[bytes], rate: float) -> dict[str, float]:
+    sent: dict[str, float] = {}
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await p.start()
     try:
         t0 = time.monotonic()
-        for i, e in enumerate(template):
+        for i, v in enumerate(lines):
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-            e["event_id"] = f"fresh-{seed}-{i}"
-            e["timestamp"] = int(time.time() * 1000)
-            await p.send(topic, encode_event(e), key=series_key(e))
+            await p.send(topic, v)
+            sent[orjson.loads(v)["event_id"]] = time.monotonic()
         await p.flush()
     finally:
         await p.stop()
+    return sent
+
+
+def freshness(
+    python: str, bootstrap: str, work: Path, *, events: int, rate: float, partitions: int
+) -> tuple[float, float, float]:
+    """p50, p99 and max ms from the produce call to the row answering a query."""
+    topic = f"fresh-{uuid.uuid4().hex[:8]}"
+    ensure_topics_sync(bootstrap, {topic: partitions})
+    port = free_port()
+    w = WorkerProcess(
+        _worker_env(bootstrap, topic, topic, work / topic, "w", port), work / topic / "w.log",
+        web_port=port,
+    )  # fmt: skip
+    w.python = python
+    now_ms = int(time.time() * 1000)
+    lines = []
+    for i, e in enumerate(lean(events)):
+        e["event_id"] = f"fresh-{i}"
+        e["timestamp"] = now_ms + int(i * 1000 / rate)
+        lines.append(orjson.dumps(e))
+    seen: dict[str, float] = {}
+    w.start()
+    try:
+        w.wait_healthy(180)
+        while not w.health().get("partitions", 1):
+            time.sleep(0.1)
+        time.sleep(2)
+        box: dict[str, dict[str, float]] = {}
+
+        def produce() -> None:
+            box["sent"] = asyncio.run(_paced(bootstrap, topic, lines, rate))
+
+        import threading
+
+        t = threading.Thread(target=produce)
+        t.start()
+        deadline = time.monotonic() + events / rate + 120
+        while len(seen) < events and time.monotonic() < deadline:
+            _, rows = w.sql("SELECT event_id FROM traces")
+            now = time.monotonic()
+            for (eid,) in rows:
+                seen.setdefault(str(eid), now)
+            time.sleep(0.05)
+        t.join()
+    finally:
+        w.stop()
+    sent = box["sent"]
+    lat = sorted((seen[k] - sent[k]) * 1000 for k in sent if k in seen)
+    if not lat:
+        return (math.nan, math.nan, math.nan)
+    return lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1]
 
 
 def run_pipeline_bench(
     bootstrap: str,
-    work_dir: Path,
+    work: Path,
     *,
-    events: int = 200_000,
+    datasets: list[str] | None = None,
+    scale: float = 1.0,
     partitions: int = 6,
-    batch_size: int = 5000,
+    python: str = sys.executable,
     fresh_events: int = 2000,
     fresh_rate: float = 500.0,
-    seed: int = 1,
+    workers: bool = True,
     say: Say = print,
 ) -> PipelineBenchResult:
-    topic = f"llmpulse-bench-{uuid.uuid4().hex[:8]}"
-    ensure_topics_sync(bootstrap, {topic: partitions, topic + ".dlq": 1})
-    say(f"generating {events:,} events...")
-    records = _payloads(events, seed, start_ms=int(time.time() * 1000) - 3_600_000)
-    say(f"producing them to {topic}...")
-    produce_rate = asyncio.run(_produce(bootstrap, topic, records))
-    say("raw aiokafka consumption (ceiling)...")
-    raw_rate = asyncio.run(_raw_consume(bootstrap, topic, events))
-
-    port = free_port()
-    worker = WorkerProcess(
-        {
-            "LLMPULSE_KAFKA_BOOTSTRAP": bootstrap,
-            "LLMPULSE_TOPICS_TRACES": topic,
-            "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
-            "LLMPULSE_TOPICS_CONTROL": topic + ".control",
-            "LLMPULSE_WORKER_APP_ID": topic,
-            "LLMPULSE_WORKER_WEB_PORT": str(port),
-            "LLMPULSE_WORKER_BATCH_SIZE": str(batch_size),
-            "LLMPULSE_DATA_DIR": str(work_dir / "data"),
-            "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{work_dir / 'store'}",
-        },
-        work_dir / "worker.log",
-        web_port=port,
-    )
-    worker.start()
-    try:
-        worker.wait_healthy()
-        say("worker draining the backlog...")
-        first: tuple[float, int] | None = None
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            count = worker.scalar("SELECT count() FROM traces")
-            now = time.perf_counter()
-            if count and first is None:
-                first = (now, count)
-            if count >= events:
-                break
-            time.sleep(0.25)
-        else:
-            raise TimeoutError(f"worker stored {count} of {events} events")
-        assert first is not None
-        pipeline_rate = (events - first[1]) / max(now - first[0], 1e-9)
-
-        say(f"freshness: {fresh_events} events paced at {fresh_rate:.0f}/s...")
-        asyncio.run(_produce_paced(bootstrap, topic, fresh_events, fresh_rate, seed))
-        worker.wait_for("SELECT count() FROM traces", events + fresh_events, timeout=120)
-        _, rows = worker.sql(
-            "SELECT quantileExact(0.5)(d), quantileExact(0.99)(d), max(d) FROM ("
-            "SELECT dateDiff('millisecond', timestamp, ingested_at) AS d FROM traces "
-            "WHERE startsWith(event_id, 'fresh-'))"
+    result = PipelineBenchResult()
+    for key in datasets or list(DATASETS):
+        ds = DATASETS[key]
+        n = max(100, int(ds.events * scale))
+        path = work / f"{key}.jsonl"
+        say(f"{ds.name}: generating {n:,} events...")
+        write_file(path, ds.make(n))
+        row = Row(ds.name, n)
+        say("  engine floor (ClickHouse's JSONEachRow insert)...")
+        row.floor = engine_floor(python, path, work)
+        say("  replay...")
+        row.replay, row.replay_rss_mib = replay_rate(python, path, work, {})
+        if workers:
+            lines = path.read_bytes().splitlines()
+            for count in (1, 2):
+                rate = worker_rate(
+                    python, bootstrap, lines, n, work, workers=count, partitions=partitions,
+                    say=say,
+                )  # fmt: skip
+                if count == 1:
+                    row.worker = rate
+                else:
+                    row.workers2 = rate
+        result.rows.append(row)
+    by_name = {r.dataset: r for r in result.rows}
+    low, high = by_name.get(DATASETS["lean"].name), by_name.get(DATASETS["cardinality"].name)
+    if low is not None and high is not None:
+        # Series held at once: every endpoint and tenant, once per window grouping
+        # that contains it, over the two window specs.
+        series = 2 * (30_000 + 20_000)
+        extra = high.replay_rss_mib - low.replay_rss_mib
+        result.memory_per_series_kib = extra * 1024 / series
+        result.notes.append(
+            f"replay peak RSS: {low.replay_rss_mib:,.0f} MiB (lean) vs "
+            f"{high.replay_rss_mib:,.0f} MiB (high cardinality, {series:,} series x spec)"
         )
-        p50, p99, worst = (float(v) for v in rows[0])
-    finally:
-        worker.stop()
-    return PipelineBenchResult(
-        events, partitions, produce_rate, raw_rate, pipeline_rate, fresh_events, p50, p99, worst
-    )
+    if workers and fresh_events:
+        say(f"freshness: {fresh_events} events paced at {fresh_rate:.0f}/s...")
+        result.freshness_events = fresh_events
+        result.freshness_ms = freshness(
+            python, bootstrap, work, events=fresh_events, rate=fresh_rate, partitions=partitions
+        )
+    return result

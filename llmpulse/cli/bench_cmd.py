@@ -20,15 +20,28 @@ app = typer.Typer(
 @reports_errors
 def pipeline(
     ctx: typer.Context,
-    events: Annotated[int, typer.Option(help="Events in the backlog")] = 200_000,
-    partitions: Annotated[int, typer.Option(help="Partitions of the bench topic")] = 6,
-    batch_size: Annotated[int, typer.Option(help="Worker batch size")] = 5000,
-    fresh_events: Annotated[int, typer.Option(help="Paced events for freshness")] = 2000,
+    traffic: Annotated[
+        list[str] | None,
+        typer.Option("--traffic", help="lean, rich, cardinality (repeat; default all)"),
+    ] = None,
+    scale: Annotated[float, typer.Option(help="Multiplier of each traffic's event count")] = 1.0,
+    partitions: Annotated[int, typer.Option(help="Partitions of the input topic")] = 6,
+    fresh_events: Annotated[int, typer.Option(help="Paced events for freshness (0: skip)")] = 2000,
+    workers: Annotated[bool, typer.Option(help="Also run the Kafka workers")] = True,
+    python: Annotated[
+        str | None, typer.Option(help="Interpreter of another llmpulse install to measure")
+    ] = None,
 ) -> None:
-    """emit -> Kafka -> worker -> ClickHouse, against raw aiokafka consumption."""
-    from llmpulse.bench.pipeline import run_pipeline_bench
-    from llmpulse.devkafka.ensure import lease_broker
+    """Engine floor, replay, one worker and two workers on the same traffic; freshness."""
+    import sys
 
+    from llmpulse.bench.pipeline import DATASETS, run_pipeline_bench
+    from llmpulse.devkafka.ensure import lease_broker
+    from llmpulse.errors import ConfigError
+
+    unknown = sorted(set(traffic or ()) - set(DATASETS))
+    if unknown:
+        raise ConfigError("--traffic", f"unknown {unknown}; choose from {sorted(DATASETS)}")
     settings = state(ctx).settings()
     lease = lease_broker(
         settings.kafka.bootstrap,
@@ -41,15 +54,28 @@ def pipeline(
             result = run_pipeline_bench(
                 lease.bootstrap,
                 Path(work),
-                events=events,
+                datasets=traffic or None,
+                scale=scale,
                 partitions=partitions,
-                batch_size=batch_size,
+                python=python or sys.executable,
                 fresh_events=fresh_events,
+                workers=workers,
                 say=console.log,
             )
     finally:
         lease.release()
-    out.print(as_table(["measure", "value"], result.rows()))
+    headers, rows = result.table()
+    out.print(as_table(headers, rows))
+    if result.freshness_events:
+        p50, p99, worst = result.freshness_ms
+        out.print(
+            f"freshness, produce -> row visible ({result.freshness_events} events paced): "
+            f"p50 {p50:,.0f} ms, p99 {p99:,.0f} ms, max {worst:,.0f} ms"
+        )
+    if result.memory_per_series_kib == result.memory_per_series_kib:
+        out.print(f"memory per active series: {result.memory_per_series_kib:.2f} KiB")
+    for note in result.notes:
+        out.print(note)
 
 
 @app.command("windows")
@@ -145,6 +171,8 @@ def privacy_bench(
             ],
         )
     )
+
+
 @app.command("compare")
 @reports_errors
 def compare_bench(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Annotated
 
@@ -182,6 +183,7 @@ def replay(
         "unpriced_by_model": dict(s.unpriced_models.most_common()),
         "seconds": round(report.seconds, 3),
         "events_per_second": round(report.events_per_second, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if summary_json:
         out.print_json(json.dumps(summary))

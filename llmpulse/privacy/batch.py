@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import orjson
 
-from llmpulse.privacy.policy import RedactionPolicy, Redactor
+from llmpulse.privacy.policy import Redacted, RedactionPolicy, Redactor
 from llmpulse.processors.traces import Rejection
 from llmpulse.schemas.batch import TraceBatch
 
@@ -85,12 +85,18 @@ def redact_batch(batch: TraceBatch, policy: RedactionPolicy) -> RedactionCounts:
                 out.dropped[name] += 1
     if "attributes" in policy.fields and r.active("attributes"):
         col = batch.objects["attributes"]
+        # Attribute values repeat across a batch (regions, versions, flags): each
+        # distinct value is searched once.
+        seen: dict[str, Redacted] = {}
         for i, attrs in enumerate(col.tolist()):
             if not attrs:
                 continue
             changed: dict[str, str] | None = None
             for key, value in attrs.items():
-                done = r.redact(value, "attributes")
+                hit = seen.get(value)
+                if hit is None:
+                    hit = seen[value] = r.redact(value, "attributes")
+                done = hit
                 if not done.counts:
                     continue
                 if changed is None:

@@ -45,6 +45,7 @@ class AlertStage(Stage):
         self.send = send
         self.resume_hours = resume_hours
         self.transitions = 0
+        self._dirty = False
 
     def process(self, batch: TraceBatch, ctx: Context) -> Output:
         return self._evaluate(ctx)
@@ -58,6 +59,7 @@ class AlertStage(Stage):
     def _evaluate(self, ctx: Context) -> Output:
         if not ctx.signals and not self.engine.has_orphans:
             return Output()
+        self._dirty = True
         found = self.engine.evaluate(ctx.signals, ctx.now)
         if not found:
             return Output()
@@ -89,7 +91,10 @@ class AlertStage(Stage):
         self.engine.warm(s for r in results for s in self.engine.signals_for(r))
         return Output()
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:
+        if not self._dirty:
+            return None  # unchanged since the last checkpoint, which keeps it
+        self._dirty = False
         return self.engine.export_state()
 
     def restore(self, blob: bytes) -> None:

@@ -161,6 +161,15 @@ def create_app(
                 }
             )
 
+    class Ready(View):
+        """200 once the worker owns its partitions and has restored their state
+        (a load balancer or a test should not read through it before)."""
+
+        async def get(self, request: Request) -> Response:
+            runner = holder.runner
+            ready = runner is not None and runner.ready
+            return self.json({"ready": ready}, status=200 if ready else 503)
+
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             runner = holder.runner
@@ -188,6 +197,7 @@ def create_app(
 
     limits = sql_limits(settings)
     app.page("/health")(Health)
+    app.page("/ready")(Ready)
     app.page("/metrics")(guarded(Metrics))
     app.page("/sql")(guarded(Sql))
     app.page("/v1/traces")(guarded(traces_view(OtlpReceiver(settings.otlp, produce_spans))))

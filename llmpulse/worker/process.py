@@ -24,12 +24,13 @@ class WorkerProcess:
         self.log_file = log_file
         self.url = f"http://127.0.0.1:{web_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.python = sys.executable  # another interpreter runs another installation
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmpulse", "worker"],
+                [self.python, "-m", "llmpulse", "worker"],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -62,6 +63,20 @@ class WorkerProcess:
             except OSError:
                 time.sleep(0.3)
         raise LlmpulseError(f"worker not healthy after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until the worker owns its partitions and restored their state (``/ready``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(self.url + "/ready", timeout=2) as r:
+                    if json.loads(r.read()).get("ready"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise LlmpulseError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def sql(self, query: str) -> QueryResult:
         return query_worker(self.url, query)

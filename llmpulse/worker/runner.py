@@ -895,6 +895,11 @@ class TopologyRunner:
 
     # -- introspection ----------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """Assigned partitions taken over (state restored), and not shutting down."""
+        return self.assigned_once.is_set() and not self._stopping.is_set()
+
     def lag(self) -> dict[str, int]:
         """Messages not yet processed per owned partition."""
         out: dict[str, int] = {}
