@@ -45,3 +45,19 @@ def settings(chdb_dir: Path, tmp_path: Path, request: pytest.FixtureRequest):  #
         cache_dir=tmp_path / "cache",
         clickhouse={"dsn": f"chdb://{chdb_dir}", "database": db},
     )
+
+
+@pytest.fixture(scope="session")
+def showcase(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The showcase hour (llmpulse.synth.scenarios.showcase_events) ending now, replayed
+    into a database of the session's store: (client, end time in ms)."""
+    import time
+
+    from llmpulse.synth.scenarios import showcase_events
+    from tests.seed import replay_events, showcase_settings
+
+    end_ms = int(time.time() * 1000)
+    settings = showcase_settings(chdb_dir, tmp_path_factory.mktemp("showcase"), "t_showcase")
+    client = replay_events(settings, showcase_events(end_ms))
+    yield client, end_ms
+    client.close()

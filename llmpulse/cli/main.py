@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from llmpulse import __version__
-from llmpulse.cli import alerts_cmd, baseline_cmd, bench_cmd, demo_cmd, kafka_cmd, prices_cmd
+from llmpulse.cli import (
+    alerts_cmd,
+    baseline_cmd,
+    bench_cmd,
+    dashboards_cmd,
+    demo_cmd,
+    kafka_cmd,
+    prices_cmd,
+)
 from llmpulse.cli.context import CliState, console, out, reports_errors, state
 from llmpulse.cli.output import as_csv, as_json, as_table
 
@@ -28,6 +36,7 @@ app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(baseline_cmd.app, name="baseline")
+app.add_typer(dashboards_cmd.app, name="dashboards")
 app.command("demo")(demo_cmd.demo)
 
 ClickHouseOpt = Annotated[
