@@ -23,6 +23,7 @@ from llmpulse.processors.traces import RawMessage
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
 from llmpulse.store.readonly import encode_result, run_readonly
+from llmpulse.web import register_pages
 from llmpulse.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("llmpulse.worker")
@@ -200,4 +201,5 @@ def create_app(
     app.page("/health")(Health)
     app.page("/metrics")(Metrics)
     app.page("/sql")(Sql)
+    register_pages(app, client)  # the live status page at /
     return app
