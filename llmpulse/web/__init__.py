@@ -41,14 +41,14 @@ def register_pages(app: Any, client: SerialClient) -> None:
     def static_view(name: str, content_type: str) -> type[View]:
         body = asset(name)
 
-        class Static(View):  # type: ignore[misc]
+        class Static(View):
             async def get(self, request: Request) -> Response:
                 # aiohttp refuses a charset inside content_type; a header may carry it
                 return self.bytes(body, headers={"Content-Type": content_type})
 
         return Static
 
-    class Status(View):  # type: ignore[misc]
+    class Status(View):
         async def get(self, request: Request) -> Response:
             now_ms = int(time.time() * 1000)
             try:
