@@ -59,6 +59,14 @@ def demo(
     rate: Annotated[float, typer.Option(help="Calls per second of synthetic traffic")] = 40.0,
     seed: Annotated[int, typer.Option(help="Seed of the traffic generator")] = 7,
     incidents: Annotated[bool, typer.Option(help="Schedule the incidents")] = True,
+    traffic_only: Annotated[
+        bool,
+        typer.Option(
+            "--traffic-only",
+            help="Only emit the traffic to the configured Kafka (no local broker, no worker):"
+            " the demo profile of compose.yaml",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline on synthetic traffic with scheduled incidents.
 
@@ -69,10 +77,13 @@ def demo(
     from llmpulse.devkafka.ensure import lease_broker
     from llmpulse.devkafka.topics import ensure_topics_sync
     from llmpulse.ingest.emitter import kafka_emitter
-    from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator, malformed_events
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
     from llmpulse.worker.process import WorkerProcess
 
     settings = state(ctx).settings()
+    if traffic_only:
+        _emit_traffic(settings, duration=duration, rate=rate, seed=seed, incidents=incidents)
+        return
     page = page_url(settings)
     out.print(f"status page: [bold link={page}]{page}[/] (live once the worker runs)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -108,14 +119,7 @@ def demo(
             worker.start()
             worker.wait_healthy()
         start_ms = int(time.time() * 1000)
-        planned = (
-            [
-                Incident(kind, start_s, dur, service=svc, magnitude=mag)  # type: ignore[arg-type]
-                for kind, start_s, dur, svc, mag in SCHEDULE
-            ]
-            if incidents
-            else []
-        )
+        planned = _planned(incidents)
         gen = TrafficGenerator(
             TrafficConfig(embeddings=True),
             seed=seed,
@@ -183,6 +187,64 @@ def _send_malformed(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
             await p.stop()
 
     asyncio.run(go())
+
+
+def _planned(incidents: bool) -> list[Any]:
+    from llmpulse.synth.traffic import Incident
+
+    if not incidents:
+        return []
+    return [
+        Incident(kind, start_s, dur, service=svc, magnitude=mag)  # type: ignore[arg-type]
+        for kind, start_s, dur, svc, mag in SCHEDULE
+    ]
+
+
+def _emit_traffic(
+    settings: Settings, *, duration: float | None, rate: float, seed: int, incidents: bool
+) -> None:
+    """The synthetic traffic alone, to the configured broker, until Ctrl-C or ``duration``."""
+    from llmpulse.devkafka.topics import ensure_topics_sync
+    from llmpulse.ingest.emitter import kafka_emitter
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+
+    t = settings.topics
+    bootstrap = settings.kafka.bootstrap
+    ensure_topics_sync(bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+    start_ms = int(time.time() * 1000)
+    gen = TrafficGenerator(
+        TrafficConfig(embeddings=True),
+        seed=seed,
+        start_ms=start_ms,
+        rate_per_s=rate,
+        incidents=_planned(incidents),
+    )
+    emitter = kafka_emitter(bootstrap, t.traces)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    out.print(f"emitting {rate:g} calls/s to {t.traces} at {bootstrap} (Ctrl-C stops)")
+    cursor, next_report = start_ms, time.monotonic() + 15
+    try:
+        while not stopping:
+            now_ms = int(time.time() * 1000)
+            for e in gen.events_between(cursor, now_ms):
+                emitter.emit(e)
+            cursor = now_ms
+            if duration is not None and now_ms - start_ms >= duration * 1000:
+                break
+            if time.monotonic() >= next_report:
+                next_report += 15
+                out.print(f"+{(now_ms - start_ms) / 1000:.0f}s: {emitter.sent:,} events sent")
+            time.sleep(0.2)
+    finally:
+        emitter.close(timeout=10)
+    out.print(f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")
 
 
 def page_url(settings: Settings) -> str:
