@@ -174,3 +174,9 @@ def test_firing_and_resolved_alerts_show(showcase: tuple[Any, int]) -> None:
         client, render(panel("llmpulse-alerts", "Resolved incidents").sql, ctx, EVERYTHING)
     )
     assert resolved and all(r[5] >= 0 and r[4] >= r[3] for r in resolved)
+
+
+def test_every_panel_is_documented() -> None:
+    doc = (REPO / "docs" / "dashboards.md").read_text()
+    missing = [f"{d.uid}: {p.title}" for d, p in PANELS if f"| {p.title} |" not in doc]
+    assert not missing, missing
