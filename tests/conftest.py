@@ -50,7 +50,10 @@ def settings(chdb_dir: Path, tmp_path: Path, request: pytest.FixtureRequest):  #
 @pytest.fixture(scope="session")
 def showcase(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The showcase hour (llmpulse.synth.scenarios.showcase_events) ending now, replayed
-    into a database of the session's store: (client, end time in ms)."""
+    into a database of the session's store: (settings of that database, end time in ms).
+
+    No client stays open between modules: chDB keeps its embedded server on one
+    path while any client lives, and other tests open their own stores later."""
     import time
 
     from llmpulse.synth.scenarios import showcase_events
@@ -58,6 +61,5 @@ def showcase(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type:
 
     end_ms = int(time.time() * 1000)
     settings = showcase_settings(chdb_dir, tmp_path_factory.mktemp("showcase"), "t_showcase")
-    client = replay_events(settings, showcase_events(end_ms))
-    yield client, end_ms
-    client.close()
+    replay_events(settings, showcase_events(end_ms)).close()
+    yield settings, end_ms

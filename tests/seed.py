@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,14 @@ def budgets_toml() -> str:
         lines.append("[[budgets]]")
         lines += [f"{k} = {v!r}" if isinstance(v, float) else f'{k} = "{v}"' for k, v in b.items()]
     return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[SerialClient]:
+    from llmpulse.runtime import open_store
+
+    client = open_store(settings)
+    try:
+        yield client
+    finally:
+        client.close()

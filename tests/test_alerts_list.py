@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +10,11 @@ from typer.testing import CliRunner
 
 from llmpulse.cli.alerts_cmd import app, compact_labels
 from llmpulse.cli.context import CliState, out
-from tests.seed import showcase_settings
 
 
 @pytest.fixture
-def state(showcase: tuple[Any, int], chdb_dir: Path, tmp_path: Path) -> CliState:
-    return CliState(_settings=showcase_settings(chdb_dir, tmp_path, "t_showcase"))
+def state(showcase: tuple[Any, int]) -> CliState:
+    return CliState(_settings=showcase[0])
 
 
 def invoke(
@@ -53,4 +51,4 @@ def test_wide_and_json(state: CliState, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_compact_labels_drop_bookkeeping() -> None:
     labels = {"grouping": "service+endpoint+model", "service": "chat-api", "endpoint": "/v1/chat"}
-    assert compact_labels(labels) == "ep=/v1/chat svc=chat-api"
+    assert compact_labels(labels) == "svc=chat-api ep=/v1/chat"

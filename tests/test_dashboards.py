@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from llmpulse.dashboards import DASHBOARDS, VARIABLE_QUERIES, render_files
 from llmpulse.dashboards.common import PLUGIN_VERSION, DashboardSpec, PanelSpec
 from llmpulse.dashboards.macros import QueryContext, Selection, render
 from llmpulse.store.readonly import run_readonly
+from tests.seed import opened
 
 STORED_PERCENTILE = re.compile(r"(?<!AS )\b(latency|ttft)_p\d+_ms\b")
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +30,13 @@ IDS = [f"{d.uid}:{p.title}" for d, p in PANELS]
 EVERYTHING = {
     name: Selection.all([]) for name in ("service", "endpoint", "model", "tenant", "team")
 }
+
+
+@pytest.fixture(scope="module")
+def seeded(showcase: tuple[Any, int]) -> Iterator[tuple[Any, int]]:
+    settings, end_ms = showcase
+    with opened(settings) as client:
+        yield client, end_ms
 
 
 def context(end_ms: int, interval_s: float, hours: float = 2.0) -> QueryContext:
@@ -94,9 +103,9 @@ def test_dashboard_model(spec: DashboardSpec) -> None:
 @pytest.mark.parametrize(("spec", "panel"), PANELS, ids=IDS)
 @pytest.mark.parametrize("interval_s", [30, 300])
 def test_panel_sql_runs_on_seeded_data(
-    showcase: tuple[Any, int], spec: DashboardSpec, panel: PanelSpec, interval_s: int
+    seeded: tuple[Any, int], spec: DashboardSpec, panel: PanelSpec, interval_s: int
 ) -> None:
-    client, end_ms = showcase
+    client, end_ms = seeded
     sql = render(panel.sql, context(end_ms, interval_s), EVERYTHING)
     assert "$" not in sql.replace("'$", ""), sql  # nothing left unexpanded
     columns, rows = run(client, sql)
@@ -109,9 +118,9 @@ def test_panel_sql_runs_on_seeded_data(
 
 @pytest.mark.parametrize(("spec", "panel"), PANELS, ids=IDS)
 def test_panel_sql_with_selected_values(
-    showcase: tuple[Any, int], spec: DashboardSpec, panel: PanelSpec
+    seeded: tuple[Any, int], spec: DashboardSpec, panel: PanelSpec
 ) -> None:
-    client, end_ms = showcase
+    client, end_ms = seeded
     chosen = {
         "service": Selection(["chat-api", "search"]),
         "endpoint": Selection(["/v1/chat"]),
@@ -125,8 +134,8 @@ def test_panel_sql_with_selected_values(
     assert columns_of(client, sql) == panel.columns
 
 
-def test_variable_queries(showcase: tuple[Any, int]) -> None:
-    client, end_ms = showcase
+def test_variable_queries(seeded: tuple[Any, int]) -> None:
+    client, end_ms = seeded
     found = {}
     for name, sql in VARIABLE_QUERIES.items():
         _, rows = run(client, render(sql, context(end_ms, 60), EVERYTHING))
@@ -140,9 +149,9 @@ def panel(uid: str, title: str) -> PanelSpec:
     return next(p for d in DASHBOARDS if d.uid == uid for p in d.panels if p.title == title)
 
 
-def test_p99_over_a_range_is_a_true_percentile(showcase: tuple[Any, int]) -> None:
+def test_p99_over_a_range_is_a_true_percentile(seeded: tuple[Any, int]) -> None:
     """The stat's p99 merges sketches: within 1 % of the exact p99 of the raw calls."""
-    client, end_ms = showcase
+    client, end_ms = seeded
     # whole minutes, so the 60 s tiles cover exactly the calls of the range
     end = datetime.fromtimestamp(end_ms // 60_000 * 60, UTC) - timedelta(minutes=1)
     ctx = QueryContext(end - timedelta(minutes=40), end - timedelta(seconds=1), 60)
@@ -161,8 +170,8 @@ def test_p99_over_a_range_is_a_true_percentile(showcase: tuple[Any, int]) -> Non
         assert abs(p99 - exact) / exact <= 0.01, (p99, exact)
 
 
-def test_firing_and_resolved_alerts_show(showcase: tuple[Any, int]) -> None:
-    client, end_ms = showcase
+def test_firing_and_resolved_alerts_show(seeded: tuple[Any, int]) -> None:
+    client, end_ms = seeded
     ctx = context(end_ms, 60)
     _, firing = run(
         client, render(panel("llmpulse-alerts", "Alerts firing now").sql, ctx, EVERYTHING)

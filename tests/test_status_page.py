@@ -30,7 +30,7 @@ from llmpulse.synth.scenarios import SHOWCASE_CONFIG, showcase_events
 from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator, write_jsonl
 from llmpulse.web.status import status_document
 from llmpulse.worker.process import WorkerProcess
-from tests.seed import budgets_toml
+from tests.seed import budgets_toml, opened
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -205,9 +205,14 @@ def test_status_document_over_the_worker(served: dict[str, Any]) -> None:
 
 
 def test_status_document_at_an_injected_time(showcase: tuple[Any, int]) -> None:
+    settings, end_ms = showcase
+    with opened(settings) as client:
+        check_document(client, end_ms)
+
+
+def check_document(client: Any, end_ms: int) -> None:
     from llmpulse.store.readonly import run_readonly
 
-    client, end_ms = showcase
     doc = status_document(lambda sql: run_readonly(client, sql), end_ms)
     assert doc["generated_at"].startswith(time.strftime("%Y-%m-%dT", time.gmtime(end_ms / 1000)))
     by_key = {(s["service"], s["endpoint"], s["model"]): s for s in doc["series"]}

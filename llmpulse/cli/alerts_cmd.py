@@ -303,9 +303,11 @@ def compact_labels(labels: Any) -> str:
     """
     if not isinstance(labels, dict):
         return str(labels)
-    return " ".join(
-        f"{_LABEL_ABBREV.get(k, k)}={v}" for k, v in sorted(labels.items()) if k != "grouping"
-    )
+    from llmpulse.schemas.event import DIMENSIONS
+
+    order = {d: i for i, d in enumerate(DIMENSIONS)}  # service first, as people read them
+    keys = sorted((k for k in labels if k != "grouping"), key=lambda k: (order.get(k, 99), k))
+    return " ".join(f"{_LABEL_ABBREV.get(k, k)}={labels[k]}" for k in keys)
 
 
 def compact_time(value: Any) -> str:
