@@ -45,3 +45,21 @@ def settings(chdb_dir: Path, tmp_path: Path, request: pytest.FixtureRequest):  #
         cache_dir=tmp_path / "cache",
         clickhouse={"dsn": f"chdb://{chdb_dir}", "database": db},
     )
+
+
+@pytest.fixture(scope="session")
+def showcase(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The showcase hour (llmpulse.synth.scenarios.showcase_events) ending now, replayed
+    into a database of the session's store: (settings of that database, end time in ms).
+
+    No client stays open between modules: chDB keeps its embedded server on one
+    path while any client lives, and other tests open their own stores later."""
+    import time
+
+    from llmpulse.synth.scenarios import showcase_events
+    from tests.seed import replay_events, showcase_settings
+
+    end_ms = int(time.time() * 1000)
+    settings = showcase_settings(chdb_dir, tmp_path_factory.mktemp("showcase"), "t_showcase")
+    replay_events(settings, showcase_events(end_ms)).close()
+    yield settings, end_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -283,6 +284,82 @@ def recent_sql(limit: int) -> str:
     )
 
 
+# Short label keys: the labels column is the one that must fit an 80-column terminal.
+_LABEL_ABBREV = {
+    "service": "svc",
+    "endpoint": "ep",
+    "provider": "prov",
+    "prompt_version": "pv",
+    "variant": "var",
+    "environment": "env",
+}
+
+
+def compact_labels(labels: Any) -> str:
+    """``svc=chat-api ep=/v1/chat model=gpt-4o``: series labels without ``grouping``.
+
+    >>> compact_labels({"grouping": "service", "service": "chat-api", "model": "gpt-4o"})
+    'svc=chat-api model=gpt-4o'
+    """
+    if not isinstance(labels, dict):
+        return str(labels)
+    from llmpulse.schemas.event import DIMENSIONS
+
+    order = {d: i for i, d in enumerate(DIMENSIONS)}  # service first, as people read them
+    keys = sorted((k for k in labels if k != "grouping"), key=lambda k: (order.get(k, 99), k))
+    return " ".join(f"{_LABEL_ABBREV.get(k, k)}={labels[k]}" for k in keys)
+
+
+def compact_time(value: Any) -> str:
+    """``12-03 08:15:02`` (UTC): the date and second are enough to find it again."""
+    t = value
+    if isinstance(value, str):  # through the worker's /sql endpoint: ISO text
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(t, datetime):
+        t = t if t.tzinfo is None else t.astimezone(UTC)
+        return t.strftime("%m-%d %H:%M:%S")
+    return str(value)
+
+
+def compact_number(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):  # no value
+            return ""
+        return f"{value:.4g}"
+    return str(value)
+
+
+def compact_rows(name: str, columns: list[str], rows: list[tuple[Any, ...]]) -> Any:
+    """The narrow table of one ``alerts list`` section (firing/pending/... or recent)."""
+    from rich.table import Table
+
+    at = {c: i for i, c in enumerate(columns)}
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("rule", overflow="fold")
+    if name == "recent":
+        table.add_column("change", no_wrap=True)
+    else:
+        table.add_column("sev", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("series", overflow="fold", ratio=1)
+    for r in rows:
+        value = f"{compact_number(r[at['value']])}/{compact_number(r[at['threshold']])}"
+        third = f"{r[at['from_state']]}>{r[at['state']]}" if name == "recent" else r[at["severity"]]
+        when = r[at["wall_time"]] if name == "recent" else r[at["event_time"]]
+        table.add_row(
+            compact_time(when),
+            str(r[at["rule"]]),
+            str(third),
+            value,
+            compact_labels(r[at["labels"]]),
+        )
+    return table
+
+
 @app.command("list")
 @reports_errors
 def list_alerts(
@@ -295,9 +372,19 @@ def list_alerts(
             help="Only alerts now in this state (firing, pending, resolved, inactive)",
         ),
     ] = None,
-    as_json_flag: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (dedup key, summary, both times...)")
+    ] = False,
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help="table or json (every column)")
+    ] = "table",
+    as_json_flag: Annotated[bool, typer.Option("--json", help="Same as --format json")] = False,
 ) -> None:
-    """Alerts firing now, and the most recent transitions (from the alerts table)."""
+    """Alerts firing now, and the most recent transitions (from the alerts table).
+
+    The table fits 80 columns: time, rule, severity or change, value/threshold
+    and the series; --wide shows every column, --format json everything as JSON.
+    """
     from llmpulse.alerts.state import AlertState
     from llmpulse.errors import ConfigError
     from llmpulse.store.query import query_store
@@ -306,22 +393,28 @@ def list_alerts(
         raise ConfigError(
             "--state", f"must be firing, pending, resolved or inactive, got {alert_state!r}"
         )
+    if output_format not in ("table", "json"):
+        raise ConfigError("--format", f"must be table or json, got {output_format!r}")
     settings = state(ctx).settings()
     sections: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
     current = alert_state or AlertState.FIRING.value
     sections[current] = query_store(settings, latest_by_state_sql(current, limit))
     if alert_state is None:
         sections["recent"] = query_store(settings, recent_sql(limit))
-    if as_json_flag:
+    if as_json_flag or output_format == "json":
         payload = {name: json.loads(as_json(cols, rows)) for name, (cols, rows) in sections.items()}
         print(json.dumps(payload))
         return
     for name, (cols, rows) in sections.items():
-        shown = [
-            [_labels_text(v) if c == "labels" else v for c, v in zip(cols, r, strict=True)]
-            for r in rows
-        ]
         title = f"alerts {name} now" if name != "recent" else "recent transitions"
         out.print(f"[bold]{title}[/bold] ({len(rows)})")
-        if rows:
+        if not rows:
+            continue
+        if wide:
+            shown = [
+                [_labels_text(v) if c == "labels" else v for c, v in zip(cols, r, strict=True)]
+                for r in rows
+            ]
             out.print(as_table(cols, shown))
+        else:
+            out.print(compact_rows(name, cols, rows))

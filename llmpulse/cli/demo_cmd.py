@@ -5,10 +5,14 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Sequence
-from typing import Annotated
+from contextlib import AbstractContextManager, nullcontext
+from typing import Annotated, Any
 
 import typer
+from rich.console import Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from llmpulse.cli.context import console, out, reports_errors, state
 from llmpulse.settings import Settings
@@ -55,6 +59,14 @@ def demo(
     rate: Annotated[float, typer.Option(help="Calls per second of synthetic traffic")] = 40.0,
     seed: Annotated[int, typer.Option(help="Seed of the traffic generator")] = 7,
     incidents: Annotated[bool, typer.Option(help="Schedule the incidents")] = True,
+    traffic_only: Annotated[
+        bool,
+        typer.Option(
+            "--traffic-only",
+            help="Only emit the traffic to the configured Kafka (no local broker, no worker):"
+            " the demo profile of compose.yaml",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline on synthetic traffic with scheduled incidents.
 
@@ -65,10 +77,15 @@ def demo(
     from llmpulse.devkafka.ensure import lease_broker
     from llmpulse.devkafka.topics import ensure_topics_sync
     from llmpulse.ingest.emitter import kafka_emitter
-    from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator, malformed_events
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
     from llmpulse.worker.process import WorkerProcess
 
     settings = state(ctx).settings()
+    if traffic_only:
+        _emit_traffic(settings, duration=duration, rate=rate, seed=seed, incidents=incidents)
+        return
+    page = page_url(settings)
+    out.print(f"status page: [bold link={page}]{page}[/] (live once the worker runs)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with console.status("Kafka: looking for a broker (or starting one)..."):
         lease = lease_broker(
@@ -102,14 +119,7 @@ def demo(
             worker.start()
             worker.wait_healthy()
         start_ms = int(time.time() * 1000)
-        planned = (
-            [
-                Incident(kind, start_s, dur, service=svc, magnitude=mag)  # type: ignore[arg-type]
-                for kind, start_s, dur, svc, mag in SCHEDULE
-            ]
-            if incidents
-            else []
-        )
+        planned = _planned(incidents)
         gen = TrafficGenerator(
             TrafficConfig(embeddings=True),
             seed=seed,
@@ -122,21 +132,33 @@ def demo(
         # A few malformed messages show the DLQ and rejected_events at work.
         _send_malformed(lease.bootstrap, settings.topics.traces, malformed_events(5, seed=seed))
         cursor = start_ms
-        next_status = time.monotonic() + 15
-        while not stopping:
-            now_ms = int(time.time() * 1000)
-            for e in gen.events_between(cursor, now_ms):
-                emitter.emit(e)
-            cursor = now_ms
-            if duration is not None and now_ms - start_ms >= duration * 1000:
-                break
-            if time.monotonic() >= next_status:
-                next_status += 15
-                _print_status(worker, (now_ms - start_ms) / 1000)
-            time.sleep(0.2)
-            if not worker.alive:
-                console.print(f"[red]the worker stopped:[/red]\n{worker.log_tail()}")
-                raise typer.Exit(1)
+        # In a terminal the status table updates in place; piped, it is printed
+        # every 15 s like a log.
+        live: Live | None = None
+        if out.is_terminal:
+            live = Live(status_view(page, None, None, None), console=out, auto_refresh=False)
+        every = 5.0 if live is not None else 15.0
+        next_status = time.monotonic() + (2.0 if live is not None else every)
+        view_cm: AbstractContextManager[Any] = live if live is not None else nullcontext()
+        with view_cm:
+            while not stopping:
+                now_ms = int(time.time() * 1000)
+                for e in gen.events_between(cursor, now_ms):
+                    emitter.emit(e)
+                cursor = now_ms
+                if duration is not None and now_ms - start_ms >= duration * 1000:
+                    break
+                if time.monotonic() >= next_status:
+                    next_status += every
+                    view = status_view(page, *_status(worker), (now_ms - start_ms) / 1000)
+                    if live is not None:
+                        live.update(view, refresh=True)
+                    else:
+                        out.print(view)
+                time.sleep(0.2)
+                if not worker.alive:
+                    console.print(f"[red]the worker stopped:[/red]\n{worker.log_tail()}")
+                    raise typer.Exit(1)
     finally:
         signal.signal(signal.SIGINT, previous)
         if emitter is not None:
@@ -144,7 +166,7 @@ def demo(
             console.print(f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")
         time.sleep(2 * settings.worker.flush_interval_s)
         if worker.alive:
-            _print_status(worker, None)
+            out.print(status_view(page, *_status(worker), None))
         worker.stop()
         lease.release()
     out.print("demo stopped; the data stays in the store: try [bold]llmpulse sql[/bold]")
@@ -167,10 +189,74 @@ def _send_malformed(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
     asyncio.run(go())
 
 
+def _planned(incidents: bool) -> list[Any]:
+    from llmpulse.synth.traffic import Incident
+
+    if not incidents:
+        return []
+    return [
+        Incident(kind, start_s, dur, service=svc, magnitude=mag)  # type: ignore[arg-type]
+        for kind, start_s, dur, svc, mag in SCHEDULE
+    ]
+
+
+def _emit_traffic(
+    settings: Settings, *, duration: float | None, rate: float, seed: int, incidents: bool
+) -> None:
+    """The synthetic traffic alone, to the configured broker, until Ctrl-C or ``duration``."""
+    from llmpulse.devkafka.topics import ensure_topics_sync
+    from llmpulse.ingest.emitter import kafka_emitter
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+
+    t = settings.topics
+    bootstrap = settings.kafka.bootstrap
+    ensure_topics_sync(bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+    start_ms = int(time.time() * 1000)
+    gen = TrafficGenerator(
+        TrafficConfig(embeddings=True),
+        seed=seed,
+        start_ms=start_ms,
+        rate_per_s=rate,
+        incidents=_planned(incidents),
+    )
+    emitter = kafka_emitter(bootstrap, t.traces)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    out.print(f"emitting {rate:g} calls/s to {t.traces} at {bootstrap} (Ctrl-C stops)")
+    cursor, next_report = start_ms, time.monotonic() + 15
+    try:
+        while not stopping:
+            now_ms = int(time.time() * 1000)
+            for e in gen.events_between(cursor, now_ms):
+                emitter.emit(e)
+            cursor = now_ms
+            if duration is not None and now_ms - start_ms >= duration * 1000:
+                break
+            if time.monotonic() >= next_report:
+                next_report += 15
+                out.print(f"+{(now_ms - start_ms) / 1000:.0f}s: {emitter.sent:,} events sent")
+            time.sleep(0.2)
+    finally:
+        emitter.close(timeout=10)
+    out.print(f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")
+
+
+def page_url(settings: Settings) -> str:
+    host = settings.worker.web_host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{settings.worker.web_port}/"
+
+
 def _print_intro(settings: Settings, planned: Sequence[object]) -> None:
     out.print(
         f"worker: http://{settings.worker.web_host}:{settings.worker.web_port}"
-        " (/health, /metrics, POST /sql)"
+        " (/ status page, /health, /metrics, POST /sql)"
     )
     out.print(f"store:  {settings.clickhouse_dsn}")
     if planned:
@@ -188,21 +274,38 @@ def _print_intro(settings: Settings, planned: Sequence[object]) -> None:
     out.print("Ctrl-C stops the demo.")
 
 
-def _print_status(worker: object, elapsed: float | None) -> None:
+StatusRows = tuple[list[str], list[tuple[Any, ...]]]
+
+
+def _status(worker: object) -> tuple[StatusRows | None, tuple[Any, ...] | None]:
+    """The last minute per service and the store's totals, or (None, None)."""
     from llmpulse.errors import LlmpulseError
     from llmpulse.worker.process import WorkerProcess
 
     assert isinstance(worker, WorkerProcess)
     try:
-        cols, rows = worker.sql(STATUS_SQL)
+        table = worker.sql(STATUS_SQL)
         totals = worker.sql(
             "SELECT (SELECT count() FROM traces), (SELECT count() FROM rejected_events)"
         )[1][0]
-    except LlmpulseError as exc:
-        console.print(f"[yellow]status unavailable:[/yellow] {exc}")
-        return
+    except LlmpulseError:
+        return None, None
+    return table, totals
+
+
+def status_view(
+    page: str,
+    table: StatusRows | None,
+    totals: tuple[Any, ...] | None,
+    elapsed: float | None,
+) -> Group:
+    """What the demo shows: the status page's URL on top, then the last minute per service."""
+    head = Text.assemble(("status page ", "dim"), (page, "bold cyan"))
+    if table is None or totals is None:
+        return Group(head, Text("waiting for the first numbers...", style="dim"))
+    cols, rows = table
     title = "last 60 s" + (f" at +{elapsed:.0f}s" if elapsed is not None else "")
     t = Table(*cols, title=f"{title}: {totals[0]:,} traces stored, {totals[1]} rejected")
     for r in rows:
         t.add_row(*(str(v) for v in r))
-    out.print(t)
+    return Group(head, t)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from llmpulse.cli import (
     baseline_cmd,
     bench_cmd,
     compare_cmd,
+    dashboards_cmd,
     demo_cmd,
     kafka_cmd,
     prices_cmd,
@@ -36,6 +38,7 @@ app.add_typer(prices_cmd.app, name="prices")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(baseline_cmd.app, name="baseline")
+app.add_typer(dashboards_cmd.app, name="dashboards")
 app.command("demo")(demo_cmd.demo)
 app.command("compare")(compare_cmd.compare)
 
@@ -206,11 +209,20 @@ def replay(
         )
 
 
-@app.command()
+# A query may start with an SQL comment ("-- p50 per hour"), which the option
+# parser would otherwise read as an unknown option.
+@app.command(context_settings={"ignore_unknown_options": True})
 @reports_errors
 def sql(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="A read-only SQL query")],
+    query: Annotated[
+        str | None,
+        typer.Argument(help="A read-only SQL query; '-' reads the queries from stdin"),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Read the queries from this file (';' between queries)"),
+    ] = None,
     clickhouse: ClickHouseOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
     tenant: Annotated[
@@ -218,20 +230,41 @@ def sql(
         typer.Option("--tenant", help="See only this tenant's rows (as its token would)"),
     ] = None,
 ) -> None:
-    """Run a read-only query against the store (also while a worker owns it)."""
+    """Run read-only queries against the store (also while a worker owns it).
+
+    The query comes as the argument, from a file (--file q.sql) or from stdin
+    ('-'); a file or stdin may hold several queries separated by ';'.
+    """
     from llmpulse.errors import ConfigError
     from llmpulse.store.query import query_store
+    from llmpulse.store.statements import split_statements
 
     if format not in ("table", "csv", "json"):
         raise ConfigError("--format", f"must be table, csv or json, got {format!r}")
-    settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse})
-    columns, rows = query_store(settings, query, tenant=tenant)
-    if format == "json":
-        print(as_json(columns, rows))
-    elif format == "csv":
-        print(as_csv(columns, rows), end="")
+    if file is not None and query is not None:
+        raise ConfigError("--file", "give the query as an argument or in --file, not both")
+    if file is not None:
+        if not file.is_file():
+            raise ConfigError("--file", f"{file} does not exist")
+        text, source = file.read_text(), str(file)
+    elif query == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif query is not None:
+        text, source = query, "QUERY"
     else:
-        out.print(as_table(columns, rows))
+        raise ConfigError("QUERY", "give a query, '-' for stdin, or --file q.sql")
+    statements = split_statements(text)
+    if not statements:
+        raise ConfigError(source, "no SQL statement (only comments or whitespace)")
+    settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse})
+    for statement in statements:
+        columns, rows = query_store(settings, statement, tenant=tenant)
+        if format == "json":
+            print(as_json(columns, rows))
+        elif format == "csv":
+            print(as_csv(columns, rows), end="")
+        else:
+            out.print(as_table(columns, rows))
 
 
 def main() -> None:

@@ -15,6 +15,11 @@ The SQL functions below turn such a merged map into a quantile:
   order statistic ``x_(floor(q*(n-1)))``, equal to ``LogHistogram.bucket_quantile(q)``
   (within 1e-9 relative; exp() may differ in the last ulp) and within 1 % of the
   exact order statistic.
+* ``llmpulse_quantile(q, keys, counts, zeros)`` -- the roll-up an analyst writes in a
+  GROUP BY: an aggregate over rows of sketch columns, for example
+  ``llmpulse_quantile(0.99, latency_sketch_keys, latency_sketch_counts,
+  latency_sketch_zeros)``; it merges the rows' sketches (``sumMap``) and reads
+  the quantile with ``llmpulse_sketch_quantile``, so the 1 % guarantee holds.
 * ``llmpulse_sketch_quantile_bounded(keys_map, zeros, q, min_value, max_value)`` --
   with the exact min and max of the merged rows (for example ``max(latency_max_ms)``)
   it also returns them exactly at the ends and clamps, like ``LogHistogram.quantile``.
@@ -41,9 +46,11 @@ __all__ = [
     "CREATE_BOUNDED_QUANTILE_FUNCTION",
     "CREATE_FUNCTIONS",
     "CREATE_QUANTILE_FUNCTION",
+    "CREATE_ROLLUP_FUNCTION",
     "DROP_FUNCTIONS",
     "FUNCTION_NAME",
     "ROLLUP_EXAMPLE",
+    "ROLLUP_FUNCTION_NAME",
     "SKETCH_ALPHA",
     "merged_quantile_sql",
 ]
@@ -51,6 +58,7 @@ __all__ = [
 SKETCH_ALPHA: Final = 0.01
 FUNCTION_NAME: Final = "llmpulse_sketch_quantile"
 BOUNDED_FUNCTION_NAME: Final = "llmpulse_sketch_quantile_bounded"
+ROLLUP_FUNCTION_NAME: Final = "llmpulse_quantile"
 
 _P = sketch_params(SKETCH_ALPHA)
 # repr() of a float is the shortest text that parses back to the same double, so
@@ -85,6 +93,13 @@ CREATE FUNCTION IF NOT EXISTS {BOUNDED_FUNCTION_NAME} AS
 
 # The bounded function calls the plain one, so create them in this order.
 CREATE_FUNCTIONS: Final = (CREATE_QUANTILE_FUNCTION, CREATE_BOUNDED_QUANTILE_FUNCTION)
+# A SQL function may wrap aggregate functions: used in a GROUP BY query, the
+# wrapper's sumMap and sum aggregate the group's rows (migration 8 creates it).
+CREATE_ROLLUP_FUNCTION: Final = f"""
+CREATE FUNCTION IF NOT EXISTS {ROLLUP_FUNCTION_NAME} AS (q, keys, counts, zeros) ->
+    {FUNCTION_NAME}(sumMap(mapFromArrays(keys, counts)), sum(zeros), q)
+""".strip()
+
 DROP_FUNCTIONS: Final = (
     f"DROP FUNCTION IF EXISTS {BOUNDED_FUNCTION_NAME}",
     f"DROP FUNCTION IF EXISTS {FUNCTION_NAME}",

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from llmpulse.alerts.state import ALERTS_DDL
 from llmpulse.detectors.storage import DRIFT_DDL
-from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS
+from llmpulse.processors.sketch_sql import CREATE_FUNCTIONS, CREATE_ROLLUP_FUNCTION
 from llmpulse.schemas.event import DIMENSIONS
 from llmpulse.schemas.rows import (
     COMPARISON_COLUMNS,
@@ -202,6 +202,14 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        8,
+        "llmpulse_quantile(q, keys, counts, zeros): sketch roll-up for a GROUP BY",
+        (CREATE_ROLLUP_FUNCTION,),
+    ),
+)
+
 LATEST_VERSION = max(m.version for m in MIGRATIONS)
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -225,7 +233,7 @@ def migrate(
     """Bring the schema to ``LATEST_VERSION``; returns the migrations applied now."""
     done = applied_versions(client)
     applied: list[Migration] = []
-    for m in MIGRATIONS:
+    for m in sorted(MIGRATIONS, key=lambda m: m.version):
         if m.version in done:
             continue
         for stmt in m.statements:

@@ -29,6 +29,7 @@ from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
 from llmpulse.store.query import sql_limits
 from llmpulse.store.readonly import encode_result, run_readonly
+from llmpulse.web import register_pages
 from llmpulse.worker.metrics import WorkerMetrics
 from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Headers, TopologyRunner
 
@@ -201,6 +202,7 @@ def create_app(
     app.page("/metrics")(guarded(Metrics))
     app.page("/sql")(guarded(Sql))
     app.page("/v1/traces")(guarded(traces_view(OtlpReceiver(settings.otlp, produce_spans))))
+    register_pages(app, client, guard=guarded)  # the live status page at /
     return app, holder
 
 

@@ -1,0 +1,61 @@
+"""Seeding a store with the showcase traffic through the worker's own processing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from llmpulse.settings import Settings
+from llmpulse.store.client import SerialClient
+
+# A budget the showcase overspends, so the budget panels and alerts have data.
+BUDGETS: list[dict[str, Any]] = [
+    {"scope": "tenant", "name": "acme", "period": "day", "limit_usd": 1.0},
+    {"scope": "team", "name": "platform", "period": "month", "limit_usd": 500.0},
+]
+
+
+def showcase_settings(chdb_dir: Path, data_dir: Path, database: str) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        cache_dir=data_dir / "cache",
+        clickhouse={"dsn": f"chdb://{chdb_dir}", "database": database},
+        budgets=BUDGETS,
+    )
+
+
+def replay_events(settings: Settings, events: Iterable[dict[str, Any]]) -> SerialClient:
+    """Replay ``events`` into the store of ``settings``; the open client is returned."""
+    from llmpulse.processors.traces import RawMessage
+    from llmpulse.replay import replay_messages
+    from llmpulse.runtime import build_pipeline, prepare_store
+
+    client = prepare_store(settings)
+    pipeline = build_pipeline(settings, client)
+    messages = (RawMessage(orjson.dumps(e), f"seed:{i}", None) for i, e in enumerate(events))
+    replay_messages(pipeline, messages, batch_size=5000)
+    pipeline.close(timeout=30)
+    return client
+
+
+def budgets_toml() -> str:
+    lines = []
+    for b in BUDGETS:
+        lines.append("[[budgets]]")
+        lines += [f"{k} = {v!r}" if isinstance(v, float) else f'{k} = "{v}"' for k, v in b.items()]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[SerialClient]:
+    from llmpulse.runtime import open_store
+
+    client = open_store(settings)
+    try:
+        yield client
+    finally:
+        client.close()
