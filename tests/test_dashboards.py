@@ -50,7 +50,7 @@ def run(client: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 def columns_of(client: Any, sql: str) -> tuple[str, ...]:
     """The result's column names, also for an empty result (which carries none here)."""
-    _, rows = run_readonly(client, f"DESCRIBE ({sql})")
+    _, rows = client.query(f"DESCRIBE ({sql})", readonly=1)
     return tuple(r[0] for r in rows)
 
 

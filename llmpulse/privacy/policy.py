@@ -44,6 +44,9 @@ POLICY_FIELDS: Final[tuple[str, ...]] = ("prompt", "response", "attributes", "ra
 ANY_TYPE: Final = "*"
 
 
+_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+
+
 @dataclass(frozen=True)
 class Redacted:
     text: str | None  # None: the text was dropped
@@ -183,9 +186,11 @@ class Redactor:
         return Redacted("".join(parts), counts)
 
     def digest(self, kind: str, value: str) -> str:
-        """Keyed hash of a normalised value (16 hex digits, 64 bits)."""
+        """Keyed hash of a normalised value: 64 bits as 16 letters ``a``-``p``. No
+        digits, so a hash never looks like a card or phone number itself (hex could
+        hold a Luhn-valid run of digits and be redacted again)."""
         msg = kind.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:16]
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:16].translate(_LETTERS)
 
     def pseudonym(self, user_id: str) -> str:
         """A stable stand-in for a user id: the same id always maps to the same

@@ -16,6 +16,7 @@ repeated after a crash is never stored twice. Replays leave the lineage empty.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,6 +24,8 @@ from typing import Any, Final
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from llmpulse.stages.base import Rows
+
+log = logging.getLogger("llmpulse.store")
 from llmpulse.store.client import SerialClient
 
 # Tables whose rows carry a lineage, in the order a batch writes them: raw rows
@@ -49,12 +52,15 @@ class Lineage:
 
 
 def _token(rows: Rows) -> str:
-    """A deduplication token from the rows' content (a retried insert is dropped)."""
+    """A deduplication token from the rows' content and lineage: a retried insert is
+    dropped, while the same rows written again by a later generation of their task
+    (after the earlier ones were undone) are not mistaken for a retry."""
     h = hashlib.blake2b(rows.table.encode(), digest_size=16)
     data = rows.data
     if isinstance(data, pa.Table):
         h.update(str(data.num_rows).encode())
-        names = [data.column_names[0], *[c for c in ("_task", "_seq") if c in data.column_names]]
+        lineage = [c for c in ("_task", "_gen", "_seq") if c in data.column_names]
+        names = [data.column_names[0], *lineage]
         for name in names:
             for chunk in data.column(name).chunks:
                 for buf in chunk.buffers():
@@ -62,7 +68,8 @@ def _token(rows: Rows) -> str:
                         h.update(memoryview(buf))
     else:
         h.update(str(len(data)).encode())
-        h.update(repr([(r[0], r[-1]) for r in data]).encode())
+        tail = 3 if rows.columns and rows.columns[-1] == "_seq" else 0
+        h.update(repr([(r[0], *r[len(r) - tail :]) for r in data]).encode())
     return h.hexdigest()
 
 
@@ -144,7 +151,9 @@ class StoreWriter:
             return 0
         where = " OR ".join(terms)
         for table in LINEAGE_TABLES:
-            if self.client.rows(f"SELECT count() FROM {table} WHERE {where}", params)[0][0]:
+            n = self.client.rows(f"SELECT count() FROM {table} WHERE {where}", params)[0][0]
+            if n:
+                log.info("undoing %d %s rows written past their checkpoint", n, table)
                 self.client.command(f"DELETE FROM {table} WHERE {where}", params)
         return len(terms)
 
