@@ -24,9 +24,9 @@ from typing import Any, Final
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from llmpulse.stages.base import Rows
+from llmpulse.store.client import SerialClient
 
 log = logging.getLogger("llmpulse.store")
-from llmpulse.store.client import SerialClient
 
 # Tables whose rows carry a lineage, in the order a batch writes them: raw rows
 # before what is derived from them.
