@@ -523,15 +523,24 @@ class TopologyRunner:
         headers: Headers,
         rows: npt.NDArray[np.int64],
         encode: Callable[[npt.NDArray[np.int64]], bytes],
+        origin: npt.NDArray[np.int64] | None = None,
     ) -> list[_Message]:
-        """The rows as one message, or as several when too big for one."""
+        """The rows as one message, or as several when too big for one. With
+        ``origin``, rows of one origin stay in one message: the receiver recognises
+        a resent message by its rows' origins, so one origin must not straddle two."""
         value = encode(rows)
         if len(value) <= _MAX_MESSAGE or len(rows) < 2:
             return [_Message(topic, value, partition=partition, headers=headers)]
         half = len(rows) // 2
+        if origin is not None:
+            o = origin[rows]
+            cuts = np.flatnonzero(o[1:] != o[:-1]) + 1
+            if not cuts.size:
+                return [_Message(topic, value, partition=partition, headers=headers)]
+            half = int(cuts[np.argmin(np.abs(cuts - half))])
         return [
-            *TopologyRunner._messages(topic, partition, headers, rows[:half], encode),
-            *TopologyRunner._messages(topic, partition, headers, rows[half:], encode),
+            *TopologyRunner._messages(topic, partition, headers, rows[:half], encode, origin),
+            *TopologyRunner._messages(topic, partition, headers, rows[half:], encode, origin),
         ]
 
     # -- events hop (trace stage) ------------------------------------------------------------
@@ -575,9 +584,21 @@ class TopologyRunner:
                 unique.select(rows), targets=targets[rows], origin=origin[rows], priced=True
             )
 
-        for r, (sel, bits) in parts.items():
+        for r in range(self.config.partitions):
+            routed = parts.get(r)
+            if routed is None:
+                # Every keyed partition hears the new progress, rows or not: one left
+                # out would keep its windows open until the next change, which at the
+                # end of a stream never comes.
+                plan.messages.append(
+                    _Message(self.config.keyed_topic, b"", partition=r, headers=headers)
+                )
+                continue
+            sel, bits = routed
             targets[sel] = bits
-            plan.messages.extend(self._messages(self.config.keyed_topic, r, headers, sel, encode))
+            plan.messages.extend(
+                self._messages(self.config.keyed_topic, r, headers, sel, encode, origin)
+            )
         st.last_forward, st.last_forward_wall = st.task.frontier.value, wall
 
     def _forward_progress(self, st: _TaskState, wall: float, plan: _Plan) -> None:
