@@ -232,6 +232,21 @@ class BurnRateTracker:
 
 
 @dataclass(frozen=True, slots=True)
+class _Needs:
+    """What the rules read from windows of one length and grouping: each signal with
+    the fewest requests any rule on it counts, the signals of burn rates, and the
+    latency thresholds of latency SLOs."""
+
+    names: dict[str, int]
+    burn_names: frozenset[str]
+    thresholds: tuple[float, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.names and not self.burn_names and not self.thresholds
+
+
+@dataclass(frozen=True, slots=True)
 class _Verdict:
     """What one window says about one series: breach, clear, or neither."""
 
@@ -299,7 +314,7 @@ class AlertEngine:
         for c in self._compiled.values():
             self._by_signal.setdefault(c.rule.signal_name, []).append(c)
         self._window_names = self.rules.window_signal_names
-        self._needs_cache: dict[tuple[int, str], tuple[frozenset[str], tuple[float, ...]]] = {}
+        self._needs_cache: dict[tuple[int, str], _Needs] = {}
         self._series: dict[tuple[str, Series], SeriesState] = {}
         self._baselines: dict[tuple[str, Series], TrailingBaseline] = {}
         self._burns: dict[tuple[str, Series], BurnRateTracker] = {}
@@ -436,19 +451,29 @@ class AlertEngine:
 
     def signals_for(self, result: WindowResult) -> list[Signal]:
         """The signals of a window result that some rule reads (none for a window
-        length or grouping no rule looks at)."""
-        names, thresholds = self._needs(result.window_seconds, result.grouping)
+        length or grouping no rule looks at, nor those every rule would ignore: a
+        window below their ``min_requests``, a hopping window for a burn rate)."""
+        needs = self._needs(result.window_seconds, result.grouping)
+        if needs.empty:
+            return []
+        n = result.requests
+        names = {name for name, least in needs.names.items() if n >= least}
+        thresholds: tuple[float, ...] = ()
+        if needs.burn_names or needs.thresholds:
+            length_ms = result.window_seconds * 1000
+            if result.window_start_ms % length_ms == 0:  # burn rates read tiles only
+                names |= needs.burn_names
+                thresholds = needs.thresholds
         if not names and not thresholds:
             return []
         return signals_from_window(result, names=names, latency_thresholds_ms=thresholds)
 
-    def _needs(
-        self, window_seconds: int, grouping: str
-    ) -> tuple[frozenset[str], tuple[float, ...]]:
+    def _needs(self, window_seconds: int, grouping: str) -> _Needs:
         key = (window_seconds, grouping)
         found = self._needs_cache.get(key)
         if found is None:
-            names: set[str] = set()
+            names: dict[str, int] = {}
+            burn: set[str] = set()
             thresholds: set[float] = set()
             for c in self._compiled.values():
                 if (c.window is not None and c.window != window_seconds) or (
@@ -456,11 +481,18 @@ class AlertEngine:
                 ):
                     continue
                 rule = c.rule
-                if isinstance(rule, BurnRateRule) and rule.latency_threshold_ms is not None:
-                    thresholds.add(rule.latency_threshold_ms)
+                if isinstance(rule, BurnRateRule):
+                    # Burn rates sum every tile, small ones included.
+                    if rule.latency_threshold_ms is not None:
+                        thresholds.add(rule.latency_threshold_ms)
+                    elif rule.signal_name in self._window_names:
+                        burn.add(rule.signal_name)
                 elif rule.signal_name in self._window_names:
-                    names.add(rule.signal_name)
-            found = self._needs_cache[key] = (frozenset(names), tuple(sorted(thresholds)))
+                    least = names.get(rule.signal_name, c.min_requests)
+                    names[rule.signal_name] = min(least, c.min_requests)
+            found = self._needs_cache[key] = _Needs(
+                names, frozenset(burn), tuple(sorted(thresholds))
+            )
         return found
 
     def evaluate_windows(
@@ -502,6 +534,11 @@ class AlertEngine:
             series: Series | None = None
             for c in rules:
                 if not c.matches(sig):
+                    continue
+                if sig.requests < c.min_requests and not isinstance(c.rule, BurnRateRule):
+                    # Ignored by the rule (neither breach nor clear, baselines learn
+                    # nothing): no state for it, which on thousands of quiet series
+                    # is most of the work and of the memory.
                     continue
                 if series is None:
                     series = sig.series

@@ -288,7 +288,7 @@ class _Evidence(ABC):
 
     def _run(
         self,
-        channels: list[list[float]],
+        channels: FloatArray,
         rows: FloatArray,
         values: FloatArray,
         times: IntArray,
@@ -296,32 +296,33 @@ class _Evidence(ABC):
         id_offset: int,
     ) -> tuple[list[DriftEvent], int]:
         """Process active events; returns the detections and how many events were consumed
-        (fewer than given when an automatic re-baseline sends the rest to warm-up)."""
+        (fewer than given when an automatic re-baseline sends the rest to warm-up).
+        ``channels``: the online detectors' inputs, one row per event."""
         n = rows.shape[0]
         need = self.null_target - self._null_n() - self._null_count
         if 0 < need < n:
             # The null statistics change at one exact event, whatever the batch
-            # boundaries, so a replay reproduces the live detections.
-            first, used = self._loop(
+            # boundaries, so a replay reproduces the live detections. The caller
+            # prepares the rest of the batch again: its rows may depend on them.
+            return self._loop(
                 channels[:need], rows[:need], values[:need], times[:need], ids, id_offset
             )
-            if used < need or not self._active:
-                return first, used
-            rest, more = self._loop(
-                channels[need:], rows[need:], values[need:], times[need:], ids, id_offset + need
-            )
-            return first + rest, need + more
         return self._loop(channels, rows, values, times, ids, id_offset)
 
     def _loop(
         self,
-        channels: list[list[float]],
+        channels: FloatArray,
         rows: FloatArray,
         values: FloatArray,
         times: IntArray,
         ids: Sequence[str] | None,
         id_offset: int,
     ) -> tuple[list[DriftEvent], int]:
+        """The events in order, exactly as one at a time, but without a Python step per
+        event: the online detectors see the whole batch first (``DetectorBank.scan``,
+        redone from an event that resets them), and only events where something can
+        happen are visited (an alarm, a window boundary, a re-test of a pending
+        alarm); between them only the counters move."""
         assert self._bank is not None
         n = rows.shape[0]
         tail = self._tail_rows if self._tail_rows is not None else np.zeros((0, rows.shape[1]))
@@ -336,12 +337,32 @@ class _Evidence(ABC):
         found: list[DriftEvent] = []
         consumed = n
         armed = self._null_n() >= self.null_target
-        for i in range(n):
+        hits = bank.scan(channels)
+        alarms = np.flatnonzero(hits >= 0)
+        a_pos = 0  # next alarm in ``alarms`` not yet visited
+        window, stride = self.window, self.stride
+        i = 0
+        while i < n:
+            # The next event where anything but the counters can change.
+            while a_pos < alarms.size and alarms[a_pos] < i:
+                a_pos += 1
+            nxt = int(alarms[a_pos]) if a_pos < alarms.size else n
+            nxt = min(nxt, i + (-(self._since + 1)) % window)
+            if self._pending is not None:
+                since_alarm = self._since - self._pending[0]
+                nxt = min(nxt, i + (-since_alarm) % stride, i + max(0, window - since_alarm))
+            if nxt > i:
+                k = min(nxt, n) - i
+                self._since += k
+                self._quiet = max(0, self._quiet - k)
+                i += k
+                continue
             j = off + i + 1  # end (exclusive) of history up to this event
             age_total = self._since
             self._since += 1
-            hit = bank.update(channels[i])
+            hit = int(hits[i])
             if hit >= 0:
+                bank.alarms += 1
                 self.online_alarms += 1
                 if self._pending is None:
                     self._pending = (age_total, hit)
@@ -350,14 +371,14 @@ class _Evidence(ABC):
                 self._quiet -= 1
             if self._pending is not None:
                 since_alarm = age_total - self._pending[0]
-                if self._quiet == 0 and since_alarm % self.stride == 0:
+                if self._quiet == 0 and since_alarm % stride == 0:
                     fired = self._confirm(cs, j, min(j, age_total + 1), htimes, i, ids, id_offset)
-                if since_alarm >= self.window:
+                if since_alarm >= window:
                     self._pending = None
-            if self._since % self.window == 0:
-                a = j - self.window
+            if self._since % window == 0:
+                a = j - window
                 seg_sum = cs[j] - cs[a]
-                res = self._test(seg_sum, self.window)
+                res = self._test(seg_sum, window)
                 self.window_scores.append(
                     WindowScore(
                         window_start=from_ms(int(htimes[a:j].min())),
@@ -367,10 +388,8 @@ class _Evidence(ABC):
                         statistic=res.statistic,
                         p_value=res.p_value,
                         threshold=self._critical(self.window_alpha, res),
-                        n=self.window,
-                        value=self._window_value(
-                            seg_sum, self.window, float(cv[j] - cv[a]) / self.window
-                        ),
+                        n=window,
+                        value=self._window_value(seg_sum, window, float(cv[j] - cv[a]) / window),
                         baseline_id=self._baseline_id(),
                         labels=self.labels,
                         grouping=self.grouping,
@@ -388,8 +407,8 @@ class _Evidence(ABC):
                         id_offset,
                         {
                             "windows": self._hits,
-                            "window": self.window,
-                            **self._describe(seg_sum, self.window),
+                            "window": window,
+                            **self._describe(seg_sum, window),
                         },
                     )
             if fired is not None:
@@ -402,6 +421,13 @@ class _Evidence(ABC):
                 if self.auto_rebaseline:
                     consumed = i + 1
                     break
+                # Fresh detectors from the next event on: what they saw of the rest of
+                # the batch before the reset no longer counts.
+                rest = bank.scan(channels[i + 1 :])
+                hits = np.concatenate([hits[: i + 1], rest])
+                alarms = np.flatnonzero(hits >= 0)
+                a_pos = 0
+            i += 1
         if self.auto_rebaseline and found:
             self.rebaseline()
             return found, consumed
@@ -665,7 +691,7 @@ class DriftDetector(_Evidence):
                 continue
             assert self.reference is not None
             std, raw, feats = self.reference.transform(u[start:])
-            got, used = self._run(std.tolist(), feats, raw[:, 0], tms[start:], ids, start)
+            got, used = self._run(std, feats, raw[:, 0], tms[start:], ids, start)
             found.extend(got)
             start += used
         return found
@@ -947,10 +973,10 @@ class ScalarDriftDetector(_Evidence):
                 x = shown = np.asarray(part, dtype=np.float64)
                 if self._binary:
                     rows = np.column_stack([1.0 - x, x])
-                    chans = x[:, None].tolist()
+                    chans = x[:, None]
                 else:
                     rows = np.column_stack([self._midrank(self._ref_sorted, x), x])
-                    chans = self._midrank(self._online_sorted, x)[:, None].tolist()
+                    chans = self._midrank(self._online_sorted, x)[:, None]
             else:
                 other = len(self.categories)
                 codes = np.fromiter(
@@ -959,7 +985,7 @@ class ScalarDriftDetector(_Evidence):
                 rows = np.zeros((len(part), other + 1))
                 rows[np.arange(len(part)), codes] = 1.0
                 shown = np.zeros(len(part))
-                chans = rows[:, list(self._watch)].tolist()
+                chans = rows[:, list(self._watch)]
             got, used = self._run(chans, rows, shown, tms[start:], ids, start)
             found.extend(got)
             start += used

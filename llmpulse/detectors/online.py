@@ -21,6 +21,7 @@ KSWIN's p-value is checked at every event, so its alpha must be tiny; it also
 costs about 200 µs per update against 0.2 µs for ADWIN.
 
 >>> import numpy as np
+import numpy.typing as npt
 >>> from llmpulse.detectors.reference import Reference
 >>> rng = np.random.default_rng(0)
 >>> topics = 3.0 * np.eye(16)[:3]  # events are noisy copies of topic directions
@@ -42,6 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from llmpulse.detectors.reference import SCALAR_NAMES, Reference, unit_rows
 from llmpulse.errors import ConfigError
@@ -85,6 +87,41 @@ def make_detector(
     raise ConfigError("drift.detector", f"unknown detector {kind!r}; choose one of {DETECTORS}")
 
 
+def _adwin_scan(det: Any, column: list[float]) -> list[bool]:
+    """``det.update(v)`` for each value, as river's ADWIN does it (forward to its core;
+    after a detection, a fresh core before the next value), mapping the core's
+    update over the stretches between detections: no Python frame per value."""
+    flags: list[bool] = []
+    pos = 0
+    while pos < len(column):
+        if det.drift_detected:
+            det._reset()  # what river's update does first after a detection
+        core = _adwin_core(det)
+        assert core is not None
+        part = list(map(core, column[pos:]))
+        hit = part.index(True) if True in part else -1
+        if hit < 0:
+            flags.extend(part)
+            det._drift_detected = False
+            break
+        # The core went on past its detection: the values after it go to a fresh
+        # core (the reset at the top of the loop, as river does before the next value).
+        flags.extend(part[: hit + 1])
+        det._drift_detected = True
+        pos += hit + 1
+    return flags
+
+
+def _adwin_core(det: Any) -> Callable[[float], bool] | None:
+    """The core update of a river ADWIN whose ``update`` is river's own (else None)."""
+    drift: Any = importlib.import_module("river.drift")
+    if type(det) is not drift.ADWIN or type(det).update is not drift.ADWIN.update:
+        return None
+    core = getattr(det, "_helper", None)
+    update = getattr(core, "update", None)
+    return update if callable(update) else None
+
+
 class DetectorBank:
     """One river detector per channel, updated together.
 
@@ -121,6 +158,28 @@ class DetectorBank:
                 hit = i
         if hit >= 0:
             self.alarms += 1
+        return hit
+
+    def scan(self, values: FloatArray) -> npt.NDArray[np.int64]:
+        """Feed every row (one value per channel, in event order); per row, the first
+        channel that alarmed at it, or -1. Exactly ``update`` row by row (alarms are
+        not counted here: the caller counts the rows it acts on), one detector at a
+        time so the per-value cost is a bare call."""
+        n = values.shape[0]
+        hit = np.full(n, -1, dtype=np.int64)
+        if not n:
+            return hit
+        for c in range(len(self._dets) - 1, -1, -1):
+            det = self._dets[c]
+            column = values[:, c].tolist()
+            if _adwin_core(det) is not None:
+                flags = _adwin_scan(det, column)
+            else:
+                upd = det.update
+                flags = [upd(v) or det.drift_detected for v in column]
+            fired = np.flatnonzero(np.fromiter(flags, dtype=np.bool_, count=n))
+            # Channels are visited last to first, so the lowest alarmed channel wins.
+            hit[fired] = c
         return hit
 
     def width(self, channel: int) -> int:

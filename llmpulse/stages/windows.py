@@ -31,7 +31,7 @@ from llmpulse.processors.windows import (
     WindowAggregator,
     WindowResult,
     WindowSpec,
-    window_id,
+    window_ids,
 )
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.stages.base import Context, ObjArray, Output, Rows, Stage, StoreReader
@@ -140,7 +140,7 @@ class WindowStage(Stage):
         if not results:
             return Output()
         ctx.stats.windows += len(results)
-        ids = [window_id(r) for r in results]
+        ids = window_ids(results)
         out = Output(rows=[Rows("window_stats", windows_table(results, ids, ctx.now))])
         if self.to_signals is not None:
             out.signals = [s for r in results for s in self.to_signals(r)]

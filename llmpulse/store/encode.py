@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from llmpulse.processors.windows import sketch_rows
+from llmpulse.processors.windows.results import start_millis
 from llmpulse.schemas.batch import (
     EMBEDDING_FIELDS,
     OPTIONAL_FLOAT_FIELDS,
@@ -145,7 +146,7 @@ def windows_table(
         seen.get(id(m)) or seen.setdefault(id(m), tuple(m.get(d, "") for d in DIMENSIONS))
         for m in (r.dims for r in results)
     ]
-    starts = np.array([r.window_start_ms for r in results], dtype=np.int64).reshape(n) // 1000
+    starts = np.array(start_millis(results), dtype=np.int64).reshape(n) // 1000
     lat, ttft = sketch_rows(results)
     cols: dict[str, Any] = {
         "window_id": pa.array(list(ids), pa.string()),

@@ -67,6 +67,7 @@ from llmpulse.processors.windows.results import (
     sketch_rows,
     window_id,
     window_id_of,
+    window_ids,
 )
 from llmpulse.schemas.event import DIMENSIONS
 
@@ -86,4 +87,5 @@ __all__ = [
     "sketch_rows",
     "window_id",
     "window_id_of",
+    "window_ids",
 ]

@@ -233,6 +233,48 @@ def window_id(result: WindowResult) -> str:
     return window_id_of(result.window_start_ms, result.window_seconds, result.grouping, result.dims)
 
 
+def window_ids(results: Sequence[WindowResult]) -> list[str]:
+    """``window_id`` of many results: a series' part of the key (grouping and
+    dimensions) is built once per series, since its results share one dims mapping.
+
+    >>> from llmpulse.processors.windows import WindowAggregator, WindowSpec, GroupingSet
+    >>> from llmpulse.processors.windows.batch import EventBatch
+    >>> agg = WindowAggregator([WindowSpec(60, 30)], [GroupingSet(("model",))])
+    >>> agg.add(EventBatch.from_records([{"ts_ms": 1_000, "latency_ms": 1.0, "model": "m"}]))
+    []
+    >>> rs = agg.flush_all()
+    >>> window_ids(rs) == [window_id(r) for r in rs]
+    True
+    """
+    series: dict[int, str] = {}
+    starts = start_millis(results)
+    out = []
+    blake = hashlib.blake2b
+    for r, start in zip(results, starts, strict=True):
+        key = series.get(id(r.dims))
+        if key is None:
+            key = series[id(r.dims)] = "\x1f".join(
+                [r.grouping, *(str(r.dims.get(d, "")) for d in DIMENSIONS)]
+            )
+        text = f"{start}\x1f{int(r.window_seconds)}\x1f{key}"
+        out.append(blake(text.encode(), digest_size=16).hexdigest())
+    return out
+
+
+def start_millis(results: Sequence[WindowResult]) -> list[int]:
+    """``window_start_ms`` of many results (results closing together share their
+    start datetime object, so each distinct one is converted once)."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in results:
+        start = r.window_start
+        ms = seen.get(id(start))
+        if ms is None:
+            ms = seen[id(start)] = round(start.timestamp() * 1000)
+        out.append(ms)
+    return out
+
+
 def window_id_of(start_ms: int, window_seconds: int, grouping: str, dims: Mapping[str, str]) -> str:
     """``window_id`` from the raw fields (for rows read back from the store)."""
     parts = [str(int(start_ms)), str(int(window_seconds)), grouping]
