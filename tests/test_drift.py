@@ -514,7 +514,10 @@ def test_bank_scan_is_update_value_by_value() -> None:
     for _ in range(10):
         means = rng.normal(0, 3, 30)
         x = np.concatenate(
-            [rng.normal(m, 1, int(n)) for m, n in zip(means, rng.integers(20, 300, 30))]
+            [
+                rng.normal(m, 1, int(n))
+                for m, n in zip(means, rng.integers(20, 300, 30), strict=True)
+            ]
         )
         x = np.column_stack([x, rng.normal(0, 1, len(x))])
         stepwise = DetectorBank(["a", "b"], delta=0.01, clock=1)
