@@ -125,37 +125,50 @@ class StoreWriter:
     def lineage_in_store(self) -> dict[tuple[str, int], int]:
         """(task, generation) -> the highest checkpoint seq of any row stored for it."""
         found: dict[tuple[str, int], int] = {}
-        for table in LINEAGE_TABLES:
-            for task, gen, seq in self.client.rows(
-                f"SELECT _task, _gen, max(_seq) FROM {table} WHERE _task != '' GROUP BY _task, _gen"
-            ):
-                key = (str(task), int(gen))
-                found[key] = max(found.get(key, 0), int(seq))
+        for per_table in self._lineage_by_table().values():
+            for key, seq in per_table.items():
+                found[key] = max(found.get(key, 0), seq)
         return found
+
+    def _lineage_by_table(self) -> dict[str, dict[tuple[str, int], int]]:
+        out: dict[str, dict[tuple[str, int], int]] = {}
+        for table in LINEAGE_TABLES:
+            rows = self.client.rows(
+                f"SELECT _task, _gen, max(_seq) FROM {table} WHERE _task != '' GROUP BY _task, _gen"
+            )
+            out[table] = {(str(t), int(g)): int(s) for t, g, s in rows}
+        return out
 
     def roll_back(self, undo: Iterable[tuple[str, int | None, int]]) -> int:
         """Delete rows written past their task's last checkpoint: for each ``(task,
         generation, after_seq)``, the rows of that generation (every generation when
         None) with a higher seq. A restart from the checkpoint does that work again.
-        Returns the number of conditions applied."""
-        terms = []
-        params: dict[str, Any] = {}
-        for i, (task, gen, seq) in enumerate(undo):
-            params[f"t{i}"], params[f"s{i}"] = task, seq
-            cond = f"_task = {{t{i}:String}} AND _seq > {{s{i}:UInt64}}"
-            if gen is not None:
-                params[f"g{i}"] = gen
-                cond += f" AND _gen = {{g{i}:UInt32}}"
-            terms.append(f"({cond})")
-        if not terms:
+        One look at what is stored first, so tables and tasks without such rows cost
+        no delete. Returns the number of tables changed."""
+        wanted = list(undo)
+        if not wanted:
             return 0
-        where = " OR ".join(terms)
-        for table in LINEAGE_TABLES:
-            n = self.client.rows(f"SELECT count() FROM {table} WHERE {where}", params)[0][0]
-            if n:
-                log.info("undoing %d %s rows written past their checkpoint", n, table)
-                self.client.command(f"DELETE FROM {table} WHERE {where}", params)
-        return len(terms)
+        changed = 0
+        for table, stored in self._lineage_by_table().items():
+            terms = []
+            params: dict[str, Any] = {}
+            for i, (task, gen, seq) in enumerate(wanted):
+                if not any(
+                    t == task and (gen is None or g == gen) and top > seq
+                    for (t, g), top in stored.items()
+                ):
+                    continue
+                params[f"t{i}"], params[f"s{i}"] = task, seq
+                cond = f"_task = {{t{i}:String}} AND _seq > {{s{i}:UInt64}}"
+                if gen is not None:
+                    params[f"g{i}"] = gen
+                    cond += f" AND _gen = {{g{i}:UInt32}}"
+                terms.append(f"({cond})")
+            if terms:
+                log.info("undoing %s rows of %d task(s) past their checkpoint", table, len(terms))
+                self.client.command(f"DELETE FROM {table} WHERE {' OR '.join(terms)}", params)
+                changed += 1
+        return changed
 
     def write_prices(self, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if rows:

@@ -25,12 +25,13 @@ class WorkerProcess:
         self.url = f"http://127.0.0.1:{web_port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.python = sys.executable  # another interpreter runs another installation
+        self.args: list[str] = []  # more flags of `llmpulse worker`
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "llmpulse", "worker"],
+                [self.python, "-m", "llmpulse", "worker", *self.args],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

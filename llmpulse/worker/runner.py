@@ -113,6 +113,10 @@ class TopologyConfig:
     def task_name(self, tp: TopicPartition) -> str:
         return f"{self.app_id}:{tp.topic}/{tp.partition}"
 
+    def task_partition(self, name: str) -> int:
+        """The changelog partition of a task's checkpoints."""
+        return int(name.rsplit("/", 1)[1]) % self.partitions
+
     def input_names(self) -> list[str]:
         return [
             self.task_name(TopicPartition(t, p)) for t, n in self.inputs.items() for p in range(n)
@@ -272,6 +276,10 @@ class TopologyRunner:
         self._last_checkpoint = 0.0
         self.iterations = 0
         self.assigned_once = asyncio.Event()
+        # Assigned, paused, waiting for the main loop to restore them.
+        self._pending: set[TopicPartition] = set()
+        # Revoked in a rebalance, kept in case it hands them back unchanged.
+        self._suspended: dict[TopicPartition, _TaskState] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -321,6 +329,11 @@ class TopologyRunner:
                 async with self._lock:
                     if self._stopping.is_set():
                         break
+                    if self._pending:
+                        # Records of the partitions restored now were fetched
+                        # before their seek: they come again.
+                        restored = await self._restore_pending()
+                        records = {tp: m for tp, m in records.items() if tp not in restored}
                     await self._iteration(records)
                     if self.wall() - self._last_checkpoint >= self.config.commit_interval_s:
                         await self._checkpoint()
@@ -369,6 +382,18 @@ class TopologyRunner:
             effect()
         self.stats.add(plan.stats)
         self.iterations += 1
+        if log.isEnabledFor(logging.DEBUG):
+            kinds: dict[str, int] = {}
+            for tp, msgs in records.items():
+                kinds[self._kind(tp)] = kinds.get(self._kind(tp), 0) + len(msgs)
+            log.debug(
+                "iteration %d: %s, %d rows, %d messages sent, %.3fs",
+                self.iterations,
+                kinds,
+                sum(len(r) for r, _ in plan.rows),
+                len(plan.messages),
+                time.perf_counter() - started,
+            )
         if self.on_iteration is not None and (records or plan.rows):
             self.on_iteration(plan.stats, time.perf_counter() - started)
 
@@ -734,52 +759,130 @@ class TopologyRunner:
     # -- taking tasks over and giving them up -------------------------------------------------
 
     async def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        gone = [tp for tp in revoked if tp in self.tasks]
-        if not gone:
-            return
+        """Checkpoint everything and set the given-up tasks aside: an eager rebalance
+        revokes every partition and usually hands most of them straight back, and a
+        task that comes back unchanged resumes without a restore."""
+        revoked = set(revoked)
+        self._pending -= revoked
         async with self._lock:
+            gone = [tp for tp in revoked if tp in self.tasks]
+            if not gone:
+                return
             try:
                 await self._checkpoint()
+                keep = True
             except Exception as exc:
                 log.error("checkpoint before giving up %d partitions failed: %s", len(gone), exc)
                 # Our rows past the last checkpoint would be written again by the
-                # next owner: undo them here.
+                # next owner: undo them here, and the state that made them with them.
                 undo = [
                     (self.tasks[tp].name, self.tasks[tp].cp.generation, self.tasks[tp].cp.seq)
                     for tp in gone
                 ]
                 await asyncio.to_thread(self.writer.roll_back, undo)
+                keep = False
             for tp in gone:
                 st = self.tasks.pop(tp)
-                if st.task is not None:
+                if keep:
+                    self._suspended[tp] = st
+                elif st.task is not None:
                     st.task.close(timeout=0)
         log.info("gave up %d partitions", len(gone))
 
     async def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        new = [tp for tp in assigned if tp not in self.tasks]
-        async with self._lock:
-            latest = await self._read_checkpoints(
-                {tp.partition % self.config.partitions for tp in new}
-            )
-            for tp in new:
-                await self._take_over(tp, latest.get(self.config.task_name(tp)))
-        self.assigned_once.set()
-        log.info("took over %d partitions", len(new))
-
-    async def _take_over(self, tp: TopicPartition, cp: Checkpoint | None) -> None:
+        """Only note the new partitions (paused): restoring them can take a while and
+        runs in the main loop, so the group's rebalance is never held up by it."""
         assert self.consumer is not None
+        assigned = set(assigned)
+        for tp in [tp for tp in self._suspended if tp not in assigned]:
+            st = self._suspended.pop(tp)
+            if st.task is not None:
+                st.task.close(timeout=0)
+        self._pending |= {tp for tp in assigned if tp not in self.tasks}
+        if self._pending:
+            # A new assignment starts unpaused; these must not be fetched before
+            # their state is back and their position set.
+            self.consumer.pause(*self._pending)
+        else:
+            self.assigned_once.set()
+        log.info("assigned %d partitions, %d to restore", len(assigned), len(self._pending))
+
+    async def _restore_pending(self) -> set[TopicPartition]:
+        """Take over the partitions assigned but not yet restored (under the lock).
+        Returns them."""
+        assert self.consumer is not None
+        pending = sorted(self._pending)
+        started = time.perf_counter()
+        by_partition: dict[int, set[str]] = {}
+        for tp in pending:
+            by_partition.setdefault(tp.partition % self.config.partitions, set()).add(
+                self.config.task_name(tp)
+            )
+        latest = await self._read_checkpoints(by_partition)
+        resumed: list[_TaskState] = []
+        fresh: list[tuple[TopicPartition, Checkpoint | None, Checkpoint]] = []
+        undo: list[tuple[str, int | None, int]] = []
+        for tp in pending:
+            name = self.config.task_name(tp)
+            cp = latest.get(name)
+            old = self._suspended.pop(tp, None)
+            if (
+                old is not None
+                and cp is not None
+                and (cp.generation, cp.seq) == (old.cp.generation, old.cp.seq)
+            ):
+                resumed.append(old)  # nobody had it meanwhile: carry on as we were
+                continue
+            if old is not None and old.task is not None:
+                old.task.close(timeout=0)
+            if cp is None:
+                committed = await self.consumer.committed(tp)
+                if committed is None:
+                    committed = (await self.consumer.beginning_offsets([tp]))[tp]
+                base = Checkpoint(name, seq=0, generation=0, offset=committed)
+                undo.append((name, None, 0))
+            else:
+                base = cp
+                undo.extend((name, g, s) for g, s in [*cp.lineage, (cp.generation, cp.seq)])
+            fresh.append((tp, cp, base))
+        if undo:
+            await asyncio.to_thread(self.writer.roll_back, undo)
+        states = [await self._take_over(tp, cp, base) for tp, cp, base in fresh]
+        # Our first checkpoint of each: a new generation, written before anything
+        # else, so rows of a takeover that dies before its first checkpoint are
+        # undone too.
+        futures = [
+            await self.sender.send(
+                self.config.changelog_topic,
+                st.cp.encode(),
+                key=st.name.encode(),
+                partition=st.tp.partition % self.config.partitions,
+            )
+            for st in states
+        ]
+        await asyncio.gather(*futures)
+        for st in states:
+            st.dirty = False
+        for st in [*states, *resumed]:
+            self.consumer.seek(st.tp, st.position)
+            self.tasks[st.tp] = st
+        self._pending.difference_update(pending)
+        self.consumer.resume(*pending)
+        if not self._pending:
+            self.assigned_once.set()
+        log.info(
+            "took over %d partitions (%d resumed as they were) in %.2fs",
+            len(pending),
+            len(resumed),
+            time.perf_counter() - started,
+        )
+        return set(pending)
+
+    async def _take_over(
+        self, tp: TopicPartition, cp: Checkpoint | None, base: Checkpoint
+    ) -> _TaskState:
         name = self.config.task_name(tp)
         kind = self._kind(tp)
-        if cp is None:
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                committed = (await self.consumer.beginning_offsets([tp]))[tp]
-            base = Checkpoint(name, seq=0, generation=0, offset=committed)
-            undo: list[tuple[str, int | None, int]] = [(name, None, 0)]
-        else:
-            base = cp
-            undo = [(name, g, s) for g, s in [*cp.lineage, (cp.generation, cp.seq)]]
-        await asyncio.to_thread(self.writer.roll_back, undo)
         st = _TaskState(tp, name, kind, base, base.offset)
         if kind == "input":
             st.clock = SourceClock(name, self.config.idle_s)
@@ -793,24 +896,13 @@ class TopologyRunner:
                 st.hwm = {k: int(v) for k, v in cp.meta.get("hwm", {}).items()}
             if cp.replay_from is not None and cp.replay_from < cp.offset:
                 await self._rebuild(st, cp)
-        # Our first checkpoint: a new generation, written before anything else, so
-        # rows of a takeover that dies before its first checkpoint are undone too.
         st.cp = (
             base.successor(base.offset)
             if cp is not None
             else Checkpoint(name, seq=0, generation=1, offset=base.offset)
         )
-        await (
-            await self.sender.send(
-                self.config.changelog_topic,
-                st.cp.encode(),
-                key=name.encode(),
-                partition=tp.partition % self.config.partitions,
-            )
-        )
-        self.consumer.seek(tp, st.cp.offset)
-        st.dirty = False
-        self.tasks[tp] = st
+        st.position = st.cp.offset
+        return st
 
     async def _rebuild(self, st: _TaskState, cp: Checkpoint) -> None:
         """Replay ``[cp.replay_from, cp.offset)`` of the task's input into its state."""
@@ -864,24 +956,32 @@ class TopologyRunner:
                 yield m
                 position = m.offset + 1
 
-    async def _read_checkpoints(self, partitions: Iterable[int]) -> dict[str, Checkpoint]:
-        """The latest checkpoint of every task found in these changelog partitions."""
+    async def _read_checkpoints(self, wanted: Mapping[int, set[str]]) -> dict[str, Checkpoint]:
+        """The latest checkpoint of the wanted tasks, by changelog partition. Read from
+        the tail backwards in growing steps: the latest checkpoint of a live task is a
+        few messages from the end, however long the uncompacted head is."""
         assert self._restorer is not None
         latest: dict[str, Checkpoint] = {}
-        for p in sorted(partitions):
+        for p, names in sorted(wanted.items()):
             tp = TopicPartition(self.config.changelog_topic, p)
             self._restorer.assign([tp])
             end = (await self._restorer.end_offsets([tp]))[tp]
             begin = (await self._restorer.beginning_offsets([tp]))[tp]
-            if end <= begin:
-                continue
-            async for m in self._read(tp, begin, end):
-                if m.value:
+            step, stop = 4 * len(names) + 8, end
+            while stop > begin and not names <= latest.keys():
+                start = max(begin, stop - step)
+                found: dict[str, Checkpoint] = {}
+                async for m in self._read(tp, start, stop):
+                    if not m.value:
+                        continue
                     try:
                         cp = Checkpoint.decode(m.value)
                     except ValueError:
                         continue
-                    latest[cp.task] = cp
+                    found[cp.task] = cp
+                for task, cp in found.items():
+                    latest.setdefault(task, cp)  # a later chunk already had the newer one
+                stop, step = start, step * 4
         return latest
 
     async def clean_up_uncommitted(self) -> None:
@@ -891,7 +991,10 @@ class TopologyRunner:
         mine = {task for task, _ in found if task.startswith(self.config.app_id + ":")}
         if not mine:
             return
-        latest = await self._read_checkpoints(range(self.config.partitions))
+        wanted: dict[int, set[str]] = {}
+        for task in mine:
+            wanted.setdefault(self.config.task_partition(task), set()).add(task)
+        latest = await self._read_checkpoints(wanted)
         undo: list[tuple[str, int | None, int]] = []
         for (task, gen), top in found.items():
             if task not in mine:
@@ -919,7 +1022,7 @@ class TopologyRunner:
     @property
     def ready(self) -> bool:
         """Assigned partitions taken over (state restored), and not shutting down."""
-        return self.assigned_once.is_set() and not self._stopping.is_set()
+        return self.assigned_once.is_set() and not self._pending and not self._stopping.is_set()
 
     def lag(self) -> dict[str, int]:
         """Messages not yet processed per owned partition."""
@@ -933,7 +1036,7 @@ class TopologyRunner:
         return out
 
     def close(self, timeout: float = 10.0) -> None:
-        for st in self.tasks.values():
+        for st in [*self.tasks.values(), *self._suspended.values()]:
             if st.task is not None:
                 st.task.close(timeout)
 
