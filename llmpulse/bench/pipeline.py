@@ -325,10 +325,7 @@ def freshness(
     seen: dict[str, float] = {}
     w.start()
     try:
-        w.wait_healthy(180)
-        while not w.health().get("partitions", 1):
-            time.sleep(0.1)
-        time.sleep(2)
+        w.wait_ready(180)
         box: dict[str, dict[str, float]] = {}
 
         def produce() -> None:

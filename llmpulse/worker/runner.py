@@ -375,8 +375,10 @@ class TopologyRunner:
         caught_up = {tp: self._caught_up(tp) for tp, st in self.tasks.items() if st.kind == "input"}
         now, wall = self.clock(), self.wall()
         plan = await asyncio.to_thread(self._process, records, caught_up, now, wall)
+        processed = time.perf_counter()
         if plan.rows:
             await asyncio.to_thread(self._write, plan.rows)
+        written = time.perf_counter()
         await self._send(plan.messages)
         for effect in plan.effects:
             effect()
@@ -387,12 +389,16 @@ class TopologyRunner:
             for tp, msgs in records.items():
                 kinds[self._kind(tp)] = kinds.get(self._kind(tp), 0) + len(msgs)
             log.debug(
-                "iteration %d: %s, %d rows, %d messages sent, %.3fs",
+                "iteration %d: %s, %d rows, %d messages sent, %.3fs "
+                "(process %.3f, write %.3f, send %.3f)",
                 self.iterations,
                 kinds,
                 sum(len(r) for r, _ in plan.rows),
                 len(plan.messages),
                 time.perf_counter() - started,
+                processed - started,
+                written - processed,
+                time.perf_counter() - written,
             )
         if self.on_iteration is not None and (records or plan.rows):
             self.on_iteration(plan.stats, time.perf_counter() - started)
