@@ -36,8 +36,11 @@ def quality_config(settings: Settings) -> QualityConfig:
     )
 
 
-def score_stage(settings: Settings, client: SerialClient) -> ScoreStage:
-    """The score stage over ``client`` (call ``sweep`` once after building it)."""
+def score_stage(
+    settings: Settings, client: SerialClient, *, resend_stored: bool = False
+) -> ScoreStage:
+    """The score stage over ``client`` (call ``sweep`` once after building it);
+    ``resend_stored`` as in ``ScoreStage``."""
     s = settings.scores
     return ScoreStage(
         QualityFolder(quality_config(settings)),
@@ -45,4 +48,5 @@ def score_stage(settings: Settings, client: SerialClient) -> ScoreStage:
         call_cache=s.call_cache,
         pending_max=s.pending_max,
         pending_ms=int(s.pending_s * 1000),
+        resend_stored=resend_stored,
     )

@@ -103,6 +103,9 @@ class ScoreOutcome:
     partials: list[QualityPartial] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     folded: list[Scored] = field(default_factory=list)  # (score, call) folded now
+    # Scores delivered again that were stored before (``resend_stored``), with their
+    # call: a worker that crashed after storing them may not have passed them on.
+    resent: list[Scored] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,10 @@ class ScoreStage:
         pending_ms: int = 3_600_000,
         recent: RecentIds | None = None,
         clock: Callable[[], datetime] = utc_now,
+        resend_stored: bool = False,
     ) -> None:
         self.folder = folder
+        self.resend_stored = resend_stored
         self.store = store
         self.calls = CallIndex(call_cache)
         self.pending_max = pending_max
@@ -297,8 +302,9 @@ class ScoreStage:
         if fresh:
             stored = self.store.known_score_ids(list(fresh))
             out.stats.duplicates += len(stored)
-            for sid in stored:
-                del fresh[sid]
+            again = [fresh.pop(sid) for sid in sorted(stored)]
+            if again and self.resend_stored:
+                self._again(again, now, out)
         if not fresh:
             return out
         resolved, unresolved = self._resolve(list(fresh.values()))
@@ -309,6 +315,27 @@ class ScoreStage:
             self._hold(r, out.stats)
         self.recent.add_all(fresh)
         return out
+
+    def _again(self, records: list[ScoreRecord], now: datetime, out: ScoreOutcome) -> None:
+        """Stored scores delivered again (a redelivery after a crash): fold those whose
+        fold the crash interrupted, hold those still waiting for their call, and list
+        the resolved ones in ``out.resent`` for whatever the caller passes on."""
+        resolved, unresolved = self._resolve(records)
+        if resolved:
+            times = [c.timestamp_ms for _, c in resolved]
+            longest = max((s.length_ms for s in self.folder.config.specs), default=0)
+            already = self.store.folded_score_ids(
+                [r.score_id for r, _ in resolved],
+                from_ms(min(times) - longest),
+                from_ms(max(times)),
+            )
+            todo = [(r, c) for r, c in resolved if r.score_id not in already]
+            if todo:
+                self._fold_and_write(todo, [], now, out)
+            out.resent.extend(resolved)
+        for r in unresolved:
+            self._hold(r, out.stats)
+        self.recent.add_all(r.score_id for r in records)
 
     def _resolve(self, records: Sequence[ScoreRecord]) -> tuple[list[Scored], list[ScoreRecord]]:
         resolved: list[Scored] = []
