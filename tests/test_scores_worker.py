@@ -269,15 +269,21 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
         [f"tenant-{t}", len([i for i in range(0, CALLS, 2) if i % 3 == t])] for t in range(3)
     ]
     # Same window ids as the window statistics of the calls (those closed so far).
-    assert w.scalar(
-        "SELECT count() FROM window_quality AS q INNER JOIN window_stats AS s "
-        "ON s.window_id = q.window_id WHERE q.score_name = 'hallucination'"
-    ) >= 3 * 5
-    assert w.scalar(
-        "SELECT count() FROM window_quality WHERE score_name = 'hallucination' "
-        "AND window_end <= (SELECT max(window_end) FROM window_stats) "
-        "AND window_id NOT IN (SELECT window_id FROM window_stats)"
-    ) == 0
+    assert (
+        w.scalar(
+            "SELECT count() FROM window_quality AS q INNER JOIN window_stats AS s "
+            "ON s.window_id = q.window_id WHERE q.score_name = 'hallucination'"
+        )
+        >= 3 * 5
+    )
+    assert (
+        w.scalar(
+            "SELECT count() FROM window_quality WHERE score_name = 'hallucination' "
+            "AND window_end <= (SELECT max(window_end) FROM window_stats) "
+            "AND window_id NOT IN (SELECT window_id FROM window_stats)"
+        )
+        == 0
+    )
 
 
 def test_a_hallucination_rate_breach_raises_one_alert_per_series(run: dict[str, Any]) -> None:
