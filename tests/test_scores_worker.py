@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -352,3 +353,65 @@ def store_rows(store: Path, sql: str) -> list[list[Any]]:
     """Rows of ``sql`` from an embedded store no process holds (one store per process)."""
     out = cli(["sql", sql, "--clickhouse", f"chdb://{store}", "-f", "json"], {})
     return [list(r.values()) for r in json.loads(out)]
+
+
+def test_a_worker_killed_while_storing_scores_counts_each_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGKILL while scores are being stored, restart: every score once, and window
+    quality equal to a replay of the same stream (redelivered scores are recognised,
+    and those whose fold the kill interrupted are folded on redelivery)."""
+    name = f"scores-kill-{uuid.uuid4().hex[:8]}"
+    ensure_topics_sync(kafka_bootstrap, {name: 2, name + "-scores": 2})
+    port = free_port()
+    env = {
+        **common_env(tmp_path),
+        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LLMPULSE_TOPICS_TRACES": name,
+        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
+        "LLMPULSE_TOPICS_SCORES": name + "-scores",
+        "LLMPULSE_TOPICS_SCORES_DLQ": name + "-scores.dlq",
+        "LLMPULSE_TOPICS_CONTROL": name + ".control",
+        "LLMPULSE_TOPICS_PARTITIONS": "2",
+        "LLMPULSE_OTLP_TOPIC": name + "-spans",
+        "LLMPULSE_WORKER_APP_ID": name,
+        "LLMPULSE_WORKER_WEB_PORT": str(port),
+        "LLMPULSE_WORKER_BATCH_SIZE": "50",
+        "LLMPULSE_WORKER_COMMIT_INTERVAL_S": "1",
+        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
+    }
+    scores = [
+        score(i, n, (i * 7 + k) % 10 / 10)
+        for k, n in enumerate(("hallucination", "relevance", "helpful"))
+        for i in range(CALLS)
+    ]
+    w = WorkerProcess(env, tmp_path / "worker.log", web_port=port)
+    w.start()
+    try:
+        w.wait_ready()
+        produce(kafka_bootstrap, name, dumps(CALL_EVENTS))
+        w.wait_for("SELECT count() FROM traces", CALLS)
+        produce(kafka_bootstrap, env["LLMPULSE_TOPICS_SCORES"], dumps(scores))
+        wait_until(w, lambda: w.scalar("SELECT count() FROM scores") >= len(scores) // 4,
+                   "a quarter of the scores stored")  # fmt: skip
+        w.stop(signal.SIGKILL)
+        w.start()
+        w.wait_ready()
+        w.wait_for("SELECT count() FROM scores FINAL", len(scores))
+        wait_until(
+            w,
+            lambda: w.scalar("SELECT sum(scores) FROM window_quality WHERE grouping = 'model' "
+                             "AND toUnixTimestamp(window_start) % 60 = 0") == len(scores),
+            "every score folded",
+        )  # fmt: skip
+        assert w.scalar("SELECT uniqExact(score_id) FROM scores") == len(scores)
+        worker_quality = [list(r) for r in w.sql(QUALITY_ROWS)[1]]
+    finally:
+        w.stop()
+    path = tmp_path / "stream.jsonl"
+    marked = [orjson.dumps({"kind": "score", **s}) for s in scores]
+    path.write_bytes(b"\n".join([*dumps(CALL_EVENTS), *marked]) + b"\n")
+    store = tmp_path / "replay-store"
+    replay_env = {**common_env(tmp_path), "LLMPULSE_DATA_DIR": str(tmp_path / "replay-data")}
+    cli(["replay", str(path), "--clickhouse", f"chdb://{store}", "--json"], replay_env)
+    assert store_rows(store, QUALITY_ROWS) == worker_quality
