@@ -30,19 +30,26 @@ from tests.helpers import BASE_MS, event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-CALLS = 1200  # 10 calls per second of event time, two minutes
+CALLS = 1800  # 30 calls per second of event time: a minute, three 20 s tiles
+TILE_MS = 20_000
 
 
 def common_env(tmp: Path) -> dict[str, str]:
     return {
-        "LLMPULSE_WINDOWS_SPECS": "[[60, 10]]",
+        "LLMPULSE_WINDOWS_SPECS": "[[20, 10]]",
         "LLMPULSE_WINDOWS_IDLE_TIMEOUT_S": "3",
-        "LLMPULSE_SCORES_SIGNAL_WINDOW_S": "60",
-        "LLMPULSE_SCORES_ALERT_DELAY_S": "30",
+        "LLMPULSE_SCORES_SIGNAL_WINDOW_S": "20",
+        # Scores sent after their calls must reach the second tile's alert: its
+        # end plus this delay is 20 s of (idle, wall-clock) time after the last call.
+        "LLMPULSE_SCORES_ALERT_DELAY_S": "40",
         "LLMPULSE_DRIFT_ENABLED": "false",
         "LLMPULSE_ALERTS_CONTROL_ENABLED": "false",
         "LLMPULSE_DATA_DIR": str(tmp / "data"),
     }
+
+
+def call_ms(i: int) -> int:
+    return BASE_MS + i * 100 // 3
 
 
 def score(i: int, name: str, value: Any, **fields: Any) -> dict[str, Any]:
@@ -51,7 +58,7 @@ def score(i: int, name: str, value: Any, **fields: Any) -> dict[str, Any]:
         "name": name,
         "value": value,
         "source": "eval",
-        "timestamp": BASE_MS + i * 100 + 20_000,
+        "timestamp": call_ms(i) + 20_000,
     }
     s.update(fields)
     return s
@@ -61,12 +68,12 @@ def relevance(i: int) -> dict[str, Any]:
     return score(i, "relevance", 0.25 if i % 4 else 0.75, source="human")
 
 
-# Scores sent before their calls (the first minute, none hallucinated); the calls;
-# scores after them (the second minute, 10 % hallucinated); a score for a call that
+# Scores sent before their calls (the first tile, none hallucinated); the calls;
+# scores after them (the next two tiles, 10 % hallucinated); a score for a call that
 # never comes. In that order, as the worker receives them.
-EARLY = [score(i, "hallucination", False) for i in range(CALLS // 2)]
-CALL_EVENTS = [event(i) for i in range(CALLS)]
-LATE = [score(i, "hallucination", i % 10 == 0) for i in range(CALLS // 2, CALLS)] + [
+EARLY = [score(i, "hallucination", False) for i in range(CALLS // 3)]
+CALL_EVENTS = [event(i, timestamp=call_ms(i)) for i in range(CALLS)]
+LATE = [score(i, "hallucination", i % 10 == 0) for i in range(CALLS // 3, CALLS)] + [
     relevance(i) for i in range(0, CALLS, 2)
 ]
 UNKNOWN = [score(0, "hallucination", 1.0, event_id="evt-never-sent")]
@@ -181,8 +188,8 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         produce(kafka_bootstrap, scores_topic, dumps(EARLY + LATE + UNKNOWN))
         wait_until(w, lambda: metric(w, "llmpulse_scores_total", "duplicate") >= SCORES,
                    "the redelivered scores")  # fmt: skip
-        # The windows of the second minute are alerted on once the idle stream's
-        # time has moved past them by the alert delay.
+        # The last tiles are alerted on once the idle stream's time has moved past
+        # them by the alert delay.
         wait_until(
             w,
             lambda: (
@@ -214,7 +221,7 @@ def test_each_score_is_stored_once_whatever_came_first_or_again(run: dict[str, A
     early = w.sql(
         "SELECT count(), min(version), countIf(call_event_id = event_id) FROM scores FINAL "
         "WHERE name = 'hallucination' AND toUnixTimestamp64Milli(call_timestamp) < "
-        f"{BASE_MS + 60_000}"
+        f"{BASE_MS + TILE_MS}"
     )[1][0]
     assert list(early) == [len(EARLY), 1, len(EARLY)]
     assert metric(w, "llmpulse_scores_total", "resolved_late") == len(EARLY)
@@ -249,21 +256,22 @@ def test_malformed_scores_go_to_rejected_events_and_the_dlq(run: dict[str, Any])
 
 def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
     w: WorkerProcess = run["worker"]
-    # The tiles of the two minutes: 600 scores each, counted once although every
-    # score came twice; those of the first minute arrived before their calls.
+    # The three tiles: 600 scores each, counted once although every score came
+    # twice; those of the first tile arrived before their calls.
     rows = w.sql(
         "SELECT toUnixTimestamp(window_start) * 1000, scores, below, 1 - rate_below "
         "FROM window_quality WHERE grouping = 'service+endpoint+model' "
-        "AND score_name = 'hallucination' AND toUnixTimestamp(window_start) % 60 = 0 "
+        "AND score_name = 'hallucination' AND toUnixTimestamp(window_start) % 20 = 0 "
         "ORDER BY window_start"
     )[1]
     assert [list(r) for r in rows] == [
         [BASE_MS, 600, 600, 0.0],
-        [BASE_MS + 60_000, 600, 540, pytest.approx(0.1)],
+        [BASE_MS + TILE_MS, 600, 540, pytest.approx(0.1)],
+        [BASE_MS + 2 * TILE_MS, 600, 540, pytest.approx(0.1)],
     ]
     by_tenant = w.sql(
         "SELECT tenant, sum(scores) FROM window_quality WHERE grouping = 'tenant' "
-        "AND score_name = 'relevance' AND toUnixTimestamp(window_start) % 60 = 0 "
+        "AND score_name = 'relevance' AND toUnixTimestamp(window_start) % 20 = 0 "
         "GROUP BY tenant ORDER BY tenant"
     )[1]
     assert [list(r) for r in by_tenant] == [
@@ -293,11 +301,11 @@ def test_a_hallucination_rate_breach_raises_one_alert_per_series(run: dict[str, 
         "SELECT state, labels['grouping'], round(value, 3) FROM alerts "
         "WHERE rule = 'hallucination-rate-high' ORDER BY wall_time"
     )[1]
-    # Raised by scores that came after their calls, on the windows of the second
-    # minute; one series of one grouping pages, not one per grouping.
+    # Raised by scores that came after their calls, on the two last tiles (for: 2);
+    # one series of one grouping pages, not one per grouping.
     assert [r[0] for r in rows] == ["pending", "firing"], rows
     assert {r[1] for r in rows} == {"service+endpoint+model"}
-    assert all(0.02 < r[2] <= 0.1 for r in rows), rows
+    assert {r[2] for r in rows} == {0.1}, rows
 
 
 def test_a_replay_of_the_mixed_stream_stores_the_same_scores_and_quality(
@@ -401,7 +409,7 @@ def test_a_worker_killed_while_storing_scores_counts_each_once(
         wait_until(
             w,
             lambda: w.scalar("SELECT sum(scores) FROM window_quality WHERE grouping = 'model' "
-                             "AND toUnixTimestamp(window_start) % 60 = 0") == len(scores),
+                             "AND toUnixTimestamp(window_start) % 20 = 0") == len(scores),
             "every score folded",
         )  # fmt: skip
         assert w.scalar("SELECT uniqExact(score_id) FROM scores") == len(scores)

@@ -10,9 +10,14 @@ that series: the key is the series key of the window statistics
 live in the same task as its latency and error alerts.
 
 :class:`QualityAlerts` counts the contributions of the series it owns in the
-windows of the alerting length (``scores.signal_window_s``) and hands their
-signals to the rules once event time has passed a window's end by
-``scores.alert_delay_s`` (time for late scores), once per window. A
+tiles of the alerting length (``scores.signal_window_s``: the non-overlapping
+windows, starting at multiples of the length) and hands their signals to the
+rules once event time has passed a tile's end by ``scores.alert_delay_s``
+(time for late scores), once per tile. Tiles, not the hopping windows: each
+signal is then new evidence, so a rule's ``for: 2`` means two windows of
+scores in a row, not two views sharing most of their scores (with hopping
+windows the 2 % hallucination rule fired on the few scores of the partly
+filled windows at the start of a stream). A
 contribution is counted once per series however often it arrives (a sender
 redoing work after a crash, a replayed repartition topic): its score id is
 remembered until every window holding its call has been alerted on.
@@ -48,7 +53,7 @@ import orjson
 
 from llmpulse.alerts.signals import Signal
 from llmpulse.processors.windows import GroupingSet
-from llmpulse.scores.quality import QualityConfig, Scored, window_signals, window_starts
+from llmpulse.scores.quality import QualityConfig, Scored, window_signals
 
 __all__ = ["Contribution", "QualityAlerts", "contributions", "decode", "encode", "series_key"]
 
@@ -121,56 +126,52 @@ class QualityAlerts:
         self.spec = config.signal_spec
         self._groupings = {g.name: g for g in config.groupings}
         self._open: dict[_Key, _Acc] = {}
-        # Score ids counted, by the end of the last window holding their call: a
-        # bucket is dropped once that window has been alerted on.
+        # Score ids counted, by the end of their tile: a bucket is dropped once its
+        # tile has been alerted on.
         self._seen: dict[int, set[tuple[str, str]]] = {}
-        self.emitted_ms = _NEVER  # windows ending at or before this have been alerted on
+        self.emitted_ms = _NEVER  # tiles ending at or before this have been alerted on
         self.counted = 0
         self.duplicates = 0
-        self.late = 0  # every window of their call already alerted on
+        self.late = 0  # the tile of their call already alerted on
 
     @property
     def open_windows(self) -> int:
         return len(self._open)
 
     def add(self, items: Iterable[Contribution]) -> int:
-        """Count ``items`` in their open windows; returns how many were new."""
+        """Count ``items`` in the open tiles of their calls; returns how many were new."""
         spec = self.spec
         if spec is None:
             return 0
-        hop, length = spec.hop_ms, spec.length_ms
+        length = spec.length_ms
         new = 0
         for c in items:
             g = self._groupings.get(c.grouping)
             if g is None or len(c.series) != len(g.dims):
                 continue  # a grouping this worker is not configured with
-            last_end = c.call_ms // hop * hop + length
-            if last_end <= self.emitted_ms:
+            start = c.call_ms // length * length
+            if start + length <= self.emitted_ms:
                 self.late += 1
                 continue
-            seen = self._seen.setdefault(last_end, set())
+            seen = self._seen.setdefault(start + length, set())
             mark = (c.score_id, c.grouping)
             if mark in seen:
                 self.duplicates += 1
                 continue
             seen.add(mark)
-            below = c.value < self.config.threshold_of(c.name)
-            for start in window_starts(c.call_ms, spec):
-                if start + length <= self.emitted_ms:
-                    continue
-                key = (c.grouping, c.series, start, c.name)
-                acc = self._open.get(key)
-                if acc is None:
-                    acc = self._open[key] = _Acc()
-                acc.count += 1
-                acc.total += c.value
-                acc.below += below
+            key = (c.grouping, c.series, start, c.name)
+            acc = self._open.get(key)
+            if acc is None:
+                acc = self._open[key] = _Acc()
+            acc.count += 1
+            acc.total += c.value
+            acc.below += c.value < self.config.threshold_of(c.name)
             new += 1
         self.counted += new
         return new
 
     def advance(self, watermark_ms: int) -> list[Signal]:
-        """Signals of the windows whose end is ``alert_delay_ms`` behind ``watermark_ms``."""
+        """Signals of the tiles whose end is ``alert_delay_ms`` behind ``watermark_ms``."""
         spec = self.spec
         if spec is None:
             return []
@@ -201,7 +202,7 @@ class QualityAlerts:
         return out
 
     def flush(self) -> list[Signal]:
-        """Every open window's signals (the end of a finite stream)."""
+        """Every open tile's signals (the end of a finite stream)."""
         return self.advance(2**62)
 
     def needed_from_ms(self) -> int | None:

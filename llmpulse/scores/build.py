@@ -18,12 +18,17 @@ def quality_config(settings: Settings) -> QualityConfig:
         groupings = tuple(GroupingSet.parse(g) for g in w.groupings)
     except LlmpulseError as exc:
         raise ConfigError("windows", str(exc)) from exc
-    if s.signal_window_s not in {spec.length_s for spec in specs}:
-        raise ConfigError(
-            "scores.signal_window_s",
-            f"must be the length of one of windows.specs {[sp.length_s for sp in specs]},"
-            f" got {s.signal_window_s}",
-        )
+    lengths = [sp.length_s for sp in specs]
+    signal_window_s = s.signal_window_s
+    if signal_window_s not in lengths:
+        if "signal_window_s" in s.model_fields_set:
+            raise ConfigError(
+                "scores.signal_window_s",
+                f"must be the length of one of windows.specs {lengths}, got {signal_window_s}",
+            )
+        # The default (300 s) is not among custom window specs: alert on the
+        # longest windows there are rather than refuse to start.
+        signal_window_s = max(lengths)
     return QualityConfig(
         specs,
         groupings,
@@ -31,7 +36,7 @@ def quality_config(settings: Settings) -> QualityConfig:
         thresholds=dict(s.thresholds),
         hallucination_score=s.hallucination_score,
         hallucination_if=s.hallucination_if,
-        signal_window_s=s.signal_window_s,
+        signal_window_s=signal_window_s,
         alert_delay_ms=int(s.alert_delay_s * 1000),
     )
 

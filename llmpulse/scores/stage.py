@@ -149,21 +149,23 @@ class CallIndex:
 
 
 def calls_of(batch: TraceBatch) -> list[tuple[CallInfo, tuple[str, str]]]:
-    """The calls of a stored trace batch, with their (trace_id, span_id)."""
+    """The calls of a stored trace batch, with their (trace_id, span_id). Calls of
+    one series share their (read-only) ``dims`` mapping: a batch has few series."""
     o = batch.objects
-    dims = [o[d].tolist() for d in DIMENSIONS]
+    shared: dict[tuple[str, ...], dict[str, str]] = {}
     out = []
-    for i, (eid, ts, trace, span) in enumerate(
-        zip(
-            batch.event_id.tolist(),
-            batch.timestamp_ms.tolist(),
-            o["trace_id"].tolist(),
-            o["span_id"].tolist(),
-            strict=True,
-        )
+    for eid, ts, trace, span, key in zip(
+        batch.event_id.tolist(),
+        batch.timestamp_ms.tolist(),
+        o["trace_id"].tolist(),
+        o["span_id"].tolist(),
+        zip(*(o[d].tolist() for d in DIMENSIONS), strict=True),
+        strict=True,
     ):
-        d = {name: col[i] for name, col in zip(DIMENSIONS, dims, strict=True) if col[i]}
-        out.append((CallInfo(eid, int(ts), d), (trace, span)))
+        dims = shared.get(key)
+        if dims is None:
+            dims = shared[key] = {n: v for n, v in zip(DIMENSIONS, key, strict=True) if v}
+        out.append((CallInfo(eid, int(ts), dims), (trace, span)))
     return out
 
 

@@ -5,12 +5,12 @@ Owner: the series of each grouping, by the same key as the window statistics
 the task that also alerts on its latency and errors. Its input is not the trace
 batch but the score contributions routed to the task (:meth:`add`, called
 before ``process``/``tick``); time is the task's source watermark (the calls'
-event time), and a window's signals leave once it is ``scores.alert_delay_s``
-past the window's end.
+event time), and the signals of a tile of ``scores.signal_window_s`` leave
+once that time is ``scores.alert_delay_s`` past the tile's end.
 
-State is the open alerting windows, a fold over recent contributions: after a
-restart the task replays them (:meth:`add` again, from the replayed input)
-with every window up to the checkpoint's ``emitted_ms`` already alerted on.
+State is the open tiles, a fold over recent contributions: after a restart
+the task replays them (:meth:`add` again, from the replayed input) with every
+tile up to the checkpoint's ``emitted_ms`` already alerted on.
 """
 
 from __future__ import annotations

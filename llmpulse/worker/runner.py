@@ -342,7 +342,12 @@ class TopologyRunner:
             max_poll_interval_ms=300_000,
             rebalance_timeout_ms=120_000,
         )
-        self.consumer.subscribe(self.config.topics, listener=_Listener(self))
+        topics = [
+            t
+            for t in self.config.topics
+            if self.scores is not None or t != self.config.scores_topic
+        ]
+        self.consumer.subscribe(topics, listener=_Listener(self))
         await self.consumer.start()
 
     async def run(self) -> None:
