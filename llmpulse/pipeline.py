@@ -1,11 +1,14 @@
-"""The pipeline in one process: intake, then the tasks of every hop, then one write.
+"""The pipeline in one process: intake, then the tasks of every hop, then the writes.
 
 A replay runs the same stages as the worker (``llmpulse.worker``), in the same
 order and with the same time semantics; only the repartition topics between
 differently keyed stages are replaced by direct calls, since one process owns
-every key. Each call is: validate (stateless, may overlap the previous write),
-then the stages (state), then the rows written, then the effects that wait for
-durable rows (alert notifications).
+every key. Each call is: validate (stateless, may overlap the previous write);
+the intake and trace stages, whose rows are written first (as the worker's
+events tasks write before their keyed tasks run); the score path over the
+stored calls and the batch's score records (``"kind": "score"``); the keyed
+stages, with the quality contributions of the folded scores; their rows; then
+the effects that wait for durable rows (alert notifications).
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from llmpulse.alerts.signals import Signal
 from llmpulse.errors import StoreError
 from llmpulse.processors.traces import RawMessage, Rejection
 from llmpulse.schemas.batch import TraceBatch
+from llmpulse.scores.alerting import contributions
+from llmpulse.scores.replay import split_batch
+from llmpulse.scores.stage import PreparedScores
 from llmpulse.stages.base import Context, IngestStats, Output, Rows, StoreReader
 from llmpulse.stages.intake import Intake, Validated
+from llmpulse.stages.quality import QualityStage
+from llmpulse.stages.scores import ScorePath, ScoreResult
 from llmpulse.store.writer import StoreWriter
 from llmpulse.topology.task import Task
 from llmpulse.topology.watermarks import Report
@@ -37,6 +45,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One validated batch: its trace events and its score records."""
+
+    traces: Validated
+    scores: PreparedScores | None = None
+
+
 @dataclass
 class BatchOutcome:
     written: TraceBatch
@@ -44,6 +60,7 @@ class BatchOutcome:
     stats: IngestStats
     rows: dict[str, int] = field(default_factory=dict)
     signals: list[Signal] = field(default_factory=list)
+    scores: ScoreResult = field(default_factory=ScoreResult)
 
 
 class IngestPipeline:
@@ -60,11 +77,14 @@ class IngestPipeline:
         wall: Callable[[], float] = time.time,
         write_attempts: int = 5,
         on_close: Callable[[float], None] | None = None,
+        scores: ScorePath | None = None,
     ) -> None:
         self.intake = intake
         self.traces = traces
         self.keyed = keyed
         self.writer = writer
+        self.scores = scores
+        self._quality = next((s for s in keyed.stages if isinstance(s, QualityStage)), None)
         self.clock = clock
         self.wall = wall
         self.write_attempts = write_attempts
@@ -75,16 +95,29 @@ class IngestPipeline:
     def tasks(self) -> tuple[Task, Task]:
         return self.traces, self.keyed
 
-    def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
-        return self.commit(self.prepare(messages))
+    def handle(self, messages: Sequence[RawMessage], *, scores: bool = False) -> BatchOutcome:
+        return self.commit(self.prepare(messages, scores=scores))
 
-    def prepare(self, messages: Sequence[RawMessage]) -> Validated:
-        """Validation, which needs no state: may run while the previous batch commits."""
-        return self.intake.validate(messages)
+    def prepare(self, messages: Sequence[RawMessage], *, scores: bool = False) -> Prepared:
+        """Validation, which needs no state: may run while the previous batch commits.
+        Lines marked ``"kind": "score"`` are score events; with ``scores`` every
+        message is one (a dump of ``llm.scores``)."""
+        if self.scores is None:
+            return Prepared(self.intake.validate(messages))
+        traces: Sequence[RawMessage]
+        marked: list[RawMessage]
+        if scores:
+            traces, marked = [], list(messages)
+        else:
+            traces, marked = split_batch(messages)
+        return Prepared(
+            self.intake.validate(traces), self.scores.prepare(marked) if marked else None
+        )
 
-    def commit(self, validated: Validated) -> BatchOutcome:
+    def commit(self, prepared: Prepared) -> BatchOutcome:
         """Run the stages over one validated batch and write their rows. Batches must
         be committed one at a time, in order."""
+        validated = prepared.traces
         stats = IngestStats()
         now, wall = self.clock(), self.wall()
         total = self.intake.process(validated, Context(now, wall, stats=stats, task=SOURCE))
@@ -93,23 +126,47 @@ class IngestPipeline:
         out = self.traces.process(total.batch, now=now, wall_s=wall, stats=stats, reports=[report])
         total.extend(out)
         written = out.batch if out.batch is not None else total.batch
-        total.extend(
-            self.keyed.process(
-                written,
-                now=now,
-                wall_s=wall,
-                stats=stats,
-                reports=[Report(TRACES_TASK, self.traces.frontier.value)],
-            )
-        )
         rows = self._write(total)
+        scored = ScoreResult()
+        if self.scores is not None:
+            scored.add(self.scores.calls(written))
+            if prepared.scores is not None:
+                scored.add(self.scores.commit(prepared.scores))
+            scored.add(self.scores.drain())
+            self._contribute(scored)
+        keyed = self.keyed.process(
+            written,
+            now=now,
+            wall_s=wall,
+            stats=stats,
+            reports=[Report(TRACES_TASK, self.traces.frontier.value)],
+        )
+        for table, n in self._write(keyed).items():
+            rows[table] = rows.get(table, 0) + n
         self.stats.add(stats)
-        return BatchOutcome(written, validated.rejections, stats, rows, total.signals)
+        return BatchOutcome(
+            written,
+            validated.rejections,
+            stats,
+            rows,
+            [*total.signals, *keyed.signals],
+            scored,
+        )
+
+    def _contribute(self, scored: ScoreResult) -> None:
+        """The folded scores to the quality windows of their series (one process
+        owns every series)."""
+        if self._quality is None or not scored.scored:
+            return
+        by_series = contributions(scored.scored, self._quality.alerts.config.groupings)
+        self._quality.add(c for items in by_series.values() for c in items)
 
     def flush(self) -> IngestStats:
         """End of the stream: close every open window and write it."""
         stats = IngestStats()
         now, wall = self.clock(), self.wall()
+        if self.scores is not None:
+            self._contribute(self.scores.drain())
         total = Output()
         for task in self.tasks:
             total.extend(task.flush(now=now, wall_s=wall, stats=stats))
@@ -118,7 +175,8 @@ class IngestPipeline:
         return stats
 
     def resume(self, store: StoreReader) -> IngestStats:
-        """Continue from what earlier runs stored (see ``Stage.resume``)."""
+        """Continue from what earlier runs stored (see ``Stage.resume``), and fold the
+        stored scores whose call an earlier run stored after them."""
         stats = IngestStats()
         now, wall = self.clock(), self.wall()
         total = Output()
@@ -127,6 +185,8 @@ class IngestPipeline:
             for stage in task.stages:
                 total.extend(stage.resume(store, ctx))
         self._write(total)
+        if self.scores is not None:
+            self._contribute(self.scores.sweep())
         self.stats.add(stats)
         return stats
 
@@ -158,5 +218,7 @@ class IngestPipeline:
         """Deliver queued alert notifications (bounded by ``timeout``)."""
         for task in self.tasks:
             task.close(timeout)
+        if self.scores is not None:
+            self.scores.close(timeout)
         if self.on_close is not None:
             self.on_close(timeout)

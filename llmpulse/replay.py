@@ -38,7 +38,24 @@ def replay_messages(
     batch_size: int,
     on_batch: Callable[[IngestStats], None] | None = None,
     perf: Callable[[], float] = time.perf_counter,
+    scores: bool = False,
 ) -> ReplayReport:
+    """Replay one stream (``scores``: every message is a score event)."""
+    return replay_streams(
+        pipeline, [(messages, scores)], batch_size=batch_size, on_batch=on_batch, perf=perf
+    )
+
+
+def replay_streams(
+    pipeline: IngestPipeline,
+    streams: Sequence[tuple[Iterable[RawMessage], bool]],
+    *,
+    batch_size: int,
+    on_batch: Callable[[IngestStats], None] | None = None,
+    perf: Callable[[], float] = time.perf_counter,
+) -> ReplayReport:
+    """Replay the streams one after the other as one recorded stream: each is
+    ``(messages, all scores)``, and the windows close once, at the end."""
     total = IngestStats()
     started = perf()
 
@@ -52,11 +69,12 @@ def replay_messages(
     # machine's cores. Commits stay sequential and in order.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmpulse-commit") as pool:
         pending: Future[BatchOutcome] | None = None
-        for chunk in batched(messages, batch_size):
-            prepared = pipeline.prepare(chunk)
-            if pending is not None:
-                done(pending.result())
-            pending = pool.submit(pipeline.commit, prepared)
+        for messages, scores in streams:
+            for chunk in batched(messages, batch_size):
+                prepared = pipeline.prepare(chunk, scores=scores)
+                if pending is not None:
+                    done(pending.result())
+                pending = pool.submit(pipeline.commit, prepared)
         if pending is not None:
             done(pending.result())
     # A recorded stream has no future: every window it opened is complete.
@@ -64,19 +82,35 @@ def replay_messages(
     return ReplayReport(total, perf() - started)
 
 
+def file_messages(
+    pipeline: IngestPipeline, path: Path, *, on_progress: Callable[[int], None] | None = None
+) -> Iterator[RawMessage]:
+    return read_jsonl(
+        path, on_progress=on_progress, max_line_bytes=pipeline.intake.limits.max_event_bytes
+    )
+
+
 def replay_file(
     pipeline: IngestPipeline,
-    path: Path,
+    path: Path | None,
     *,
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
     on_batch: Callable[[IngestStats], None] | None = None,
+    scores: Path | None = None,
 ) -> ReplayReport:
-    return replay_messages(
-        pipeline,
-        read_jsonl(
-            path, on_progress=on_progress, max_line_bytes=pipeline.intake.limits.max_event_bytes
-        ),
-        batch_size=batch_size,
-        on_batch=on_batch,
-    )
+    """Replay ``path`` (trace events, score records marked ``"kind": "score"``
+    mixed in), then ``scores``, a file of score events only, as one stream.
+    ``on_progress`` receives the bytes read of both files together."""
+    streams: list[tuple[Iterable[RawMessage], bool]] = []
+    done = 0
+    if path is not None:
+        streams.append((file_messages(pipeline, path, on_progress=on_progress), False))
+        done = path.stat().st_size
+    if scores is not None:
+        progress = None
+        if on_progress is not None:
+            report = on_progress
+            progress = lambda pos: report(done + pos)  # noqa: E731
+        streams.append((file_messages(pipeline, scores, on_progress=progress), True))
+    return replay_streams(pipeline, streams, batch_size=batch_size, on_batch=on_batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
@@ -17,9 +18,11 @@ from prometheus_client import CollectorRegistry
 from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import RuleSet, load_rules
 from llmpulse.alerts.sinks import Dispatcher, build_sinks
+from llmpulse.compare.canary import canary_monitor
 from llmpulse.detectors.embedder import HashingEmbedder
 from llmpulse.detectors.series import DriftMonitor
 from llmpulse.errors import ConfigError, LlmpulseError
+from llmpulse.evaluators.stage import build_evaluators
 from llmpulse.ingest.publisher import KafkaPublisher
 from llmpulse.pipeline import TRACES_TASK, IngestPipeline, utc_now
 from llmpulse.privacy import RedactionPolicy
@@ -28,18 +31,23 @@ from llmpulse.processors.cost import PriceTable
 from llmpulse.processors.traces import TraceProcessor
 from llmpulse.processors.windows import GroupingSet, WindowSpec
 from llmpulse.schemas.rows import MODEL_PRICE_COLUMNS, names
+from llmpulse.scores.build import quality_config, score_stage
 from llmpulse.settings import Settings
 from llmpulse.stages.alerts import AlertStage
 from llmpulse.stages.base import Stage
 from llmpulse.stages.budgets import BudgetStage
+from llmpulse.stages.canary import CanaryStage
 from llmpulse.stages.drift import DriftStage
 from llmpulse.stages.intake import Intake
+from llmpulse.stages.quality import QualityStage
+from llmpulse.stages.scores import ScorePath
 from llmpulse.stages.traces import TraceStage
 from llmpulse.stages.windows import WindowConfig, WindowStage
 from llmpulse.store.client import SerialClient, connect
 from llmpulse.store.migrations import migrate
 from llmpulse.store.reads import known_event_ids, known_ids
 from llmpulse.store.writer import StoreWriter
+from llmpulse.topology.routing import partition_for
 from llmpulse.topology.task import Task
 
 
@@ -166,6 +174,9 @@ class Stages:
         self.dispatcher = self._dispatcher() if self.rules is not None else None
         # One engine answers which window signals the rules read, for every task.
         self._signals = AlertEngine(self.rules).signals_for if self.rules is not None else None
+        self.quality = quality_config(settings)
+        self._publisher: KafkaPublisher | None = None
+        self._control: ThreadPoolExecutor | None = None
         publish_prices(client, self.prices, clock())
         publish_budgets(client, self.budgets, clock())
 
@@ -219,8 +230,10 @@ class Stages:
             )
         ]
 
-    def keyed(self) -> list[Stage]:
-        """Windows, budgets, drift and alerts: the stages keyed by series."""
+    def keyed(self, partition: int | None = None) -> list[Stage]:
+        """Windows, budgets, drift, score quality, canaries and alerts: the stages keyed
+        by series. ``partition``: the keyed partition of the task (None: every key,
+        a replay), which decides the canary pairs it owns."""
         hours = self.settings.windows.restore_hours
         stages: list[Stage] = [
             WindowStage(self.windows, to_signals=self._signals, resume_hours=hours)
@@ -230,6 +243,10 @@ class Stages:
         drift = self._drift()
         if drift is not None:
             stages.append(drift)
+        stages.append(QualityStage(self.quality))
+        canary = self._canary(partition)
+        if canary is not None:
+            stages.append(canary)
         if self.rules is not None:
             engine = AlertEngine(
                 self.rules, dashboard_base_url=self.settings.alerts.dashboard_base_url
@@ -253,12 +270,60 @@ class Stages:
             auto_rebaseline=d.auto_rebaseline,
         )
         return DriftStage(
-            monitor, known=lambda ids: known_ids(self.client, "drift_events", "drift_id", ids)
+            monitor,
+            known=lambda ids: known_ids(self.client, "drift_events", "drift_id", ids),
+            # The score path folds the scores events carry; its quality windows
+            # publish score_mean:* and hallucination_rate once per series.
+            quality_signals=False,
         )
+
+    def _canary(self, partition: int | None) -> CanaryStage | None:
+        """The stage of the canary pairs this keyed partition owns (None: none)."""
+        pairs = self.settings.canary.pairs
+        n = self.settings.topics.partitions
+        if partition is not None:
+            pairs = [p for p in pairs if partition_for(p.name, n) == partition]
+        monitor = canary_monitor(self.settings, pairs=pairs)
+        if monitor is None:
+            return None
+        shortest = min(self.windows.specs, key=lambda s: (s.length_ms, s.hop_ms))
+        return CanaryStage(
+            monitor,
+            self.client.query,
+            every_ms=shortest.hop_ms,
+            publish=self._control_publish() if self.settings.canary.rollback else None,
+            control_topic=self.settings.topics.control,
+        )
+
+    def _control_publish(self) -> Callable[[str, bytes, bytes], None] | None:
+        """Publishing on the control topic off the caller's thread (None in a dry run)."""
+        if not self.send:
+            return None
+        if self._publisher is None:
+            self._publisher = KafkaPublisher(self.settings.kafka.bootstrap)
+            self._control = ThreadPoolExecutor(1, thread_name_prefix="llmpulse-control")
+        publisher, pool = self._publisher, self._control
+        assert pool is not None
+
+        def publish(topic: str, key: bytes, value: bytes) -> None:
+            pool.submit(publisher.publish, topic, key, value)
+
+        return publish
+
+    def score_path(self, *, resend_stored: bool) -> ScorePath:
+        """The score path of this process (worker or replay), with the evaluators.
+        ``resend_stored``: pass on scores delivered again that were stored before (a
+        worker, whose sends may have been lost in a crash; not a replay)."""
+        stage = score_stage(self.settings, self.client, resend_stored=resend_stored)
+        return ScorePath(stage, build_evaluators(self.settings))
 
     def close(self, timeout: float = 10.0) -> None:
         if self.dispatcher is not None:
             self.dispatcher.close(timeout)
+        if self._control is not None:
+            self._control.shutdown(wait=True)
+        if self._publisher is not None:
+            self._publisher.close()
 
 
 def build_pipeline(
@@ -281,6 +346,7 @@ def build_pipeline(
         clock=clock,
         wall=wall,
         on_close=stages.close,
+        scores=stages.score_path(resend_stored=False),
     )
     if restore:
         pipeline.resume(client)

@@ -115,7 +115,20 @@ def worker(
 @reports_errors
 def replay(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="JSON Lines file of trace events (.jsonl or .gz)")],
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="JSON Lines file of trace events (.jsonl or .gz); score events marked"
+            ' "kind": "score" may be mixed in'
+        ),
+    ] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores",
+            help="JSON Lines file of score events only (a dump of llm.scores), replayed after FILE",
+        ),
+    ] = None,
     clickhouse: ClickHouseOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Events per insert")] = None,
     summary_json: Annotated[
@@ -135,8 +148,13 @@ def replay(
     from llmpulse.replay import replay_file
     from llmpulse.runtime import build_pipeline, prepare_store, tune_gc
 
-    if not file.exists():
-        raise ConfigError("FILE", f"{file} does not exist")
+    if file is None and scores is None:
+        raise ConfigError("FILE", "give a file of trace events, --scores FILE, or both")
+    for name, path in (("FILE", file), ("--scores", scores)):
+        if path is not None and not path.exists():
+            raise ConfigError(name, f"{path} does not exist")
+    sizes = sum(p.stat().st_size for p in (file, scores) if p is not None)
+    label = ", ".join(p.name for p in (file, scores) if p is not None)
     settings = state(ctx).settings(
         **{"clickhouse.dsn": clickhouse, "worker.batch_size": batch_size}
     )
@@ -153,7 +171,7 @@ def replay(
             transient=False,
             disable=summary_json or not console.is_terminal,
         ) as progress:
-            task = progress.add_task("replay", total=file.stat().st_size, name=file.name, events=0)
+            task = progress.add_task("replay", total=sizes, name=label, events=0)
             seen = 0
 
             def on_batch(stats: object) -> None:
@@ -167,14 +185,17 @@ def replay(
                 batch_size=settings.worker.batch_size,
                 on_progress=lambda pos: progress.update(task, completed=pos),
                 on_batch=on_batch,
+                scores=scores,
             )
         pipeline.close(timeout=60)
     finally:
         client.close()
     s = report.stats
+    sc = pipeline.scores.stats if pipeline.scores is not None else None
     transitions = s.alert_transitions
     summary = {
-        "file": str(file),
+        "file": str(file) if file is not None else None,
+        "scores_file": str(scores) if scores is not None else None,
         "events": s.messages,
         "accepted": s.accepted,
         "duplicates": s.duplicates,
@@ -184,6 +205,15 @@ def replay(
         "alert_transitions": transitions,
         "alerts_sent": send_alerts,
         "unpriced_by_model": dict(s.unpriced_models.most_common()),
+        "scores": {
+            "messages": sc.messages if sc else 0,
+            "accepted": sc.accepted if sc else 0,
+            "duplicates": sc.duplicates if sc else 0,
+            "rejected": sum(sc.rejected.values()) if sc else 0,
+            "unknown_calls": sc.unknown_calls if sc else 0,
+            "resolved_late": sc.resolved_late if sc else 0,
+            "folded": sc.folded if sc else 0,
+        },
         "seconds": round(report.seconds, 3),
         "events_per_second": round(report.events_per_second, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -198,6 +228,12 @@ def replay(
         f"[red]{s.rejected_total:,} rejected[/red]; {s.windows:,} windows written; "
         f"{transitions} alert transitions ({'sent' if send_alerts else 'dry run'})"
     )
+    if sc is not None and (sc.messages or sc.accepted):
+        out.print(
+            f"scores: {sc.accepted:,} stored, {sc.duplicates:,} duplicates,"
+            f" {sum(sc.rejected.values()):,} rejected, {sc.unknown_calls:,} for calls not"
+            f" (yet) known, {sc.folded:,} folded into the windows of their calls"
+        )
     if s.rejected:
         out.print(as_table(["rejected because", "events"], s.rejected.most_common()))
     if s.unpriced_models:

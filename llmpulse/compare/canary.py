@@ -288,17 +288,21 @@ class CanaryMonitor:
         return out
 
 
-def canary_monitor(settings: Settings) -> CanaryMonitor | None:
-    """The monitor of ``[canary]`` (None without pairs).
+def canary_monitor(
+    settings: Settings, *, pairs: Sequence[CanaryPair] | None = None
+) -> CanaryMonitor | None:
+    """The monitor of ``[canary]`` (None without pairs); ``pairs``: only these of
+    them (a worker's task compares the pairs it owns).
 
     >>> canary_monitor(Settings()) is None
     True
     """
     c = settings.canary
-    if not c.pairs:
+    chosen = list(c.pairs if pairs is None else pairs)
+    if not chosen:
         return None
     return CanaryMonitor(
-        c.pairs,
+        chosen,
         settings.compare,
         ScoreRule.of(settings.scores),
         horizon_ms=c.horizon_s * 1000,

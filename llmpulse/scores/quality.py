@@ -245,41 +245,59 @@ class QualityFolder:
         self, key: tuple[GroupingSet, tuple[str, ...], int, str], acc: _Acc, spec: WindowSpec
     ) -> list[Signal]:
         g, series, start, name = key
-        labels = {"grouping": g.name}
-        labels.update((d, v) for d, v in zip(g.dims, series, strict=True) if v)
-        end = from_ms(start + spec.length_ms)
-        n = acc.count
-        extra = {"below": float(acc.below), "threshold": self.config.threshold_of(name)}
-        out = [
-            Signal(MEAN_PREFIX + name, labels, spec.length_s, end, acc.total / n, n, extra),
-            Signal(
-                BELOW_PREFIX + name,
-                labels,
-                spec.length_s,
-                end,
-                acc.below / n,
-                n,
-                {**extra, "bad": float(acc.below)},
-            ),
-        ]
-        bad = self.config.bad_share(name, n, acc.below)
-        if bad is not None:
-            out.append(
-                Signal(
-                    HALLUCINATION_SIGNAL,
-                    labels,
-                    spec.length_s,
-                    end,
-                    bad,
-                    n,
-                    {**extra, "bad": bad * n},
-                )
-            )
-        return out
+        return window_signals(
+            self.config, g, series, start, spec, name, acc.count, acc.total, acc.below
+        )
 
     @property
     def open_windows(self) -> int:
         return len(self._open)
+
+
+def window_signals(
+    config: QualityConfig,
+    grouping: GroupingSet,
+    series: Sequence[str],
+    start_ms: int,
+    spec: WindowSpec,
+    name: str,
+    count: int,
+    total: float,
+    below: int,
+) -> list[Signal]:
+    """The alert signals of one window of one series and score name: ``score_mean:``,
+    ``score_rate_below:`` and, for the hallucination score, ``hallucination_rate``."""
+    labels = {"grouping": grouping.name}
+    labels.update((d, v) for d, v in zip(grouping.dims, series, strict=True) if v)
+    end = from_ms(start_ms + spec.length_ms)
+    n = count
+    extra = {"below": float(below), "threshold": config.threshold_of(name)}
+    out = [
+        Signal(MEAN_PREFIX + name, labels, spec.length_s, end, total / n, n, extra),
+        Signal(
+            BELOW_PREFIX + name,
+            labels,
+            spec.length_s,
+            end,
+            below / n,
+            n,
+            {**extra, "bad": float(below)},
+        ),
+    ]
+    bad = config.bad_share(name, n, below)
+    if bad is not None:
+        out.append(
+            Signal(
+                HALLUCINATION_SIGNAL,
+                labels,
+                spec.length_s,
+                end,
+                bad,
+                n,
+                {**extra, "bad": bad * n},
+            )
+        )
+    return out
 
 
 def partials_table(partials: Sequence[QualityPartial], emitted_at: datetime) -> pa.Table:

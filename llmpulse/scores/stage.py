@@ -103,6 +103,9 @@ class ScoreOutcome:
     partials: list[QualityPartial] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     folded: list[Scored] = field(default_factory=list)  # (score, call) folded now
+    # Scores delivered again that were stored before (``resend_stored``), with their
+    # call: a worker that crashed after storing them may not have passed them on.
+    resent: list[Scored] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -146,21 +149,23 @@ class CallIndex:
 
 
 def calls_of(batch: TraceBatch) -> list[tuple[CallInfo, tuple[str, str]]]:
-    """The calls of a stored trace batch, with their (trace_id, span_id)."""
+    """The calls of a stored trace batch, with their (trace_id, span_id). Calls of
+    one series share their (read-only) ``dims`` mapping: a batch has few series."""
     o = batch.objects
-    dims = [o[d].tolist() for d in DIMENSIONS]
+    shared: dict[tuple[str, ...], dict[str, str]] = {}
     out = []
-    for i, (eid, ts, trace, span) in enumerate(
-        zip(
-            batch.event_id.tolist(),
-            batch.timestamp_ms.tolist(),
-            o["trace_id"].tolist(),
-            o["span_id"].tolist(),
-            strict=True,
-        )
+    for eid, ts, trace, span, key in zip(
+        batch.event_id.tolist(),
+        batch.timestamp_ms.tolist(),
+        o["trace_id"].tolist(),
+        o["span_id"].tolist(),
+        zip(*(o[d].tolist() for d in DIMENSIONS), strict=True),
+        strict=True,
     ):
-        d = {name: col[i] for name, col in zip(DIMENSIONS, dims, strict=True) if col[i]}
-        out.append((CallInfo(eid, int(ts), d), (trace, span)))
+        dims = shared.get(key)
+        if dims is None:
+            dims = shared[key] = {n: v for n, v in zip(DIMENSIONS, key, strict=True) if v}
+        out.append((CallInfo(eid, int(ts), dims), (trace, span)))
     return out
 
 
@@ -187,8 +192,10 @@ class ScoreStage:
         pending_ms: int = 3_600_000,
         recent: RecentIds | None = None,
         clock: Callable[[], datetime] = utc_now,
+        resend_stored: bool = False,
     ) -> None:
         self.folder = folder
+        self.resend_stored = resend_stored
         self.store = store
         self.calls = CallIndex(call_cache)
         self.pending_max = pending_max
@@ -297,8 +304,9 @@ class ScoreStage:
         if fresh:
             stored = self.store.known_score_ids(list(fresh))
             out.stats.duplicates += len(stored)
-            for sid in stored:
-                del fresh[sid]
+            again = [fresh.pop(sid) for sid in sorted(stored)]
+            if again and self.resend_stored:
+                self._again(again, now, out)
         if not fresh:
             return out
         resolved, unresolved = self._resolve(list(fresh.values()))
@@ -309,6 +317,27 @@ class ScoreStage:
             self._hold(r, out.stats)
         self.recent.add_all(fresh)
         return out
+
+    def _again(self, records: list[ScoreRecord], now: datetime, out: ScoreOutcome) -> None:
+        """Stored scores delivered again (a redelivery after a crash): fold those whose
+        fold the crash interrupted, hold those still waiting for their call, and list
+        the resolved ones in ``out.resent`` for whatever the caller passes on."""
+        resolved, unresolved = self._resolve(records)
+        if resolved:
+            times = [c.timestamp_ms for _, c in resolved]
+            longest = max((s.length_ms for s in self.folder.config.specs), default=0)
+            already = self.store.folded_score_ids(
+                [r.score_id for r, _ in resolved],
+                from_ms(min(times) - longest),
+                from_ms(max(times)),
+            )
+            todo = [(r, c) for r, c in resolved if r.score_id not in already]
+            if todo:
+                self._fold_and_write(todo, [], now, out)
+            out.resent.extend(resolved)
+        for r in unresolved:
+            self._hold(r, out.stats)
+        self.recent.add_all(r.score_id for r in records)
 
     def _resolve(self, records: Sequence[ScoreRecord]) -> tuple[list[Scored], list[ScoreRecord]]:
         resolved: list[Scored] = []

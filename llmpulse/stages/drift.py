@@ -2,8 +2,11 @@
 
 Owner: the drift series (default endpoint + model + prompt_version). Writes
 ``drift_events``, ``drift_scores`` and ``drift_baselines``; hands
-``drift_detected``, ``score_mean:<name>`` and ``hallucination_rate`` to the
-alert rules. The checkpoint keeps each series' baselines (a moved or restarted
+``drift_detected`` to the alert rules, and ``score_mean:<name>`` and
+``hallucination_rate`` of the scores its events carry unless the score path
+publishes those (``quality_signals=False``: the worker and replay fold every
+score, inline ones included, into the quality windows, whose signals page once
+per series). The checkpoint keeps each series' baselines (a moved or restarted
 series keeps its reference); the online detectors restart from it.
 """
 
@@ -35,6 +38,7 @@ from llmpulse.detectors.storage import (
 from llmpulse.errors import LlmpulseError
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.schemas.rows import names
+from llmpulse.scores.quality import HALLUCINATION_SIGNAL, MEAN_PREFIX
 from llmpulse.stages.base import Context, ObjArray, Output, Rows, Stage, StoreReader
 
 KnownDrifts = Callable[[Sequence[str]], Collection[str]]
@@ -44,9 +48,16 @@ class DriftStage(Stage):
     name = "drift"
     tables = ("drift_events", "drift_scores", "drift_baselines")
 
-    def __init__(self, monitor: DriftMonitor, *, known: KnownDrifts | None = None) -> None:
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        *,
+        known: KnownDrifts | None = None,
+        quality_signals: bool = True,
+    ) -> None:
         self.monitor = monitor
         self.known = known
+        self.quality_signals = quality_signals
         self.detections = 0
         self._baselines: dict[tuple[tuple[tuple[str, str], ...], str], BaselineRecord] = {}
         self._dirty = False
@@ -101,7 +112,10 @@ class DriftStage(Stage):
                 )
             )
             self.detections += len(drifts)
-        return Output(rows=rows, signals=_quiet_windows(scores) + alert_signals(drifts, scores))
+        signals = _quiet_windows(scores) + alert_signals(drifts, scores)
+        if not self.quality_signals:
+            signals = [s for s in signals if not _is_quality(s.name)]
+        return Output(rows=rows, signals=signals)
 
     def _remember(self, baselines: list[BaselineRecord]) -> None:
         for b in baselines:
@@ -142,6 +156,10 @@ class DriftStage(Stage):
             self._baselines[(tuple(sorted(item["labels"].items())), item["signal"])] = (
                 BaselineRecord(item["labels"], self.monitor.grouping_name, item["signal"], ref)
             )
+
+
+def _is_quality(name: str) -> bool:
+    return name.startswith(MEAN_PREFIX) or name == HALLUCINATION_SIGNAL
 
 
 def _quiet_windows(scores: Sequence[WindowScore]) -> list[Signal]:

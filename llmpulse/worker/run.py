@@ -10,6 +10,7 @@ from llmpulse.devkafka.topics import ensure_topics, partition_counts
 from llmpulse.ingest.kafka_security import aiokafka_security
 from llmpulse.otlp import OtlpDecoder
 from llmpulse.runtime import Stages, prepare_store, tune_gc
+from llmpulse.scores.metrics import ScoreCollector
 from llmpulse.settings import Settings
 from llmpulse.store.writer import StoreWriter
 from llmpulse.worker.metrics import WorkerMetrics
@@ -26,6 +27,8 @@ def topology_config(
         app_id=w.app_id,
         inputs=inputs,
         otlp_topic=otlp_topic,
+        scores_topic=settings.topics.scores,
+        scores_dlq=settings.topics.scores_dlq,
         partitions=settings.topics.partitions,
         dlq=settings.topics.dlq,
         batch_size=w.batch_size,
@@ -39,12 +42,21 @@ def topology_config(
 
 
 async def prepare_topics(settings: Settings) -> TopologyConfig:
-    """Create the input, DLQ, control and internal topics; read the input partitions."""
+    """Create the input (traces, OTLP spans, scores), DLQ, control and internal
+    topics; read the input partitions."""
     t = settings.topics
     bootstrap = settings.kafka.bootstrap
     otlp = settings.otlp.topic
     await ensure_topics(
-        bootstrap, {t.traces: t.partitions, otlp: t.partitions, t.dlq: t.partitions, t.control: 1}
+        bootstrap,
+        {
+            t.traces: t.partitions,
+            otlp: t.partitions,
+            t.scores: t.partitions,
+            t.dlq: t.partitions,
+            t.scores_dlq: t.partitions,
+            t.control: 1,
+        },
     )
     inputs = await partition_counts(bootstrap, [t.traces, otlp])
     config = topology_config(settings, inputs, otlp_topic=otlp)
@@ -74,9 +86,13 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     client = prepare_store(settings)
     stages = Stages(settings, client, send_alerts=True, replay=False)
+    # One score path per worker (docs/topology.md, "Scores"): it passes on scores
+    # delivered again after a crash, since the crash may have lost their sends.
+    scores = stages.score_path(resend_stored=True)
     try:
         config = asyncio.run(prepare_topics(settings))
         metrics = WorkerMetrics()
+        metrics.registry.register(ScoreCollector(scores))
 
         def make_runner(sender: Sender) -> TopologyRunner:
             return TopologyRunner(
@@ -89,6 +105,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
                 bootstrap=settings.kafka.bootstrap,
                 client_id=settings.kafka.client_id,
                 on_iteration=metrics.record_iteration,
+                scores=scores,
             )
 
         app, holder = create_app(settings, client, metrics, make_runner)
@@ -102,6 +119,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
             code = int(exc.code or 0)
         if holder.runner is not None:
             holder.runner.close(timeout=5)
+        scores.close(timeout=5)
         stages.close(timeout=5)
         return code
     finally:

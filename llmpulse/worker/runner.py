@@ -10,8 +10,14 @@ Kafka decides which worker owns which task and moves tasks on rebalances:
 * **events** (``<app>-events``): the trace stage (each id once, priced, a
   ``traces`` row); unique events are sent to ``<app>-keyed``, one copy per
   partition owning one of their series (window groupings, budgets, drift);
-* **keyed** (``<app>-keyed``): windows, budgets, drift and alerts of the series
-  the partition owns.
+* **keyed** (``<app>-keyed``): windows, budgets, drift, score quality, canaries
+  and alerts of the series the partition owns.
+
+A fourth kind of task reads ``llm.scores``: its messages go to the worker's
+score path (``llmpulse.stages.scores.ScorePath``, one per worker), which also
+sees every batch of calls this worker's events tasks stored; the scores it
+folds are sent, as small contributions, to the keyed partition of each of
+their series, whose quality stage alerts on them (docs/topology.md, "Scores").
 
 Every message on a repartition topic is a whole batch (Arrow IPC), and carries
 the sender's event-time progress (``llmpulse.topology.watermarks``). One
@@ -35,6 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,13 +53,17 @@ from llmpulse.otlp import OtlpDecoder
 from llmpulse.processors.traces import RawMessage, Rejection
 from llmpulse.runtime import Stages
 from llmpulse.schemas.batch import TraceBatch
+from llmpulse.scores import alerting
+from llmpulse.scores.quality import Scored
 from llmpulse.stages.base import Context, IngestStats, Rows
 from llmpulse.stages.intake import Intake
+from llmpulse.stages.quality import QualityStage
 from llmpulse.stages.retention import Retention
+from llmpulse.stages.scores import ScorePath, ScoreResult
 from llmpulse.store.writer import Lineage, StoreWriter
 from llmpulse.topology import codec
 from llmpulse.topology.checkpoint import Checkpoint
-from llmpulse.topology.routing import owned_masks, route
+from llmpulse.topology.routing import owned_masks, partition_for, route
 from llmpulse.topology.task import Task
 from llmpulse.topology.watermarks import Report, SourceClock
 
@@ -61,6 +72,13 @@ log = logging.getLogger("llmpulse.worker")
 Headers = list[tuple[str, bytes]]
 _FROM = "llmpulse-from"
 _WM = "llmpulse-wm"
+# Marks a keyed message carrying score contributions (JSON) instead of a batch.
+_KIND = "llmpulse-kind"
+_QUALITY = b"quality"
+# Contributions per keyed message at most (about 100 bytes each).
+_CONTRIBUTIONS_PER_MESSAGE = 20_000
+# Seconds between sweeps of stored scores whose call came after them.
+SWEEP_INTERVAL_S = 60.0
 # A repartition message above this size is split (the topics allow 16 MiB).
 _MAX_MESSAGE = 4 * 1024 * 1024
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -87,6 +105,8 @@ class TopologyConfig:
     partitions: int  # of each internal topic
     dlq: str
     otlp_topic: str | None = None  # an input topic of OTLP export requests, not JSON events
+    scores_topic: str | None = None  # score events (llm.scores), for the worker's score path
+    scores_dlq: str | None = None
     batch_size: int = 5000
     poll_s: float = 0.2
     commit_interval_s: float = 2.0
@@ -108,7 +128,8 @@ class TopologyConfig:
 
     @property
     def topics(self) -> list[str]:
-        return [*self.inputs, self.events_topic, self.keyed_topic]
+        scores = [self.scores_topic] if self.scores_topic else []
+        return [*self.inputs, *scores, self.events_topic, self.keyed_topic]
 
     def task_name(self, tp: TopicPartition) -> str:
         return f"{self.app_id}:{tp.topic}/{tp.partition}"
@@ -140,7 +161,7 @@ class _Logged:
 class _TaskState:
     tp: TopicPartition
     name: str
-    kind: str  # input | events | keyed
+    kind: str  # input | events | keyed | scores
     cp: Checkpoint
     position: int
     task: Task | None = None
@@ -178,11 +199,16 @@ class _Plan:
     messages: list[_Message] = field(default_factory=list)
     effects: list[Callable[[], object]] = field(default_factory=list)
     stats: IngestStats = field(default_factory=IngestStats)
+    written: list[TraceBatch] = field(default_factory=list)  # calls the events tasks stored
 
 
 def _headers(sender: str, reports: Iterable[Report]) -> Headers:
     wm = orjson.dumps([[r.source, r.time_ms, r.idle] for r in reports])
     return [(_FROM, sender.encode()), (_WM, wm)]
+
+
+def _is_quality(headers: Sequence[tuple[str, bytes]] | None) -> bool:
+    return any(k == _KIND and v == _QUALITY for k, v in headers or ())
 
 
 def _read_headers(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, list[Report]]:
@@ -193,6 +219,18 @@ def _read_headers(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, lis
         elif k == _WM:
             reports = [Report(str(s), t, bool(i)) for s, t, i in orjson.loads(v)]
     return sender, reports
+
+
+def _dlq_message(topic: str, rej: Rejection) -> _Message:
+    return _Message(
+        topic,
+        rej.raw,
+        key=rej.rejection_id.encode(),
+        headers=[
+            ("llmpulse-reason", rej.reason.encode()),
+            ("llmpulse-source", rej.source.encode()),
+        ],
+    )
 
 
 def _concat(batches: list[TraceBatch]) -> TraceBatch:
@@ -249,6 +287,7 @@ class TopologyRunner:
         on_iteration: Callable[[IngestStats, float], None] | None = None,
         otlp: OtlpDecoder | None = None,
         security: Mapping[str, Any] | None = None,
+        scores: ScorePath | None = None,
     ) -> None:
         self.config = config
         self.stages = stages
@@ -261,6 +300,7 @@ class TopologyRunner:
         self.on_iteration = on_iteration
         self.otlp = otlp
         self.security = dict(security or {})  # SASL/TLS settings of every client
+        self.scores = scores  # this worker's score path (see the module docstring)
         self.intake: Intake = stages.intake()
         # Stage instances used only for their keys() (routing needs no state).
         self._traces_keys = stages.traces()
@@ -274,6 +314,7 @@ class TopologyRunner:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._last_checkpoint = 0.0
+        self._last_sweep = -float("inf")
         self.iterations = 0
         self.assigned_once = asyncio.Event()
         # Assigned, paused, waiting for the main loop to restore them.
@@ -309,7 +350,12 @@ class TopologyRunner:
             max_poll_interval_ms=300_000,
             rebalance_timeout_ms=120_000,
         )
-        self.consumer.subscribe(self.config.topics, listener=_Listener(self))
+        topics = [
+            t
+            for t in self.config.topics
+            if self.scores is not None or t != self.config.scores_topic
+        ]
+        self.consumer.subscribe(topics, listener=_Listener(self))
         await self.consumer.start()
 
     async def run(self) -> None:
@@ -378,6 +424,8 @@ class TopologyRunner:
         processed = time.perf_counter()
         if plan.rows:
             await asyncio.to_thread(self._write, plan.rows)
+        if self._score_work(records, plan, wall):
+            await asyncio.to_thread(self._scores, records, plan, wall)
         written = time.perf_counter()
         await self._send(plan.messages)
         for effect in plan.effects:
@@ -413,6 +461,20 @@ class TopologyRunner:
                 if self._stopping.is_set():
                     raise
                 log.error("store write failed, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _retry(self, what: str, work: Callable[[], ScoreResult]) -> ScoreResult:
+        """``work`` until it succeeds (the store may be down for a while); safe because
+        the score path is idempotent (score ids, partial ids, insert tokens)."""
+        delay = 0.5
+        while True:
+            try:
+                return work()
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise
+                log.error("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -485,18 +547,7 @@ class TopologyRunner:
             validated = self.intake.validate(raw, decoded)
             out = self.intake.process(validated, Context(now, wall, stats=plan.stats, task=st.name))
             plan.rows.extend((r, st.lineage) for r in out.rows)
-            for rej in validated.rejections:
-                plan.messages.append(
-                    _Message(
-                        cfg.dlq,
-                        rej.raw,
-                        key=rej.rejection_id.encode(),
-                        headers=[
-                            ("llmpulse-reason", rej.reason.encode()),
-                            ("llmpulse-source", rej.source.encode()),
-                        ],
-                    )
-                )
+            plan.messages.extend(_dlq_message(cfg.dlq, rej) for rej in validated.rejections)
             st.clock.observe(validated.max_time_ms, wall)
             st.position = msgs[-1].offset + 1
             st.dirty = True
@@ -604,6 +655,7 @@ class TopologyRunner:
         unique = out.batch
         if unique is None or not len(unique):
             return
+        plan.written.append(unique)
         keys = [k for s in self._keyed_keys for k in s.keys(unique)]
         parts = route(keys, self.config.partitions)
         headers = _headers(st.name, [Report(st.name, st.task.frontier.value)])
@@ -645,14 +697,92 @@ class TopologyRunner:
         )
         st.last_forward, st.last_forward_wall = value, wall
 
+    # -- scores (the worker's score path) ------------------------------------------------------
+
+    def _score_work(
+        self, records: dict[TopicPartition, list[Any]], plan: _Plan, wall: float
+    ) -> bool:
+        """Whether this iteration has anything for the score path."""
+        if self.scores is None:
+            return False
+        return bool(
+            plan.written
+            or self.scores.evaluators is not None
+            or wall - self._last_sweep >= SWEEP_INTERVAL_S
+            or any(self.tasks[tp].kind == "scores" for tp in records if tp in self.tasks)
+        )
+
+    def _scores(self, records: dict[TopicPartition, list[Any]], plan: _Plan, wall: float) -> None:
+        """After the iteration's rows are written: the stored calls, the score messages
+        and the judge's results through the score path; rejected score messages to
+        the scores DLQ; the folded scores to the keyed partitions of their series."""
+        path = self.scores
+        assert path is not None
+        result = ScoreResult()
+        for batch in plan.written:
+            result.add(self._retry("scoring stored calls", partial(path.calls, batch)))
+        for tp, msgs in records.items():
+            st = self.tasks.get(tp)
+            if st is None or st.kind != "scores":
+                continue
+            raw = [
+                RawMessage(
+                    m.value if isinstance(m.value, bytes) else b"",
+                    f"kafka:{tp.topic}/{tp.partition}@{m.offset}",
+                    m.key,
+                )
+                for m in msgs
+            ]
+            result.add(self._retry("storing scores", partial(path.messages, raw)))
+            st.position = msgs[-1].offset + 1
+            st.dirty = True
+        result.add(self._retry("collecting judge scores", path.drain))
+        if wall - self._last_sweep >= SWEEP_INTERVAL_S:
+            result.add(self._retry("sweeping scores", path.sweep))
+            self._last_sweep = wall
+        dlq = self.config.scores_dlq
+        if dlq:
+            plan.messages.extend(_dlq_message(dlq, rej) for rej in result.rejections)
+        # Ahead of the events tasks' progress: a score folded because its call was
+        # stored in this iteration reaches its series before the call's event time.
+        plan.messages[:0] = self._contributions(result.scored)
+
+    def _contributions(self, scored: list[Scored]) -> list[_Message]:
+        """One message (or a few) per keyed partition owning a series of ``scored``."""
+        if not scored:
+            return []
+        n = self.config.partitions
+        groupings = self.stages.quality.groupings
+        by_partition: dict[int, list[alerting.Contribution]] = {}
+        for key, items in alerting.contributions(scored, groupings).items():
+            by_partition.setdefault(partition_for(key, n), []).extend(items)
+        headers = [(_KIND, _QUALITY), (_FROM, self.client_id.encode())]
+        out = []
+        step = _CONTRIBUTIONS_PER_MESSAGE
+        for part, items in sorted(by_partition.items()):
+            for i in range(0, len(items), step):
+                value = alerting.encode(items[i : i + step])
+                out.append(
+                    _Message(self.config.keyed_topic, value, partition=part, headers=headers)
+                )
+        return out
+
     # -- keyed hop (windows, budgets, drift, alerts) -----------------------------------------
 
     def _keyed_batch(
-        self, st: _TaskState, msgs: list[Any]
+        self, st: _TaskState, msgs: list[Any], quality: list[alerting.Contribution]
     ) -> tuple[TraceBatch | None, np.ndarray | None, list[Report]]:
-        """The new rows of ``msgs`` (rows a restarted sender sent again are dropped)."""
+        """The new rows of ``msgs`` (rows a restarted sender sent again are dropped);
+        score contributions are added to ``quality`` (the quality stage drops those
+        it has counted, by score id)."""
         batches, targets, reports = [], [], []
         for m in msgs:
+            if _is_quality(m.headers):
+                items = alerting.decode(m.value) if m.value else []
+                quality.extend(items)
+                latest = max((c.call_ms for c in items), default=None)
+                st.log.append(_Logged(m.offset, latest, len(items), dict(st.hwm)))
+                continue
             sender, got = _read_headers(m.headers)
             reports.extend(got)
             before = dict(st.hwm)
@@ -682,9 +812,14 @@ class TopologyRunner:
         self, st: _TaskState, msgs: list[Any], now: datetime, wall: float, plan: _Plan
     ) -> None:
         assert st.task is not None
-        batch, targets, reports = self._keyed_batch(st, msgs)
+        quality: list[alerting.Contribution] = []
+        batch, targets, reports = self._keyed_batch(st, msgs, quality)
         st.position = msgs[-1].offset + 1
         st.dirty = True
+        if quality:
+            stage = _quality_stage(st)
+            if stage is not None:
+                stage.add(quality)
         if batch is None or targets is None:
             out = st.task.tick(now=now, wall_s=wall, stats=plan.stats, reports=reports)
         else:
@@ -894,8 +1029,10 @@ class TopologyRunner:
             st.clock = SourceClock(name, self.config.idle_s)
         elif kind == "events":
             st.task = Task(name, self.stages.traces(), upstream=self.config.input_names())
-        else:
-            st.task = Task(name, self.stages.keyed(), upstream=self.config.events_names())
+        elif kind == "keyed":
+            st.task = Task(
+                name, self.stages.keyed(tp.partition), upstream=self.config.events_names()
+            )
         if st.task is not None and cp is not None:
             st.task.restore(cp.blobs)
             if kind == "keyed":
@@ -917,6 +1054,14 @@ class TopologyRunner:
         hwm = {k: int(v) for k, v in cp.meta.get("hwm_at_replay", {}).items()}
         count = 0
         async for m in self._read(st.tp, cp.replay_from, cp.offset):
+            if _is_quality(m.headers):
+                items = alerting.decode(m.value) if m.value else []
+                stage = _quality_stage(st)
+                if stage is not None:
+                    stage.add(items)
+                latest = max((c.call_ms for c in items), default=None)
+                st.log.append(_Logged(m.offset, latest, len(items), dict(hwm)))
+                continue
             sender, _ = _read_headers(m.headers)
             before = dict(hwm)
             if not m.value:
@@ -1021,6 +1166,8 @@ class TopologyRunner:
             return "events"
         if tp.topic == self.config.keyed_topic:
             return "keyed"
+        if tp.topic == self.config.scores_topic:
+            return "scores"
         return "input"
 
     # -- introspection ----------------------------------------------------------------------
@@ -1045,6 +1192,12 @@ class TopologyRunner:
         for st in [*self.tasks.values(), *self._suspended.values()]:
             if st.task is not None:
                 st.task.close(timeout)
+
+
+def _quality_stage(st: _TaskState) -> QualityStage | None:
+    if st.task is None:
+        return None
+    return next((s for s in st.task.stages if isinstance(s, QualityStage)), None)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
