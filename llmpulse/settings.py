@@ -119,6 +119,12 @@ class WorkerSettings(BaseModel):
     dedup_cache: int = Field(
         1_000_000, ge=0, description="Recent event ids remembered per worker task (duplicates)"
     )
+    shutdown_timeout_s: float = Field(
+        12.0,
+        gt=0,
+        description="Longest a SIGTERM shutdown may take (the broker or store may be down); "
+        "unfinished work is redone by the next owner",
+    )
 
 
 class WindowSettings(BaseModel):

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ from llmpulse.worker.process import WorkerProcess
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 4
+ROOT = Path(__file__).resolve().parent.parent
 WINDOWS = "[[60, 10]]"
 
 WINDOW_ROWS = (
@@ -98,7 +101,9 @@ class Cluster:
         ensure_topics_sync(bootstrap, {self.topic: PARTITIONS})
         self.workers: dict[str, WorkerProcess] = {}
 
-    def worker(self, name: str) -> WorkerProcess:
+    def worker(self, name: str, faults: dict[str, str] | None = None) -> WorkerProcess:
+        """Worker ``name``; with ``faults``, run through tests/fault_worker.py with
+        those environment variables (see there)."""
         if name not in self.workers:
             port = free_port()
             env = {
@@ -115,7 +120,11 @@ class Cluster:
                 "LLMPULSE_DATA_DIR": str(self.tmp / name),
                 "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{self.store(name)}",
             }
-            self.workers[name] = WorkerProcess(env, self.tmp / f"{name}.log", web_port=port)
+            w = WorkerProcess(env, self.tmp / f"{name}.log", web_port=port)
+            if faults is not None:
+                w.module = "tests.fault_worker"
+                w.env = {**env, **faults, "PYTHONPATH": str(ROOT)}
+            self.workers[name] = w
         return self.workers[name]
 
     def store(self, name: str) -> Path:
@@ -286,3 +295,84 @@ def test_two_workers_one_killed_mid_stream_equal_one_run(
 
 def store_count(store: Path) -> int:
     return int(store_rows(store, "SELECT count() FROM traces")[0][0])  # type: ignore[call-overload]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    """The value of an unlabelled sample of /metrics."""
+    _, body = _get(worker.url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_store_outage_of_30s_pauses_then_catches_up_exactly(
+    cluster: Cluster, stream: MessyStream, reference: Path
+) -> None:
+    """The store refuses every write for 30 s while events flow (injected at the store
+    client seam: chDB runs in the worker's process and cannot be stopped from
+    outside). The worker stays up and in its group, reports the outage on /ready,
+    /health and /metrics, stores nothing meanwhile, then catches up: every table
+    equals the replay, so nothing was lost and nothing doubled."""
+    total = stream.unique_events + PARTITIONS
+    down = cluster.tmp / "store-down"
+    w = cluster.worker("a", faults={"LLMPULSE_TEST_STORE_DOWN": str(down)})
+    w.start()
+    w.wait_ready()
+    producer = cluster.produce(stream, seconds=20)
+    wait_until(lambda: cluster.stored("a") >= total // 4, 120, "a quarter stored", cluster)
+    down.touch()
+    wait_until(lambda: not w.health()["store_ok"], 60, "the outage noticed", cluster)
+    stored_at_start = cluster.stored("a")
+    partitions = w.health()["partitions"]
+    outage_end = time.monotonic() + 30
+    while time.monotonic() < outage_end:
+        assert w.alive, w.log_tail()
+        health = w.health()
+        assert health["status"] == "ok" and health["store_ok"] is False, health
+        assert "ConnectionRefusedError" in health["store_error"]
+        assert health["partitions"] == partitions  # still in the group, nothing revoked
+        assert _get(w.url + "/ready")[0] == 503
+        assert metric(w, "llmpulse_store_up") == 0
+        # Reads still answer; nothing more is stored while writes fail.
+        assert cluster.stored("a") == stored_at_start
+        time.sleep(1)
+    assert metric(w, "llmpulse_store_errors_total") >= 3  # retried with backoff
+    assert health["store_outage_s"] >= 25
+    down.unlink()
+    producer.join(60)
+    wait_until(lambda: _get(w.url + "/ready")[0] == 200, 90, "ready again", cluster)
+    assert metric(w, "llmpulse_store_up") == 1
+    settle(cluster, ["a"], total)
+    assert "gave up" not in w.log_file.read_text()  # never left the group
+    assert_union_equals_replay(cluster, ["a"], reference, stream)
+
+
+def test_sigterm_mid_batch_exits_0_and_the_next_start_resumes_exactly(
+    cluster: Cluster, stream: MessyStream, reference: Path
+) -> None:
+    """SIGTERM while events flow: the worker finishes its batch, checkpoints,
+    commits and exits 0; a new start goes on from there."""
+    total = stream.unique_events + PARTITIONS
+    w = cluster.worker("a")
+    w.start()
+    w.wait_ready()
+    producer = cluster.produce(stream, seconds=10)
+    wait_until(lambda: cluster.stored("a") >= total // 4, 120, "a quarter stored", cluster)
+    assert w.proc is not None
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(30) == 0, w.log_tail()
+    stored = int(str(store_rows(cluster.store("a"), "SELECT count() FROM traces")[0][0]))
+    assert total // 4 <= stored < total, "the SIGTERM landed mid-stream"
+    w.start()
+    producer.join(60)
+    settle(cluster, ["a"], total)
+    assert_union_equals_replay(cluster, ["a"], reference, stream)

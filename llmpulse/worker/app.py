@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -37,6 +40,8 @@ log = logging.getLogger("llmpulse.worker")
 
 # EX_TEMPFAIL: the supervisor should restart us; Kafka redelivers the batch.
 EXIT_STORE_UNAVAILABLE = 75
+# A shutdown cut short by its deadline (see _exit_after).
+EXIT_SHUTDOWN_TIMEOUT = 70
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -133,10 +138,11 @@ def create_app(
             self._task.add_done_callback(_crashed)
 
         async def on_stop(self) -> None:
+            _exit_after(settings.worker.shutdown_timeout_s)
             runner = holder.runner
             if runner is None:
                 return
-            await runner.stop()
+            await runner.stop(timeout=settings.worker.shutdown_timeout_s / 2)
             task = getattr(self, "_task", None)
             if task is not None:
                 try:
@@ -159,6 +165,14 @@ def create_app(
                     "skipped_spans": s.skipped_spans if s else 0,
                     "partitions": len(runner.tasks) if runner is not None else 0,
                     "store": client.dsn.split("@")[-1],
+                    # Liveness is this answer itself; readiness is /ready.
+                    "ready": runner is not None and runner.ready,
+                    "store_ok": runner.store.up if runner is not None else True,
+                    "store_error": runner.store.last_error if runner is not None else "",
+                    "store_outage_s": runner.store.outage_s(now_s=time.time())
+                    if runner is not None
+                    else 0.0,
+                    "lag": sum(runner.lag().values()) if runner is not None else 0,
                 }
             )
 
@@ -176,6 +190,7 @@ def create_app(
             runner = holder.runner
             if runner is not None:
                 metrics.observe_lag(runner.lag())
+                metrics.observe_store(runner.store, now_s=time.time())
             return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     class Sql(View):
@@ -206,6 +221,25 @@ def create_app(
     return app, holder
 
 
+def _exit_after(seconds: float) -> None:
+    """End the process if a clean shutdown takes longer than ``seconds``.
+
+    With the broker down, Faust's producer and aiokafka's coordinator wait for it
+    on the way out, for minutes. Nothing is lost by cutting that short: offsets are
+    committed only after checkpoints, which follow the writes, so the next owner
+    redoes whatever this worker had not finished.
+    """
+
+    def expire() -> None:
+        log.error("shutdown took longer than %.0fs; exiting now", seconds)
+        logging.shutdown()
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True  # a clean exit before the deadline does not wait for it
+    timer.start()
+
+
 class _Holder:
     runner: TopologyRunner | None = None
 
@@ -217,6 +251,4 @@ def _crashed(task: asyncio.Future[None]) -> None:
     if exc is not None:
         log.critical("the topology stopped on an error; exiting for a restart", exc_info=exc)
         logging.shutdown()
-        import os
-
         os._exit(EXIT_STORE_UNAVAILABLE)

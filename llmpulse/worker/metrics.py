@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from llmpulse.stages.base import IngestStats
+from llmpulse.worker.store_health import StoreHealth
 
 
 class WorkerMetrics:
@@ -20,8 +21,23 @@ class WorkerMetrics:
         )
         self.windows = Counter("llmpulse_windows", "Window statistics rows written", registry=r)
         self.store_errors = Counter(
-            "llmpulse_store_errors", "Failed store writes (retried)", registry=r
+            "llmpulse_store_errors", "Failed store writes (each one retried)", registry=r
         )
+        self.store_up = Gauge(
+            "llmpulse_store_up", "1 while the store takes writes, 0 during an outage", registry=r
+        )
+        self.store_outage = Gauge(
+            "llmpulse_store_outage_seconds",
+            "How long the current store outage has lasted",
+            registry=r,
+        )
+        self.write_seconds = Histogram(
+            "llmpulse_store_write_seconds", "Time to store one batch's rows", registry=r
+        )
+        self.late = Counter(
+            "llmpulse_late_events", "Events later than the allowed lateness", registry=r
+        )
+        self._store_failures_seen = 0
         self.dlq_errors = Counter(
             "llmpulse_dlq_errors", "Rejected events not sent to the DLQ topic", registry=r
         )
@@ -45,6 +61,7 @@ class WorkerMetrics:
             self.rejected.labels(category.split(":", 1)[0]).inc(n)
         self.unpriced.inc(sum(stats.unpriced_models.values()))
         self.windows.inc(stats.windows)
+        self.late.inc(stats.late_events)
 
     def record_iteration(self, stats: IngestStats, seconds: float) -> None:
         self.record(stats)
@@ -53,6 +70,12 @@ class WorkerMetrics:
     def observe_lag(self, lag: dict[str, int]) -> None:
         for partition, n in lag.items():
             self.lag.labels(partition).set(n)
+
+    def observe_store(self, health: StoreHealth, *, now_s: float) -> None:
+        self.store_up.set(1 if health.up else 0)
+        self.store_outage.set(health.outage_s(now_s=now_s))
+        self.store_errors.inc(health.failures - self._store_failures_seen)
+        self._store_failures_seen = health.failures
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

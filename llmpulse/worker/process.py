@@ -26,12 +26,14 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.python = sys.executable  # another interpreter runs another installation
         self.args: list[str] = []  # more flags of `llmpulse worker`
+        # The module run with -m: tests put a fault-injecting launcher here.
+        self.module = "llmpulse"
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "llmpulse", "worker", *self.args],
+                [self.python, "-m", self.module, "worker", *self.args],
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ from llmpulse.settings import Settings
 from llmpulse.store.writer import StoreWriter
 from llmpulse.worker.metrics import WorkerMetrics
 from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Sender, TopologyConfig, TopologyRunner
+from llmpulse.worker.store_health import StoreHealth
 
 log = logging.getLogger("llmpulse.worker")
 
@@ -106,6 +107,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
                 client_id=settings.kafka.client_id,
                 on_iteration=metrics.record_iteration,
                 scores=scores,
+                store_health=StoreHealth(on_write=metrics.write_seconds.observe),
             )
 
         app, holder = create_app(settings, client, metrics, make_runner)

@@ -35,6 +35,7 @@ anything twice and never loses anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -66,6 +67,7 @@ from llmpulse.topology.checkpoint import Checkpoint
 from llmpulse.topology.routing import owned_masks, partition_for, route
 from llmpulse.topology.task import Task
 from llmpulse.topology.watermarks import Report, SourceClock
+from llmpulse.worker.store_health import StoreHealth
 
 log = logging.getLogger("llmpulse.worker")
 
@@ -288,6 +290,7 @@ class TopologyRunner:
         otlp: OtlpDecoder | None = None,
         security: Mapping[str, Any] | None = None,
         scores: ScorePath | None = None,
+        store_health: StoreHealth | None = None,
     ) -> None:
         self.config = config
         self.stages = stages
@@ -301,6 +304,11 @@ class TopologyRunner:
         self.otlp = otlp
         self.security = dict(security or {})  # SASL/TLS settings of every client
         self.scores = scores  # this worker's score path (see the module docstring)
+        self.store = store_health or StoreHealth()
+        # Set once an iteration changed state and then failed to store its rows: the
+        # state is ahead of the store, so no checkpoint may be taken from it again
+        # (the next owner restores the last one and redoes the work).
+        self._broken = False
         self.intake: Intake = stages.intake()
         # Stage instances used only for their keys() (routing needs no state).
         self._traces_keys = stages.traces()
@@ -380,29 +388,42 @@ class TopologyRunner:
                         # before their seek: they come again.
                         restored = await self._restore_pending()
                         records = {tp: m for tp, m in records.items() if tp not in restored}
-                    await self._iteration(records)
+                    try:
+                        await self._iteration(records)
+                    except _Unwritten:
+                        log.warning(
+                            "stopping with rows not stored: nothing past the last "
+                            "checkpoint is committed, the next start redoes it"
+                        )
+                        break
                     if self.wall() - self._last_checkpoint >= self.config.commit_interval_s:
                         await self._checkpoint()
         finally:
             self._stopped.set()
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Finish the iteration in progress, checkpoint, commit and leave the group."""
+    async def stop(self, timeout: float = 8.0) -> None:
+        """Finish the iteration in progress, checkpoint, commit and leave the group,
+        all within about ``timeout`` seconds (a broker or store that is down must not
+        hold a SIGTERM up: what is not checkpointed is redone by the next owner)."""
         self._stopping.set()
+        deadline = time.monotonic() + timeout
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout * 0.6):
                 async with self._lock:
                     await self._checkpoint()
         except Exception as exc:
-            log.error("final checkpoint failed (the next owner redoes that work): %s", exc)
+            log.error("final checkpoint failed (the next owner redoes that work): %r", exc)
         for consumer in (self.consumer, self._restorer):
             if consumer is None:
                 continue
             try:
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(max(0.5, (deadline - time.monotonic()) / 2)):
                     await consumer.stop()
             except Exception as exc:
-                log.warning("consumer did not stop cleanly: %s", exc)
+                # aiokafka's stop() waits for the coordinator to leave the group,
+                # which never ends with the broker down; the group drops us after
+                # session_timeout_ms instead.
+                log.warning("consumer did not stop cleanly: %r", exc)
 
     # -- one iteration ----------------------------------------------------------------------
 
@@ -423,7 +444,7 @@ class TopologyRunner:
         plan = await asyncio.to_thread(self._process, records, caught_up, now, wall)
         processed = time.perf_counter()
         if plan.rows:
-            await asyncio.to_thread(self._write, plan.rows)
+            await self._write(plan.rows)
         if self._score_work(records, plan, wall):
             await asyncio.to_thread(self._scores, records, plan, wall)
         written = time.perf_counter()
@@ -451,32 +472,65 @@ class TopologyRunner:
         if self.on_iteration is not None and (records or plan.rows):
             self.on_iteration(plan.stats, time.perf_counter() - started)
 
-    def _write(self, rows: list[tuple[Rows, Lineage | None]]) -> None:
-        delay = 0.5
-        while True:
-            try:
-                self.writer.write_tagged(rows)
-                return
-            except Exception as exc:
-                if self._stopping.is_set():
-                    raise
-                log.error("store write failed, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def _write(self, rows: list[tuple[Rows, Lineage | None]]) -> None:
+        """Store ``rows``, retrying with backoff while the store is out.
+
+        Meanwhile the partitions are paused (the worker stays in its group but fetches
+        nothing more), nothing is checkpointed or committed, and ``ready`` is false.
+        A retry writes the same rows with the same insert tokens and lineage, so a
+        write that failed half-way is not doubled.
+        """
+        paused = False
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    await asyncio.to_thread(self.writer.write_tagged, rows)
+                    self.store.written(time.perf_counter() - started)
+                    self._broken = False
+                    return
+                except Exception as exc:
+                    self._broken = True  # until this write goes through
+                    delay = self.store.failed(exc, wall_s=self.wall())
+                    if self._stopping.is_set():
+                        raise _Unwritten from exc
+                    if not paused and self.consumer is not None:
+                        self.consumer.pause(*self.tasks)
+                        paused = True
+                    log.error(
+                        "store write failed (attempt %d of this outage), retrying in %.0fs: %s",
+                        self.store.failures,
+                        delay,
+                        self.store.last_error,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._stopping.wait()
+                    if self._stopping.is_set():
+                        raise _Unwritten from exc
+        finally:
+            if paused and self.consumer is not None:
+                # Only the tasks still here; those taken over later stay paused
+                # until restored.
+                self.consumer.resume(*[tp for tp in self.tasks if tp not in self._pending])
 
     def _retry(self, what: str, work: Callable[[], ScoreResult]) -> ScoreResult:
         """``work`` until it succeeds (the store may be down for a while); safe because
         the score path is idempotent (score ids, partial ids, insert tokens)."""
-        delay = 0.5
         while True:
+            started = time.perf_counter()
             try:
-                return work()
+                result = work()
+                self.store.written(time.perf_counter() - started)
+                self._broken = False
+                return result
             except Exception as exc:
+                self._broken = True  # until it goes through (see _write)
+                delay = self.store.failed(exc, wall_s=self.wall())
                 if self._stopping.is_set():
-                    raise
-                log.error("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                    raise _Unwritten(what) from exc
+                log.error("%s failed, retrying in %.0fs: %s", what, delay, self.store.last_error)
                 time.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def _send(self, messages: list[_Message]) -> None:
         pending = [
@@ -839,6 +893,8 @@ class TopologyRunner:
     async def _checkpoint(self) -> None:
         """Every changed task's checkpoint to the changelog, then the offsets."""
         self._last_checkpoint = self.wall()
+        if self._broken:
+            raise _Unwritten("the state is ahead of the store: no checkpoint from it")
         if self.consumer is None:
             return
         dirty = [st for st in self.tasks.values() if st.dirty]
@@ -1174,8 +1230,14 @@ class TopologyRunner:
 
     @property
     def ready(self) -> bool:
-        """Assigned partitions taken over (state restored), and not shutting down."""
-        return self.assigned_once.is_set() and not self._pending and not self._stopping.is_set()
+        """Assigned partitions taken over (state restored), the store taking writes,
+        and not shutting down."""
+        return (
+            self.assigned_once.is_set()
+            and not self._pending
+            and not self._stopping.is_set()
+            and self.store.up
+        )
 
     def lag(self) -> dict[str, int]:
         """Messages not yet processed per owned partition."""
@@ -1192,6 +1254,10 @@ class TopologyRunner:
         for st in [*self.tasks.values(), *self._suspended.values()]:
             if st.task is not None:
                 st.task.close(timeout)
+
+
+class _Unwritten(RuntimeError):
+    """Rows of an iteration could not be stored before the worker had to stop."""
 
 
 def _quality_stage(st: _TaskState) -> QualityStage | None:
