@@ -49,7 +49,8 @@ def ingest(pipeline: IngestPipeline, decoded: list[OtlpDecoded]) -> BatchOutcome
     """What the worker does with a batch of otlp_spans messages."""
     prepared = pipeline.prepare([m for d in decoded for m in d.messages()])
     extra = [r for d in decoded for r in d.rejections]
-    return pipeline.commit(dataclasses.replace(prepared, rejections=extra + prepared.rejections))
+    traces = dataclasses.replace(prepared.traces, rejections=extra + prepared.traces.rejections)
+    return pipeline.commit(dataclasses.replace(prepared, traces=traces))
 
 
 def rows(client: SerialClient, sql: str) -> list[dict[str, Any]]:
