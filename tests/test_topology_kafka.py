@@ -82,8 +82,11 @@ def stream() -> MessyStream:
 
 @pytest.fixture(scope="module")
 def reference(stream: MessyStream, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return replay_reference(stream, tmp_path_factory.mktemp("replay"))
+
+
+def replay_reference(stream: MessyStream, tmp: Path) -> Path:
     """The replay of exactly the lines the tests send (sentinels included)."""
-    tmp = tmp_path_factory.mktemp("replay")
     path = tmp / "stream.jsonl"
     path.write_bytes(b"\n".join([*stream.lines, *stream.sentinels(PARTITIONS)]) + b"\n")
     store = tmp / "store"

@@ -40,7 +40,7 @@ log = logging.getLogger("llmpulse.worker")
 
 # EX_TEMPFAIL: the supervisor should restart us; Kafka redelivers the batch.
 EXIT_STORE_UNAVAILABLE = 75
-# A shutdown cut short by its deadline (see _exit_after).
+# A shutdown cut short by its deadline (see exit_after).
 EXIT_SHUTDOWN_TIMEOUT = 70
 
 
@@ -138,7 +138,6 @@ def create_app(
             self._task.add_done_callback(_crashed)
 
         async def on_stop(self) -> None:
-            _exit_after(settings.worker.shutdown_timeout_s)
             runner = holder.runner
             if runner is None:
                 return
@@ -221,7 +220,7 @@ def create_app(
     return app, holder
 
 
-def _exit_after(seconds: float) -> None:
+def exit_after(seconds: float) -> None:
     """End the process if a clean shutdown takes longer than ``seconds``.
 
     With the broker down, Faust's producer and aiokafka's coordinator wait for it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from llmpulse.access import check_web_exposure
 from llmpulse.devkafka.topics import ensure_topics, partition_counts
@@ -78,6 +79,26 @@ async def prepare_topics(settings: Settings) -> TopologyConfig:
     return config
 
 
+def _bounded_worker(base: type[Any], timeout_s: float) -> type[Any]:
+    """Faust's worker class, with a deadline on the shutdown a signal starts.
+
+    The deadline must start at the signal: the app's own stop flushes its producer
+    first, which with the broker down waits for as long as the broker stays down.
+    """
+    from llmpulse.worker.app import exit_after
+
+    class BoundedWorker(base):  # type: ignore[misc]
+        def _on_sigterm(self) -> None:
+            exit_after(timeout_s)
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            exit_after(timeout_s)
+            super()._on_sigint()
+
+    return BoundedWorker
+
+
 def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
     import faust
 
@@ -113,7 +134,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
         app, holder = create_app(settings, client, metrics, make_runner)
         tune_gc()
         logging.getLogger("llmpulse").setLevel(loglevel.upper())
-        worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+        worker = _bounded_worker(faust.Worker, settings.worker.shutdown_timeout_s)(
+            app, loglevel=loglevel, quiet=True
+        )
         code: int = 0
         try:
             worker.execute_from_commandline()
