@@ -31,6 +31,7 @@ from llmpulse.stages.intake import Intake, Validated
 from llmpulse.stages.quality import QualityStage
 from llmpulse.stages.scores import ScorePath, ScoreResult
 from llmpulse.store.writer import StoreWriter
+from llmpulse.topology.isolation import set_aside
 from llmpulse.topology.task import Task
 from llmpulse.topology.watermarks import Report
 
@@ -124,6 +125,7 @@ class IngestPipeline:
         report = Report(SOURCE, validated.max_time_ms)
         assert total.batch is not None
         out = self.traces.process(total.batch, now=now, wall_s=wall, stats=stats, reports=[report])
+        poisoned = set_aside(out, now=now, stats=stats, retries=self.traces.retries)
         total.extend(out)
         written = out.batch if out.batch is not None else total.batch
         rows = self._write(total)
@@ -141,12 +143,13 @@ class IngestPipeline:
             stats=stats,
             reports=[Report(TRACES_TASK, self.traces.frontier.value)],
         )
+        poisoned += set_aside(keyed, now=now, stats=stats, retries=self.keyed.retries)
         for table, n in self._write(keyed).items():
             rows[table] = rows.get(table, 0) + n
         self.stats.add(stats)
         return BatchOutcome(
             written,
-            validated.rejections,
+            [*validated.rejections, *poisoned],
             stats,
             rows,
             [*total.signals, *keyed.signals],

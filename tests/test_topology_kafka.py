@@ -11,6 +11,7 @@ proves that each row was written by exactly one worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -32,6 +34,7 @@ from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.synth.messy import MessyStream, messy_stream
 from llmpulse.worker.process import WorkerProcess
+from tests.test_worker_kafka import consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -379,3 +382,38 @@ def test_sigterm_mid_batch_exits_0_and_the_next_start_resumes_exactly(
     producer.join(60)
     settle(cluster, ["a"], total)
     assert_union_equals_replay(cluster, ["a"], reference, stream)
+
+
+def test_poison_events_go_to_the_dlq_with_the_step_named_and_the_partition_goes_on(
+    cluster: Cluster, stream: MessyStream
+) -> None:
+    """Valid events that break the cost step every time (injected through
+    tests/fault_worker.py) are retried, then set aside to rejected_events and the
+    DLQ with the step named; the events around them are all stored, once."""
+    total = stream.unique_events + PARTITIONS
+    w = cluster.worker("a", faults={"LLMPULSE_TEST_POISON": "poison-"})
+    w.start()
+    w.wait_ready()
+    base = orjson.loads(stream.lines[0])
+    poison = [
+        orjson.dumps({**base, "event_id": f"poison-{i}", "timestamp": base["timestamp"] + i})
+        for i in range(3)
+    ]
+    lines = list(stream.lines)
+    for i, p in enumerate(poison):  # spread over the stream (and its partitions)
+        lines.insert((i + 1) * len(lines) // 4, p)
+    producer = cluster.produce(dataclasses.replace(stream, lines=lines), seconds=5)
+    producer.join(60)
+    settle(cluster, ["a"], total)
+    assert w.alive
+    assert w.scalar("SELECT uniqExact(event_id) FROM traces") == total
+    assert w.scalar("SELECT count() FROM traces WHERE startsWith(event_id, 'poison-')") == 0
+    _, rows = w.sql(
+        "SELECT event_id, field, reason FROM rejected_events "
+        "WHERE category = 'traces:poison' ORDER BY event_id"
+    )
+    assert [r[0] for r in rows] == ["poison-0", "poison-1", "poison-2"]
+    assert all(r[1] == "traces" and "step 'traces' failed" in r[2] for r in rows), rows
+    assert all("ArithmeticError" in r[2] for r in rows)
+    dlq = consume_all(cluster.bootstrap, cluster.topic + ".dlq", len(poison) + stream.malformed)
+    assert sum(b'"poison-' in m for m in dlq) == len(poison)

@@ -173,3 +173,25 @@ def object_array(values: list[Any]) -> ObjArray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def concat(batches: Sequence[TraceBatch]) -> TraceBatch:
+    """One batch of the rows of ``batches``, in order (cost, provenance and
+    redactions kept where every part has them)."""
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return TraceBatch.empty()
+    first = batches[0]
+    out = TraceBatch(
+        {k: np.concatenate([b.objects[k] for b in batches]) for k in first.objects},
+        {k: np.concatenate([b.numbers[k] for b in batches]) for k in first.numbers},
+        np.concatenate([b.source for b in batches]),
+    )
+    if all(b.cost.size == len(b) for b in batches):
+        out.cost = np.concatenate([b.cost for b in batches])
+        out.cost_source = np.concatenate([b.cost_source for b in batches])
+        out.price_version = np.concatenate([b.price_version for b in batches])
+    if all(b.redactions.size == len(b) for b in batches):
+        out.redactions = np.concatenate([b.redactions for b in batches])
+    return out

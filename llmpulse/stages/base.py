@@ -102,11 +102,23 @@ class Output:
     batch: TraceBatch | None = None
     signals: list[Signal] = field(default_factory=list)
     after_write: list[Callable[[], object]] = field(default_factory=list)
+    # Events a stage could not process, set aside (llmpulse.topology.isolation).
+    poisoned: list[Poisoned] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         self.rows.extend(other.rows)
         self.signals.extend(other.signals)
         self.after_write.extend(other.after_write)
+        self.poisoned.extend(other.poisoned)
+
+
+@dataclass(frozen=True)
+class Poisoned:
+    """One event that made ``step`` raise every time it was tried."""
+
+    event: TraceBatch  # that one row
+    step: str  # the stage's name
+    error: str  # the exception, as its type and message
 
 
 @dataclass

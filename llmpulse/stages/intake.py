@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from llmpulse.privacy import RedactionCounts, RedactionPolicy, redact_batch, scrub_rejections
 from llmpulse.processors.batch_validate import validate_batch
@@ -93,11 +94,13 @@ class Intake:
             rejections = [r for r in rejections if r.rejection_id not in known]
         if not rejections:
             return Output(batch=validated.batch)
-        rows = [
-            (r.rejection_id, ctx.now, r.source, r.reason, r.category, r.field, r.event_id,
-             r.raw_text)
-            for r in rejections
-        ]  # fmt: skip
-        return Output(
-            rows=[Rows("rejected_events", rows, names(REJECTED_COLUMNS))], batch=validated.batch
-        )
+        return Output(rows=[rejection_rows(rejections, ctx.now)], batch=validated.batch)
+
+
+def rejection_rows(rejections: Sequence[Rejection], now: datetime) -> Rows:
+    """``rejected_events`` rows of ``rejections``, received ``now``."""
+    rows = [
+        (r.rejection_id, now, r.source, r.reason, r.category, r.field, r.event_id, r.raw_text)
+        for r in rejections
+    ]
+    return Rows("rejected_events", rows, names(REJECTED_COLUMNS))

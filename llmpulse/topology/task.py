@@ -11,21 +11,29 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
+import numpy as np
 import orjson
 
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.stages.base import BoolMatrix, Context, IngestStats, Output, Stage
 from llmpulse.stages.retention import Retention
+from llmpulse.topology.isolation import DEFAULT_RETRIES, isolate, rebuild
 from llmpulse.topology.watermarks import Frontier, Report
 
 
 class Task:
     def __init__(
-        self, name: str, stages: Sequence[Stage], upstream: Collection[str] | None = None
+        self,
+        name: str,
+        stages: Sequence[Stage],
+        upstream: Collection[str] | None = None,
+        *,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         self.name = name
         self.stages = list(stages)
         self.frontier = Frontier(upstream)
+        self.retries = retries  # of a stage that raises, before its events are isolated
 
     def _context(
         self, now: datetime, wall_s: float, stats: IngestStats, owned: dict[str, BoolMatrix]
@@ -54,10 +62,13 @@ class Task:
         ctx = self._context(now, wall_s, stats, owned or {})
         total = Output(batch=batch)
         for stage in self.stages:
-            out = stage.process(batch, ctx)
+            out = isolate(stage, batch, ctx, retries=self.retries)
             self._collect(total, out, ctx)
             if out.batch is not None:
                 batch = out.batch
+            elif out.poisoned:  # the stages after this one never see them
+                bad = [p.event.event_id[0] for p in out.poisoned]
+                batch = batch.select(np.flatnonzero(~np.isin(batch.event_id, bad)))
         total.batch = batch
         return total
 
@@ -122,7 +133,7 @@ class Task:
         """Feed input processed before the checkpoint back into the stages' state."""
         ctx = self._context(now, wall_s, IngestStats(), owned or {})
         for stage in self.stages:
-            stage.rebuild(batch, ctx)
+            rebuild(stage, batch, ctx)
 
     def close(self, timeout: float = 10.0) -> None:
         for stage in self.stages:

@@ -53,10 +53,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from llmpulse.otlp import OtlpDecoder
 from llmpulse.processors.traces import RawMessage, Rejection
 from llmpulse.runtime import Stages
-from llmpulse.schemas.batch import TraceBatch
+from llmpulse.schemas.batch import TraceBatch, concat
 from llmpulse.scores import alerting
 from llmpulse.scores.quality import Scored
-from llmpulse.stages.base import Context, IngestStats, Rows
+from llmpulse.stages.base import Context, IngestStats, Output, Rows
 from llmpulse.stages.intake import Intake
 from llmpulse.stages.quality import QualityStage
 from llmpulse.stages.retention import Retention
@@ -64,6 +64,7 @@ from llmpulse.stages.scores import ScorePath, ScoreResult
 from llmpulse.store.writer import Lineage, StoreWriter
 from llmpulse.topology import codec
 from llmpulse.topology.checkpoint import Checkpoint
+from llmpulse.topology.isolation import set_aside
 from llmpulse.topology.routing import owned_masks, partition_for, route
 from llmpulse.topology.task import Task
 from llmpulse.topology.watermarks import Report, SourceClock
@@ -233,22 +234,6 @@ def _dlq_message(topic: str, rej: Rejection) -> _Message:
             ("llmpulse-source", rej.source.encode()),
         ],
     )
-
-
-def _concat(batches: list[TraceBatch]) -> TraceBatch:
-    if len(batches) == 1:
-        return batches[0]
-    first = batches[0]
-    out = TraceBatch(
-        {k: np.concatenate([b.objects[k] for b in batches]) for k in first.objects},
-        {k: np.concatenate([b.numbers[k] for b in batches]) for k in first.numbers},
-        np.concatenate([b.source for b in batches]),
-    )
-    if all(b.cost.size == len(b) for b in batches):
-        out.cost = np.concatenate([b.cost for b in batches])
-        out.cost_source = np.concatenate([b.cost_source for b in batches])
-        out.price_version = np.concatenate([b.price_version for b in batches])
-    return out
 
 
 def replay_start(log: Sequence[_Logged], retention: Retention, position: int) -> int | None:
@@ -703,8 +688,9 @@ class TopologyRunner:
         if not batches:
             st.task.tick(now=now, wall_s=wall, stats=plan.stats, reports=reports)
             return
-        batch = _concat(batches)
+        batch = concat(batches)
         out = st.task.process(batch, now=now, wall_s=wall, stats=plan.stats, reports=reports)
+        self._set_aside(st, out, now, plan)
         plan.rows.extend((r, st.lineage) for r in out.rows)
         unique = out.batch
         if unique is None or not len(unique):
@@ -860,7 +846,7 @@ class TopologyRunner:
             st.log.append(_Logged(m.offset, max_ts, rows, before))
         if not batches:
             return None, None, reports
-        return _concat(batches), np.concatenate(targets), reports
+        return concat(batches), np.concatenate(targets), reports
 
     def _keyed(
         self, st: _TaskState, msgs: list[Any], now: datetime, wall: float, plan: _Plan
@@ -885,8 +871,16 @@ class TopologyRunner:
                 reports=reports,
                 owned=owned_masks(targets, self._layout),
             )
+        self._set_aside(st, out, now, plan)
         plan.rows.extend((r, st.lineage) for r in out.rows)
         plan.effects.extend(out.after_write)
+
+    def _set_aside(self, st: _TaskState, out: Output, now: datetime, plan: _Plan) -> None:
+        """Poisoned events (a stage failed on each of them, retries included) to
+        ``rejected_events`` and the DLQ, with the step named; the partition goes on."""
+        assert st.task is not None
+        rejections = set_aside(out, now=now, stats=plan.stats, retries=st.task.retries)
+        plan.messages.extend(_dlq_message(self.config.dlq, r) for r in rejections)
 
     # -- checkpoints --------------------------------------------------------------------------
 
