@@ -417,3 +417,15 @@ def test_poison_events_go_to_the_dlq_with_the_step_named_and_the_partition_goes_
     assert all("ArithmeticError" in r[2] for r in rows)
     dlq = consume_all(cluster.bootstrap, cluster.topic + ".dlq", len(poison) + stream.malformed)
     assert sum(b'"poison-' in m for m in dlq) == len(poison)
+    # The pipeline's own vital signs on /metrics.
+    body = _get(w.url + "/metrics")[1].decode()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['llmpulse_rejected_events_total{field="traces"}'] == len(poison)
+    assert samples['llmpulse_events_total{outcome="accepted"}'] == total
+    assert samples['llmpulse_active_series{grouping="model"}'] > 0
+    assert any(k.startswith("llmpulse_consumer_lag{") for k in samples)
+    assert samples["llmpulse_store_write_seconds_count"] > 0

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from llmpulse.stages.base import IngestStats
 from llmpulse.worker.store_health import StoreHealth
+
+if TYPE_CHECKING:
+    from llmpulse.worker.runner import TopologyRunner
 
 
 class WorkerMetrics:
@@ -79,3 +87,44 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RunnerCollector(Collector):
+    """What the runner's stages hold, read at scrape time: PII redactions (counted
+    by the intake) and the series the windows of this worker's keyed tasks hold."""
+
+    def __init__(self, runner: Callable[[], TopologyRunner | None]) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Metric]:
+        runner = self.runner()
+        if runner is None:
+            return
+        counts = runner.intake.redactions
+        found = CounterMetricFamily(
+            "llmpulse_redactions", "PII values redacted, by type", labels=["type"]
+        )
+        for kind, n in sorted(counts.by_type.items()):
+            found.add_metric([kind], n)
+        yield found
+        dropped = CounterMetricFamily(
+            "llmpulse_redacted_texts_dropped",
+            "Texts dropped by the privacy policy",
+            labels=["field"],
+        )
+        for name, n in sorted(counts.dropped.items()):
+            dropped.add_metric([name], n)
+        yield dropped
+        yield CounterMetricFamily(
+            "llmpulse_pseudonymised_user_ids",
+            "user_id values replaced by a keyed hash",
+            value=counts.pseudonymised,
+        )
+        series = GaugeMetricFamily(
+            "llmpulse_active_series",
+            "Series held by this worker's windows, by grouping",
+            labels=["grouping"],
+        )
+        for grouping, n in sorted(runner.active_series().items()):
+            series.add_metric([grouping], n)
+        yield series

@@ -14,7 +14,7 @@ from llmpulse.runtime import Stages, prepare_store, tune_gc
 from llmpulse.scores.metrics import ScoreCollector
 from llmpulse.settings import Settings
 from llmpulse.store.writer import StoreWriter
-from llmpulse.worker.metrics import WorkerMetrics
+from llmpulse.worker.metrics import RunnerCollector, WorkerMetrics
 from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Sender, TopologyConfig, TopologyRunner
 from llmpulse.worker.store_health import StoreHealth
 
@@ -132,6 +132,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
             )
 
         app, holder = create_app(settings, client, metrics, make_runner)
+        metrics.registry.register(RunnerCollector(lambda: holder.runner))
         tune_gc()
         logging.getLogger("llmpulse").setLevel(loglevel.upper())
         worker = _bounded_worker(faust.Worker, settings.worker.shutdown_timeout_s)(

@@ -61,6 +61,7 @@ from llmpulse.stages.intake import Intake
 from llmpulse.stages.quality import QualityStage
 from llmpulse.stages.retention import Retention
 from llmpulse.stages.scores import ScorePath, ScoreResult
+from llmpulse.stages.windows import WindowStage
 from llmpulse.store.writer import Lineage, StoreWriter
 from llmpulse.topology import codec
 from llmpulse.topology.checkpoint import Checkpoint
@@ -1242,6 +1243,16 @@ class TopologyRunner:
             high = self.consumer.highwater(tp)
             if high is not None:
                 out[f"{tp.topic}/{tp.partition}"] = max(0, high - st.position)
+        return out
+
+    def active_series(self) -> dict[str, int]:
+        """Series the windows of this worker's keyed tasks hold, by grouping."""
+        out: dict[str, int] = {}
+        for st in self.tasks.values():
+            for stage in st.task.stages if st.task is not None else ():
+                if isinstance(stage, WindowStage):
+                    for grouping, n in stage.aggregator.active_by_grouping.items():
+                        out[grouping] = out.get(grouping, 0) + n
         return out
 
     def close(self, timeout: float = 10.0) -> None:

@@ -170,6 +170,10 @@ class WindowAggregator:
         return sum(g.registry.active for g in self._groups)
 
     @property
+    def active_by_grouping(self) -> dict[str, int]:
+        return {g.spec.name: g.registry.active for g in self._groups}
+
+    @property
     def open_panes(self) -> int:
         return sum(g.pane_count() for g in self._groups)
 
