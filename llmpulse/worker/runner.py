@@ -295,6 +295,7 @@ class TopologyRunner:
         # state is ahead of the store, so no checkpoint may be taken from it again
         # (the next owner restores the last one and redoes the work).
         self._broken = False
+        self._unacked: list[Awaitable[Any]] = []  # sends not yet acknowledged
         self.intake: Intake = stages.intake()
         # Stage instances used only for their keys() (routing needs no state).
         self._traces_keys = stages.traces()
@@ -519,14 +520,22 @@ class TopologyRunner:
                 time.sleep(delay)
 
     async def _send(self, messages: list[_Message]) -> None:
-        pending = [
-            await self.sender.send(
-                m.topic, m.value, key=m.key, partition=m.partition, headers=m.headers
+        """Hand ``messages`` to the producer; their acks are awaited before the next
+        checkpoint (:meth:`_acked`), not here, so the next batch is processed while
+        the broker acknowledges this one. The producer keeps each partition's order."""
+        for m in messages:
+            self._unacked.append(
+                await self.sender.send(
+                    m.topic, m.value, key=m.key, partition=m.partition, headers=m.headers
+                )
             )
-            for m in messages
-        ]
-        if pending:
-            await asyncio.gather(*pending)
+
+    async def _acked(self) -> None:
+        """Every message sent so far is acknowledged (or this raises, and no
+        checkpoint is taken: the next owner redoes the work)."""
+        unacked, self._unacked = self._unacked, []
+        if unacked:
+            await asyncio.gather(*unacked)
 
     def _caught_up(self, tp: TopicPartition) -> bool:
         assert self.consumer is not None
@@ -890,6 +899,7 @@ class TopologyRunner:
         self._last_checkpoint = self.wall()
         if self._broken:
             raise _Unwritten("the state is ahead of the store: no checkpoint from it")
+        await self._acked()
         if self.consumer is None:
             return
         dirty = [st for st in self.tasks.values() if st.dirty]
