@@ -147,10 +147,10 @@ def _publish_control(bootstrap: str, records: list[tuple[str, bytes, bytes]]) ->
     import asyncio
 
     from llmpulse.errors import KafkaError
-    from llmpulse.ingest.emitter import KafkaTransport
+    from llmpulse.client import KafkaOptions, KafkaTransport
 
     async def run() -> None:
-        transport = KafkaTransport(bootstrap, client_id="llmpulse-alerts-test")
+        transport = KafkaTransport(bootstrap, KafkaOptions(client_id="llmpulse-alerts-test"))
         await transport.start()
         try:
             for topic, key, value in records:

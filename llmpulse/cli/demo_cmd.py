@@ -76,7 +76,7 @@ def demo(
     """
     from llmpulse.devkafka.ensure import lease_broker
     from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.ingest.emitter import kafka_emitter
+    from llmpulse.client import kafka_emitter
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
     from llmpulse.worker.process import WorkerProcess
 
@@ -205,7 +205,7 @@ def _emit_traffic(
 ) -> None:
     """The synthetic traffic alone, to the configured broker, until Ctrl-C or ``duration``."""
     from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.ingest.emitter import kafka_emitter
+    from llmpulse.client import kafka_emitter
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
     t = settings.topics
