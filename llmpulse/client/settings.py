@@ -120,11 +120,11 @@ class KafkaOptions:
         }
 
 
-DEFAULT_DELIVERY: Final = Delivery()
-DEFAULT_LIMITS: Final = Limits()
-DEFAULT_KAFKA_OPTIONS: Final = KafkaOptions()
-
-
 def _at_least(name: str, value: float, low: float) -> None:
     if value < low:
         raise ConfigError(name, f"must be >= {low}, got {value!r}")
+
+
+DEFAULT_DELIVERY: Final = Delivery()
+DEFAULT_LIMITS: Final = Limits()
+DEFAULT_KAFKA_OPTIONS: Final = KafkaOptions()
