@@ -146,8 +146,8 @@ def _publish_control(bootstrap: str, records: list[tuple[str, bytes, bytes]]) ->
     """Publish the collected control events; the error text, or None on success."""
     import asyncio
 
-    from llmpulse.errors import KafkaError
     from llmpulse.client import KafkaOptions, KafkaTransport
+    from llmpulse.errors import KafkaError
 
     async def run() -> None:
         transport = KafkaTransport(bootstrap, KafkaOptions(client_id="llmpulse-alerts-test"))
