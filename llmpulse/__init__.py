@@ -14,14 +14,14 @@ Names load on first use, so ``import llmpulse`` stays cheap and the client side
 never loads worker code (Faust, chDB, numpy).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+# Imported under private names: every public name here is in __all__ (tested).
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from llmpulse.client.emitter import DEFAULT_TOPIC, AsyncEmitter, Emitter, kafka_emitter
     from llmpulse.client.encoding import encode_event
     from llmpulse.client.settings import Delivery, KafkaOptions, Limits
@@ -75,11 +75,11 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
