@@ -416,6 +416,32 @@ def abandon_in_child(*objects: object) -> None:
     _ABANDONED_IN_CHILD.extend(o for o in objects if o is not None)
 
 
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_thread(call: Callable[[], R]) -> R:
+    box: list[R] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="llmpulse-loop-runner")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
 class LoopRunner:
     """A private asyncio loop run by whichever thread calls :meth:`run`.
 
@@ -431,6 +457,10 @@ class LoopRunner:
 
     def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
         """Run ``coro`` to its end on the loop (at most ``timeout`` seconds)."""
+        if _loop_running_here():
+            # asyncio refuses to run a loop inside another one (a sync close()
+            # called from async code): a short-lived thread runs it instead.
+            return _in_thread(lambda: self.run(coro, timeout))
         if timeout is not None:
             coro = asyncio.wait_for(coro, timeout)
         with self._lock:
@@ -459,6 +489,9 @@ class LoopRunner:
 
     def close(self) -> None:
         """Close the loop (only once no thread runs it any more)."""
+        if _loop_running_here():
+            _in_thread(self.close)
+            return
         with contextlib.suppress(Exception):
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()

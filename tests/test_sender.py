@@ -343,3 +343,13 @@ def test_kafka_publisher_reports_an_unreachable_broker() -> None:
     with pytest.raises(KafkaError, match="publishing to t failed"):
         publisher.publish("t", b"k", b"v")
     publisher.close()
+
+
+async def test_sync_close_called_from_async_code_closes_the_transport() -> None:
+    from llmpulse import Emitter, MemoryTransport
+
+    transport = MemoryTransport()
+    emitter = Emitter(transport)
+    emitter.emit({"service": "s", "model": "m", "timestamp": 0, "latency_ms": 1.0})
+    emitter.close()  # a plain call on this running loop, as a shutdown hook would make
+    assert emitter.sent == 1 and transport.closed
