@@ -353,7 +353,12 @@ class BackgroundSender(Generic[T]):
                 outcome = self._export_with_retries(batch)
             finally:
                 with self._cond:
-                    setattr(self, outcome, getattr(self, outcome) + len(batch))
+                    if outcome == "sent":
+                        self.sent += len(batch)
+                    elif outcome == "failed":
+                        self.failed += len(batch)
+                    else:
+                        self.dropped += len(batch)
                     self._done += len(batch)
                     self._inflight = 0
                     self._notify_progress_locked()
