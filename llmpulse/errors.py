@@ -146,6 +146,27 @@ class KafkaError(LlmpulseError):
         super().__init__(f"kafka {bootstrap}: {problem}")
 
 
+class SinkError(LlmpulseError):
+    """An alert delivery failed. ``retryable`` says whether trying again may help;
+    ``retry_after`` is the receiver's hint in seconds (``Retry-After``)."""
+
+    def __init__(
+        self,
+        sink: str,
+        problem: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.sink = sink
+        self.problem = problem
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"sink {sink}: {problem}")
+
+
 class PriceTableError(LlmpulseError):
     """A price file is malformed."""
 

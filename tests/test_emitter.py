@@ -17,17 +17,17 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from llmpulse.errors import ConfigError, KafkaError
-from llmpulse.ingest.emitter import (
+from llmpulse import (
     AsyncEmitter,
+    Delivery,
     Emitter,
-    KafkaTransport,
-    MemoryTransport,
-    encode_event,
+    KafkaOptions,
+    Limits,
     kafka_emitter,
-    series_key,
+    track_llm_call,
 )
-from llmpulse.ingest.timing import track_llm_call, usage_fields
+from llmpulse.client import KafkaTransport, MemoryTransport, encode_event, series_key, usage_fields
+from llmpulse.errors import ConfigError, KafkaError
 from llmpulse.processors.validate import validate_raw
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
@@ -110,19 +110,24 @@ def test_encode_pydantic_model() -> None:
     }
 
 
-def test_kafka_transport_validates_options() -> None:
+def test_kafka_options_are_validated() -> None:
     with pytest.raises(ConfigError):
-        KafkaTransport("localhost:9092", acks=1)  # idempotence needs acks=all
+        KafkaOptions(acks=1)  # idempotence needs acks=all
     with pytest.raises(ConfigError):
-        KafkaTransport("localhost:9092", compression_type="brotli")
-    KafkaTransport("localhost:9092", acks=1, enable_idempotence=False)
+        KafkaOptions(compression_type="brotli")  # type: ignore[arg-type]
+    options = KafkaOptions(acks=1, enable_idempotence=False)
+    transport = KafkaTransport("localhost:9092", options)
+    assert transport.options.producer_config("localhost:9092")["acks"] == 1
 
 
-def test_invalid_emitter_options() -> None:
+def test_invalid_emitter_settings() -> None:
+    with pytest.raises(ConfigError) as info:
+        Limits(max_buffer=0)
+    assert info.value.setting == "max_buffer"
     with pytest.raises(ConfigError):
-        AsyncEmitter(MemoryTransport(), max_buffer=0)
+        Delivery(linger_s=-1)
     with pytest.raises(ConfigError):
-        AsyncEmitter(MemoryTransport(), linger_s=-1)
+        Delivery(send_timeout_s=0)
 
 
 # --------------------------------------------------------------------------- AsyncEmitter
@@ -130,7 +135,7 @@ def test_invalid_emitter_options() -> None:
 
 async def test_batches_keys_and_filled_fields() -> None:
     transport = MemoryTransport()
-    emitter = AsyncEmitter(transport, "t1", batch_size=10, linger_s=5.0)
+    emitter = AsyncEmitter(transport, "t1", delivery=Delivery(batch_size=10, linger_s=5.0))
     caller_event = _event(0)
     assert emitter.emit(caller_event)
     assert "event_id" not in caller_event  # the caller's dict is not modified
@@ -155,7 +160,7 @@ async def test_batches_keys_and_filled_fields() -> None:
 
 async def test_linger_sends_without_flush() -> None:
     transport = MemoryTransport()
-    async with AsyncEmitter(transport, linger_s=0.01) as emitter:
+    async with AsyncEmitter(transport, delivery=Delivery(linger_s=0.01)) as emitter:
         for i in range(3):
             emitter.emit(_event(i))
         for _ in range(100):
@@ -167,12 +172,17 @@ async def test_linger_sends_without_flush() -> None:
 
 
 async def test_full_buffer_drops_count_and_warn_once(caplog: pytest.LogCaptureFixture) -> None:
-    emitter = AsyncEmitter(HangingTransport(), max_buffer=5, batch_size=100)
-    with caplog.at_level(logging.WARNING, logger="llmpulse.ingest.emitter"):
-        # No await between emits: the sender cannot drain anything meanwhile.
+    transport = HangingTransport()
+    emitter = AsyncEmitter(
+        transport, delivery=Delivery(batch_size=1, linger_s=0), limits=Limits(max_buffer=5)
+    )
+    assert emitter.emit(_event(0))
+    while transport.calls == 0:  # wait until the sender is stuck on that event
+        await asyncio.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="llmpulse.client.emitter"):
         accepted = [emitter.emit(_event(i)) for i in range(20)]
     assert accepted == [True] * 5 + [False] * 15
-    assert emitter.dropped == 15 and emitter.buffered == 5
+    assert emitter.dropped == 15 and emitter.buffered == 6
     drop_warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drop_warnings) == 1  # rate-limited
     await emitter.aclose(timeout=0.1)
@@ -180,7 +190,7 @@ async def test_full_buffer_drops_count_and_warn_once(caplog: pytest.LogCaptureFi
 
 async def test_bad_events_are_dropped_not_raised() -> None:
     transport = MemoryTransport()
-    emitter = AsyncEmitter(transport, max_event_bytes=10_000)
+    emitter = AsyncEmitter(transport, limits=Limits(max_event_bytes=10_000))
     assert emitter.emit({"service": object(), "model": "m"}) is False  # not serialisable
     assert emitter.emit(42) is False  # type: ignore[arg-type]
     assert emitter.emit({1: "non-str key"}) is False  # type: ignore[dict-item]
@@ -193,7 +203,7 @@ async def test_bad_events_are_dropped_not_raised() -> None:
 
 async def test_retries_with_backoff_then_succeeds() -> None:
     transport = MemoryTransport(fail_next=2)
-    async with AsyncEmitter(transport, retries=3, backoff_s=0.001) as emitter:
+    async with AsyncEmitter(transport, delivery=Delivery(retries=3, backoff_s=0.001)) as emitter:
         for i in range(5):
             emitter.emit(_event(i))
         await emitter.flush()
@@ -203,7 +213,7 @@ async def test_retries_with_backoff_then_succeeds() -> None:
 
 async def test_exhausted_retries_count_failed_and_carry_on() -> None:
     transport = MemoryTransport(fail_next=3)
-    emitter = AsyncEmitter(transport, batch_size=4, retries=2, backoff_s=0.0)
+    emitter = AsyncEmitter(transport, delivery=Delivery(batch_size=4, retries=2, backoff_s=0.0))
     for i in range(4):
         emitter.emit(_event(i))
     await emitter.flush()  # never raises
@@ -216,7 +226,7 @@ async def test_exhausted_retries_count_failed_and_carry_on() -> None:
 
 async def test_transport_start_is_retried() -> None:
     transport = FlakyStartTransport(start_failures=1)
-    async with AsyncEmitter(transport, backoff_s=0.0) as emitter:
+    async with AsyncEmitter(transport, delivery=Delivery(backoff_s=0.0)) as emitter:
         emitter.emit(_event(0))
         await emitter.flush()
         assert emitter.sent == 1
@@ -235,7 +245,9 @@ async def test_emit_after_close_is_dropped() -> None:
 
 async def test_emit_never_blocks_on_hanging_transport() -> None:
     transport = HangingTransport()
-    emitter = AsyncEmitter(transport, max_buffer=1000, batch_size=50, linger_s=0.0)
+    emitter = AsyncEmitter(
+        transport, delivery=Delivery(batch_size=50, linger_s=0.0), limits=Limits(max_buffer=1000)
+    )
     emitter.emit(_event(0))
     await asyncio.sleep(0.05)  # the sender is now stuck in send_batch
     assert transport.calls == 1
@@ -275,7 +287,7 @@ async def test_emit_before_start_outside_loop_is_kept() -> None:
 
 def test_sync_emitter_threads_and_flush_on_close() -> None:
     transport = MemoryTransport()
-    emitter = Emitter(transport, batch_size=64, linger_s=0.01)
+    emitter = Emitter(transport, delivery=Delivery(batch_size=64, linger_s=0.01))
 
     def worker(offset: int) -> None:
         for i in range(250):
@@ -297,7 +309,7 @@ def test_sync_emitter_threads_and_flush_on_close() -> None:
 
 def test_sync_emitter_flush() -> None:
     transport = MemoryTransport()
-    with Emitter(transport, linger_s=10.0) as emitter:
+    with Emitter(transport, delivery=Delivery(linger_s=10.0)) as emitter:
         for i in range(3):
             emitter.emit(_event(i))
         assert emitter.flush(timeout=5.0)
@@ -306,7 +318,7 @@ def test_sync_emitter_flush() -> None:
 
 def test_sync_emitter_with_hanging_transport_never_blocks() -> None:
     transport = HangingTransport()
-    emitter = Emitter(transport, max_buffer=100, linger_s=0.0)
+    emitter = Emitter(transport, delivery=Delivery(linger_s=0.0), limits=Limits(max_buffer=100))
     started = time.perf_counter()
     for i in range(1000):
         emitter.emit(_event(i))
@@ -540,7 +552,7 @@ async def test_kafka_round_trip(kafka_bootstrap: str) -> None:
         TrafficConfig(embeddings=True), seed=11, start_ms=1_767_225_600_000, rate_per_s=50
     )
     sent = list(generator.events(200))
-    emitter = kafka_emitter(kafka_bootstrap, topic, batch_size=64)
+    emitter = kafka_emitter(kafka_bootstrap, topic, delivery=Delivery(batch_size=64))
     # The Emitter blocks only its own thread; run the blocking calls off this loop.
     assert all(emitter.emit(e) for e in sent)
     await asyncio.to_thread(emitter.close, 30.0)

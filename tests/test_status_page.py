@@ -48,7 +48,7 @@ class LiveTraffic:
     """Showcase-like calls with current timestamps, emitted to Kafka until stopped."""
 
     def __init__(self, bootstrap: str, topic: str, config: TrafficConfig, rate: float) -> None:
-        from llmpulse.ingest.emitter import kafka_emitter
+        from llmpulse.client import kafka_emitter
 
         start = int(time.time() * 1000)
         self.gen = TrafficGenerator(
@@ -234,7 +234,7 @@ def test_page_in_a_real_browser(served: dict[str, Any], browser: Any, tmp_path: 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from llmpulse.ingest.emitter import kafka_emitter
+    from llmpulse.client import kafka_emitter
 
     browser.get(served["url"] + "/?refresh=1")
     WebDriverWait(browser, 90).until(lambda d: refreshes(d) >= 1)

@@ -217,7 +217,7 @@ def test_window_stats_after_a_crash_equal_an_uninterrupted_run(
     is killed with SIGKILL mid-stream and restarted. Their window_stats are equal."""
     from aiokafka import AIOKafkaProducer
 
-    from llmpulse.ingest.emitter import encode_event
+    from llmpulse.client import encode_event
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
     topic = f"win-{uuid.uuid4().hex[:8]}"

@@ -146,11 +146,11 @@ def _publish_control(bootstrap: str, records: list[tuple[str, bytes, bytes]]) ->
     """Publish the collected control events; the error text, or None on success."""
     import asyncio
 
+    from llmpulse.client import KafkaOptions, KafkaTransport
     from llmpulse.errors import KafkaError
-    from llmpulse.ingest.emitter import KafkaTransport
 
     async def run() -> None:
-        transport = KafkaTransport(bootstrap, client_id="llmpulse-alerts-test")
+        transport = KafkaTransport(bootstrap, KafkaOptions(client_id="llmpulse-alerts-test"))
         await transport.start()
         try:
             for topic, key, value in records:

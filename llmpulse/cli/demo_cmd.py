@@ -74,9 +74,9 @@ def demo(
     configured store (the embedded default unless set) and emits traffic from
     several services, models and tenants. Ctrl-C stops everything.
     """
+    from llmpulse.client import kafka_emitter
     from llmpulse.devkafka.ensure import lease_broker
     from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.ingest.emitter import kafka_emitter
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
     from llmpulse.worker.process import WorkerProcess
 
@@ -204,8 +204,8 @@ def _emit_traffic(
     settings: Settings, *, duration: float | None, rate: float, seed: int, incidents: bool
 ) -> None:
     """The synthetic traffic alone, to the configured broker, until Ctrl-C or ``duration``."""
+    from llmpulse.client import kafka_emitter
     from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.ingest.emitter import kafka_emitter
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
     t = settings.topics

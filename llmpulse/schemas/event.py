@@ -32,7 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+# Re-exported: the validators import it from here.
+from llmpulse.schemas.version import SCHEMA_VERSION as SCHEMA_VERSION  # noqa: PLC0414
+
 MAX_ID_LEN = 256
 MAX_LABEL_LEN = 512
 MAX_EMBEDDING_DIM = 8192  # the hard cap; EventLimits may set a lower one

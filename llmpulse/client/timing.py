@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
+from llmpulse.schemas.version import SCHEMA_VERSION
+
 __all__ = [
     "CallRecord",
     "CallTracker",
@@ -41,8 +43,8 @@ UsageApi = Literal["auto", "openai_chat", "openai_responses", "anthropic", "gemi
 
 
 class SupportsEmit(Protocol):
-    """Anything with a non-blocking ``emit``: :class:`~llmpulse.ingest.emitter.Emitter`
-    and :class:`~llmpulse.ingest.emitter.AsyncEmitter` both qualify."""
+    """Anything with a non-blocking ``emit``: :class:`~llmpulse.client.emitter.Emitter`
+    and :class:`~llmpulse.client.emitter.AsyncEmitter` both qualify."""
 
     def emit(self, event: Mapping[str, Any], /) -> bool: ...
 
@@ -294,7 +296,7 @@ def track_llm_call(
     injectable for tests.
     """
     fields: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "event_id": uuid.uuid4().hex,
         "service": service,
         "model": model,
