@@ -133,6 +133,8 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
 
         app, holder = create_app(settings, client, metrics, make_runner)
         metrics.registry.register(RunnerCollector(lambda: holder.runner))
+        if stages.dispatcher is not None:  # alert notifications: sent, retried, failed, queued
+            metrics.registry.register(stages.dispatcher.metrics.registry)
         tune_gc()
         logging.getLogger("llmpulse").setLevel(loglevel.upper())
         worker = _bounded_worker(faust.Worker, settings.worker.shutdown_timeout_s)(

@@ -31,6 +31,8 @@ class DispatcherMetrics:
     """The dispatcher's counters on one registry (create once per registry)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry  # for a process that serves /metrics to expose
+
         def counter(what: str, doc: str) -> Counter:
             return Counter(f"llmpulse_alert_notifications_{what}", doc, ["sink"], registry=registry)
 
