@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from llmpulse.errors import PriceTableError
 from llmpulse.processors.cost import (
-    FORMAT_NAME,
     CallCost,
     ModelPrice,
     PriceTable,
     cost_of_call,
 )
+from llmpulse.processors.price_files import FORMAT_NAME
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
