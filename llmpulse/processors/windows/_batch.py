@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from llmpulse.errors import FieldProblem, ValidationError
-from llmpulse.processors.windows.config import (
-    _MAX_COST_USD,
+from llmpulse.processors.windows._config import (
+    MAX_COST_USD,
     FloatArray,
     IntArray,
 )
@@ -137,8 +137,8 @@ class EventBatch:
                 "cost_usd",
                 self.cost_usd,
                 np.isnan(self.cost_usd)
-                | (_finite_nonneg(self.cost_usd) & (self.cost_usd <= _MAX_COST_USD)),
-                f"NaN (unpriced) or between 0 and {_MAX_COST_USD:g}",
+                | (_finite_nonneg(self.cost_usd) & (self.cost_usd <= MAX_COST_USD)),
+                f"NaN (unpriced) or between 0 and {MAX_COST_USD:g}",
             ),
         )
         problems = []
