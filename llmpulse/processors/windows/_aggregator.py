@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import IntArray
 from llmpulse.errors import ConfigError
 from llmpulse.processors.sketch import (
     DEFAULT_ALPHA,
@@ -46,7 +47,6 @@ from llmpulse.processors.windows._config import (
     TTFT_Q_ROWS,
     UNPRICED,
     GroupingSet,
-    IntArray,
     WindowSpec,
 )
 from llmpulse.processors.windows._kernels import (

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray, IntArray
 from llmpulse.errors import FieldProblem, ValidationError
 from llmpulse.processors.windows._config import (
     MAX_COST_USD,
-    FloatArray,
-    IntArray,
 )
 from llmpulse.schemas.event import DIMENSIONS
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
 from llmpulse.errors import ConfigError
 from llmpulse.processors.sketch import (
     ZERO_KEY,
@@ -42,9 +39,6 @@ MAX_CODES: Final = 1 << 20  # distinct values of a dimension remembered across b
 REQ, ERR, IN_TOK, OUT_TOK, COST, UNPRICED, TTFT_N = range(7)
 N_INTS: Final = 7
 LAT, TTFT = 0, 1
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
 
 
 # --- configuration -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray, IntArray
 from llmpulse.processors.windows._config import (
     COST,
     ERR,
@@ -21,8 +22,6 @@ from llmpulse.processors.windows._config import (
     TTFT,
     TTFT_N,
     UNPRICED,
-    FloatArray,
-    IntArray,
 )
 from llmpulse.processors.windows._panes import (
     NO_ROWS,

@@ -9,6 +9,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray, IntArray
 from llmpulse.processors.sketch import (
     ZERO_KEY,
 )
@@ -21,9 +22,7 @@ from llmpulse.processors.windows._config import (
     MAX_CHUNKS,
     N_INTS,
     REQ,
-    FloatArray,
     GroupingSet,
-    IntArray,
 )
 from llmpulse.processors.windows._series import (
     SeriesRegistry,

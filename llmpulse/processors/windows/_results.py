@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray
 from llmpulse.processors.sketch import (
     LogHistogram,
     SketchColumns,
@@ -20,7 +21,6 @@ from llmpulse.processors.sketch import (
 from llmpulse.processors.windows._config import (
     LATENCY_QUANTILES,
     TTFT_QUANTILES,
-    FloatArray,
 )
 from llmpulse.schemas.event import DIMENSIONS
 

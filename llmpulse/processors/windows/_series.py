@@ -8,9 +8,9 @@ from typing import NoReturn
 
 import numpy as np
 
+from llmpulse._types import IntArray
 from llmpulse.processors.windows._config import (
     OTHER,
-    IntArray,
 )
 from llmpulse.schemas.event import DIMENSIONS
 
