@@ -17,14 +17,13 @@ from hypothesis import strategies as st
 from llmpulse.errors import ConfigError, ValidationError
 from llmpulse.processors.validate import validate_raw
 from llmpulse.schemas.event import MAX_LABEL_LEN
+from llmpulse.synth.malformed import malformed_cases, malformed_events
 from llmpulse.synth.traffic import (
     BASELINE_TOPICS,
     VOCABULARIES,
     Incident,
     TrafficConfig,
     TrafficGenerator,
-    malformed_cases,
-    malformed_events,
     write_jsonl,
 )
 
