@@ -49,16 +49,15 @@ FORMAT_NAME: Final = "llmpulse-prices"
 
 _TOP_KEYS: Final = frozenset({"format", "version", "currency", "notes", "models"})
 _MODEL_KEYS: Final = frozenset({"provider", "model", "aliases", "patterns", "prices", "notes"})
-_PRICE_KEYS: Final = frozenset(
-    {
-        "effective_from",
-        "input_per_mtok",
-        "output_per_mtok",
-        "cached_input_per_mtok",
-        "cache_creation_per_mtok",
-        "reasoning_per_mtok",
-    }
+# The rates of a dated price, in the order a written file lists them.
+_RATES: Final = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cached_input_per_mtok",
+    "cache_creation_per_mtok",
+    "reasoning_per_mtok",
 )
+_PRICE_KEYS: Final = frozenset({"effective_from", *_RATES})
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -308,16 +307,10 @@ def _optional_rate(value: object, where: str, source: str) -> float | None:
 
 # -- writing ----------------------------------------------------------------------------
 
-_PRICE_FIELDS = (
-    "input_per_mtok",
-    "output_per_mtok",
-    "cached_input_per_mtok",
-    "cache_creation_per_mtok",
-    "reasoning_per_mtok",
-)
-
 
 def to_document(table: PriceTable) -> dict[str, Any]:
+    """``table`` in llmpulse's own format, every date explicit (read back by
+    :func:`load_price_file`)."""
     models: dict[tuple[str, str], dict[str, Any]] = {}
     for e in table.entries:
         m = models.setdefault(
@@ -327,7 +320,7 @@ def to_document(table: PriceTable) -> dict[str, Any]:
         m["aliases"] = sorted({*m["aliases"], *e.aliases})
         m["patterns"] = list(dict.fromkeys([*m["patterns"], *e.patterns]))
         price: dict[str, Any] = {"effective_from": e.effective_from.isoformat()}
-        for f in _PRICE_FIELDS:
+        for f in _RATES:
             value = getattr(e, f)
             if value is not None:
                 price[f] = value
@@ -336,6 +329,8 @@ def to_document(table: PriceTable) -> dict[str, Any]:
 
 
 def save_price_file(table: PriceTable, path: Path) -> None:
+    """Write ``table`` to ``path`` in llmpulse's format; through a temporary file and a
+    rename, so a worker starting meanwhile never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(orjson.dumps(to_document(table), option=orjson.OPT_INDENT_2))
