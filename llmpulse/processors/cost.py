@@ -16,6 +16,8 @@ adapter for it must add them back before calling :func:`cost_of_call`.
 
 Prices are USD per million tokens. A model has one or more dated prices; a price applies
 from its ``effective_from`` date (UTC) on. Lookups never guess: an unknown model is unpriced.
+Price files (llmpulse's own format, LiteLLM's model map) are read and written by
+:mod:`llmpulse.processors.price_files`.
 
 >>> table = PriceTable.default()
 >>> price = table.lookup("gpt-4o-2024-08-06", at=date(2025, 6, 1))
