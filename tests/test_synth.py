@@ -312,6 +312,16 @@ def test_project_validator_agrees() -> None:
         validate_raw(orjson.dumps(e))
 
 
+def test_malformed_corpus_still_resolves_from_traffic() -> None:
+    """The demo command imports the corpus from the traffic module, where it used to live."""
+    from llmpulse.synth import traffic
+
+    assert traffic.malformed_events is malformed_events
+    assert traffic.malformed_cases is malformed_cases
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = traffic.no_such_name
+
+
 def test_malformed_bases_are_valid() -> None:
     # The mutations start from valid events: the checker accepts what they mutate.
     config = TrafficConfig(embeddings=True, embedding_dim=8, include_text=False)
