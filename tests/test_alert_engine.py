@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmpulse.alerts.engine import AlertEngine, BurnRateTracker
+from llmpulse.alerts.engine import AlertEngine
+from llmpulse.alerts.estimators import BurnRateTracker
 from llmpulse.alerts.rules import (
     BaselineRule,
     BurnRateRule,

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from llmpulse.errors import PriceTableError
 from llmpulse.processors.cost import (
-    FORMAT_NAME,
     CallCost,
     ModelPrice,
     PriceTable,
     cost_of_call,
 )
+from llmpulse.processors.price_files import FORMAT_NAME, save_price_file
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -518,6 +518,42 @@ def test_litellm_reasoning_and_embedding_rates(litellm_path: Path) -> None:
 def test_litellm_snapshot_date(litellm_path: Path) -> None:
     table = PriceTable.from_file(litellm_path, litellm_effective_from=date(2026, 10, 1))
     assert {e.effective_from for e in table} == {date(2026, 10, 1)}
+
+
+def priced(entry: ModelPrice) -> tuple[object, ...]:
+    """An entry without its provenance (source), aliases as a set."""
+    rates = (
+        entry.input_per_mtok,
+        entry.output_per_mtok,
+        entry.cached_input_per_mtok,
+        entry.cache_creation_per_mtok,
+        entry.reasoning_per_mtok,
+    )
+    aliases = frozenset(entry.aliases)
+    return (entry.provider, entry.model, entry.effective_from, rates, aliases, entry.patterns)
+
+
+@pytest.mark.parametrize("which", ["default", "litellm"])
+def test_saved_price_file_reads_back_the_same_prices(
+    which: str, litellm_path: Path, tmp_path: Path
+) -> None:
+    """What ``prices install`` writes: the own format, dates explicit, same prices."""
+    table = (
+        PriceTable.default()
+        if which == "default"
+        else PriceTable.from_file(litellm_path, litellm_effective_from=date(2026, 10, 1))
+    )
+    target = tmp_path / "prices" / "installed.json"
+    save_price_file(table, target)
+    assert not target.with_suffix(".tmp").exists()
+    doc = json.loads(target.read_text())
+    assert doc["format"] == FORMAT_NAME and doc["version"] == table.version
+    back = PriceTable.from_file(target)
+    assert back.version.startswith("user:")
+    assert [priced(e) for e in back] == [priced(e) for e in table]
+    for entry in table:
+        found = back.lookup(entry.model, entry.provider, entry.effective_from)
+        assert found is not None and priced(found) == priced(entry)
 
 
 def test_litellm_bad_cost_names_the_model(tmp_path: Path) -> None:

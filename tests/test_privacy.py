@@ -22,10 +22,10 @@ from llmpulse.privacy import (
     scrub_raw,
     scrub_rejections,
 )
-from llmpulse.privacy.detectors import (
+from llmpulse.privacy.recognizers import (
     DEFAULT_PHONE_REGIONS,
     PII_TYPES,
-    Detector,
+    Recognizer,
     iban_ok,
     luhn_ok,
 )
@@ -126,7 +126,7 @@ PLANTED = {
     "bearer_token": _token(string.ascii_letters + string.digits + "-._~+/", 16, 60),
     "jwt": jwts,
 }
-# Ordinary words: lower-case letters cannot form any detector's value.
+# Ordinary words: lower-case letters cannot form any recognizer's value.
 words = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=10), max_size=12)
 
 
@@ -205,7 +205,7 @@ def test_redacted_text_holds_nothing_to_redact(
 @given(st.lists(st.text(alphabet=string.ascii_letters + " ,.;!?'\"()", max_size=30), max_size=30))
 def test_prose_is_left_alone(parts: list[str]) -> None:
     text = " ".join(parts)
-    assert Detector().find(text) == []
+    assert Recognizer().find(text) == []
 
 
 def test_ordinary_numbers_are_not_pii() -> None:
@@ -216,7 +216,7 @@ def test_ordinary_numbers_are_not_pii() -> None:
         " Due 01-19-2026 00:52 or 05.06.2026 12:30 or 19.01.2026; ts 01:02:03.456789;"
         " zip 02139, id 0445760, pages 0123-4567."
     )
-    assert Detector().find(text) == []
+    assert Recognizer().find(text) == []
 
 
 # ---------------------------------------------------------------- checksums
@@ -239,7 +239,7 @@ def test_a_card_with_one_digit_changed_is_not_a_card(card: str, data: st.DataObj
     broken = card[:i] + new + card[i + 1 :]
     # Luhn catches every single-digit error, so the changed number is no card.
     assert not luhn_ok("".join(c for c in broken if c.isdigit()))
-    assert [m.kind for m in Detector(["card"]).find(f"pay {broken} now")] == []
+    assert [m.kind for m in Recognizer(["card"]).find(f"pay {broken} now")] == []
 
 
 @pytest.mark.parametrize(
@@ -251,7 +251,7 @@ def test_a_card_with_one_digit_changed_is_not_a_card(card: str, data: st.DataObj
 )  # fmt: skip
 def test_iban_checksum(value: str, ok: bool) -> None:
     assert iban_ok(value) is ok
-    found = [m.kind for m in Detector(["iban"]).find(f"iban {value} thanks")]
+    found = [m.kind for m in Recognizer(["iban"]).find(f"iban {value} thanks")]
     assert found == (["iban"] if ok else [])
 
 
@@ -266,7 +266,7 @@ def test_an_iban_with_one_character_changed_is_not_an_iban(value: str, data: st.
 
 
 def test_ip_addresses_are_parsed_not_guessed() -> None:
-    d = Detector(["ipv4", "ipv6"])
+    d = Recognizer(["ipv4", "ipv6"])
     found = d.find("from 10.0.0.256, 300.1.1.1, 1.2.3 and 12:34:56 but 10.0.0.255 and fe80::1:2")
     assert [(m.kind, m.value) for m in found] == [("ipv4", "10.0.0.255"), ("ipv6", "fe80::1:2")]
 

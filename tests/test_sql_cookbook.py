@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from llmpulse.synth.malformed import malformed_events
 from llmpulse.synth.scenarios import showcase_events
-from llmpulse.synth.traffic import malformed_events, write_jsonl
+from llmpulse.synth.traffic import write_jsonl
 from tests.seed import budgets_toml
 
 REPO = Path(__file__).resolve().parents[1]

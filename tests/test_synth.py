@@ -17,14 +17,13 @@ from hypothesis import strategies as st
 from llmpulse.errors import ConfigError, ValidationError
 from llmpulse.processors.validate import validate_raw
 from llmpulse.schemas.event import MAX_LABEL_LEN
+from llmpulse.synth.malformed import malformed_cases, malformed_events
 from llmpulse.synth.traffic import (
     BASELINE_TOPICS,
     VOCABULARIES,
     Incident,
     TrafficConfig,
     TrafficGenerator,
-    malformed_cases,
-    malformed_events,
     write_jsonl,
 )
 
@@ -311,6 +310,16 @@ def test_project_validator_agrees() -> None:
     config = TrafficConfig(embeddings=True)
     for e in _gen(8, rate=100.0, config=config).events(3000):
         validate_raw(orjson.dumps(e))
+
+
+def test_malformed_corpus_still_resolves_from_traffic() -> None:
+    """The demo command imports the corpus from the traffic module, where it used to live."""
+    from llmpulse.synth import traffic
+
+    assert traffic.malformed_events is malformed_events
+    assert traffic.malformed_cases is malformed_cases
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = traffic.no_such_name
 
 
 def test_malformed_bases_are_valid() -> None:

@@ -38,7 +38,7 @@ from llmpulse.processors.windows import (
     WindowSpec,
     window_id,
 )
-from llmpulse.processors.windows import panes as windows_module
+from llmpulse.processors.windows import _panes as windows_module
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, so epoch-sized numbers are exercised
 SPECS = (WindowSpec(20, 5), WindowSpec(30, 10))

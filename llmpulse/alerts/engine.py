@@ -46,19 +46,15 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
-from bisect import bisect_right
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
 
 import orjson
 
+from llmpulse.alerts.estimators import BurnRateTracker, TrailingBaseline
 from llmpulse.alerts.rules import (
-    COMPARATORS,
     BaselineRule,
     BurnRateRule,
     Rule,
@@ -74,161 +70,25 @@ from llmpulse.alerts.state import (
     Transition,
     dedup_key,
 )
+from llmpulse.alerts.urls import render_url
+from llmpulse.alerts.verdicts import CompiledRule, Judge, Series, SeriesKey, Verdict
 
 if TYPE_CHECKING:
     from llmpulse.processors.windows import WindowResult
 
 __all__ = [
     "AlertEngine",
-    "BurnRateTracker",
-    "TrailingBaseline",
     "synthetic_transition",
 ]
 
 log = logging.getLogger("llmpulse.alerts")
 
-Series = tuple[tuple[str, str], ...]
 _GC_EVERY: Final = timedelta(minutes=5)
+# The states a series is watched in (kept in the snapshot, expired when stale).
+_ACTIVE: Final = (AlertState.PENDING, AlertState.FIRING)
 
 
-# --- small stateful estimators ---------------------------------------------------------
-
-
-class TrailingBaseline:
-    """Median or EWMA of the last ``windows`` values, None until ``min_windows`` seen.
-
-    >>> b = TrailingBaseline(windows=3, min_windows=2)
-    >>> b.update(1.0); b.value is None
-    True
-    >>> for x in (2.0, 10.0, 3.0):
-    ...     b.update(x)
-    >>> b.value, b.n
-    (3.0, 4)
-    """
-
-    def __init__(self, windows: int, *, method: str = "median", min_windows: int = 1) -> None:
-        self.windows = windows
-        self.method = method
-        self.min_windows = min_windows
-        self._values: deque[float] = deque(maxlen=windows)
-        self._ewma = math.nan
-        self._alpha = 2.0 / (windows + 1.0)
-        self.n = 0
-        self.last_time: datetime | None = None  # end of the last window learnt (caller's)
-
-    def update(self, x: float) -> None:
-        self.n += 1
-        self._values.append(x)
-        self._ewma = x if self.n == 1 else self._ewma + self._alpha * (x - self._ewma)
-
-    @property
-    def value(self) -> float | None:
-        if self.n < self.min_windows:
-            return None
-        if self.method == "ewma":
-            return self._ewma
-        return float(statistics.median(self._values))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "windows": self.windows,
-            "method": self.method,
-            "min_windows": self.min_windows,
-            "values": list(self._values),
-            "ewma": None if math.isnan(self._ewma) else self._ewma,
-            "n": self.n,
-            "last_time": _iso_or_none(self.last_time),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrailingBaseline:
-        b = cls(int(d["windows"]), method=str(d["method"]), min_windows=int(d["min_windows"]))
-        b._values.extend(float(v) for v in d["values"])
-        b._ewma = math.nan if d["ewma"] is None else float(d["ewma"])
-        b.n = int(d["n"])
-        b.last_time = _parse_iso(d["last_time"])
-        return b
-
-
-class BurnRateTracker:
-    """Rolling (total, bad) sums of one series over non-overlapping windows.
-
-    Cumulative sums with a bisect give the sum over any span ending at the latest
-    window in O(log n); entries older than ``horizon_s`` are dropped in bulk.
-
-    >>> tr = BurnRateTracker(horizon_s=180)
-    >>> for end, bad in ((60, 0), (120, 5), (180, 10), (240, 20)):
-    ...     tr.update(end, 100.0, float(bad))
-    >>> tr.sums(60), tr.sums(180)
-    ((100.0, 20.0), (300.0, 35.0))
-    """
-
-    __slots__ = ("_base_b", "_base_t", "_cb", "_ct", "_ends", "first_end", "horizon_s")
-
-    def __init__(self, horizon_s: int) -> None:
-        self.horizon_s = horizon_s
-        self.first_end: int | None = None
-        self._ends: list[int] = []
-        self._ct: list[float] = []
-        self._cb: list[float] = []
-        self._base_t = 0.0
-        self._base_b = 0.0
-
-    @property
-    def last_end(self) -> int | None:
-        return self._ends[-1] if self._ends else None
-
-    def update(self, end_s: int, total: float, bad: float) -> None:
-        if self.first_end is None:
-            self.first_end = end_s
-        ct = self._ct[-1] if self._ct else self._base_t
-        cb = self._cb[-1] if self._cb else self._base_b
-        self._ends.append(end_s)
-        self._ct.append(ct + total)
-        self._cb.append(cb + bad)
-        # Prune in bulk when half the list is out of the horizon: amortised O(1).
-        cut = bisect_right(self._ends, end_s - self.horizon_s)
-        if cut > 0 and cut * 2 >= len(self._ends):
-            self._base_t, self._base_b = self._ct[cut - 1], self._cb[cut - 1]
-            del self._ends[:cut], self._ct[:cut], self._cb[:cut]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "horizon_s": self.horizon_s,
-            "first_end": self.first_end,
-            "ends": self._ends,
-            "ct": self._ct,
-            "cb": self._cb,
-            "base": [self._base_t, self._base_b],
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BurnRateTracker:
-        t = cls(int(d["horizon_s"]))
-        t.first_end = d["first_end"]
-        t._ends = [int(x) for x in d["ends"]]
-        t._ct = [float(x) for x in d["ct"]]
-        t._cb = [float(x) for x in d["cb"]]
-        t._base_t, t._base_b = (float(x) for x in d["base"])
-        return t
-
-    def observed_s(self, window_s: int) -> int:
-        """Seconds of the series seen so far (first window start to last window end)."""
-        if self.first_end is None or not self._ends:
-            return 0
-        return self._ends[-1] - self.first_end + window_s
-
-    def sums(self, span_s: int) -> tuple[float, float]:
-        """(total, bad) over the windows ending in ``(last_end - span_s, last_end]``."""
-        if not self._ends:
-            return 0.0, 0.0
-        i = bisect_right(self._ends, self._ends[-1] - span_s)
-        t0 = self._ct[i - 1] if i > 0 else self._base_t
-        b0 = self._cb[i - 1] if i > 0 else self._base_b
-        return self._ct[-1] - t0, self._cb[-1] - b0
-
-
-# --- rule compilation ------------------------------------------------------------------
+# --- what the rules read ----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,46 +106,40 @@ class _Needs:
         return not self.names and not self.burn_names and not self.thresholds
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    """What one window says about one series: breach, clear, or neither."""
-
-    breach: bool
-    clear: bool
-    value: float
-    threshold: float
-    extra: Mapping[str, float]
+# --- the state machine ------------------------------------------------------------------
 
 
-class _Compiled:
-    """A rule with its matching precomputed (the per-signal hot path)."""
+def next_state(st: SeriesState, verdict: Verdict, rule: Rule) -> AlertState | None:
+    """The state one counted window moves a series to, or None when it stays put.
 
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.name = rule.name
-        self.window = rule.effective_window
-        self.grouping = rule.grouping
-        self.match = rule.match_sets
-        self.min_requests = rule.effective_min_requests
-        self.cmp: Callable[[float, float], bool] = COMPARATORS[getattr(rule, "comparison", ">=")]
-        self.stale_after = None if rule.stale_after is None else timedelta(seconds=rule.stale_after)
-        self.horizon = timedelta(
-            seconds=max(
-                rule.stale_after or 0,
-                rule.horizon_s if isinstance(rule, BurnRateRule) else 0,
-                (rule.baseline_windows * (self.window or 0))
-                if isinstance(rule, BaselineRule)
-                else 0,
-            )
-        )
+    Keeps the run counters of ``st`` (breaching windows in a row, clear windows in a
+    row while firing); the engine applies the move. Staleness and removed rules are
+    not window verdicts: :meth:`AlertEngine._expire_stale` and
+    :meth:`AlertEngine._resolve_orphans` move those series.
 
-    def matches(self, sig: Signal) -> bool:
-        if self.window is not None and sig.window_seconds != self.window:
-            return False
-        labels = sig.labels
-        if self.grouping is not None and labels.get("grouping") != self.grouping:
-            return False
-        return all(labels.get(k) in allowed for k, allowed in self.match.items())
+    >>> from llmpulse.alerts.rules import ThresholdRule
+    >>> rule = ThresholdRule(name="p99", signal="latency_p99_ms", threshold=800, for_=2)
+    >>> st = SeriesState(rule="p99", dedup_key="k", labels={})
+    >>> breach = Verdict(True, False, 900.0, 800.0, {})
+    >>> next_state(st, breach, rule), st.breaches
+    (<AlertState.PENDING: 'pending'>, 1)
+    """
+    before = st.state
+    if verdict.breach:
+        st.clears = 0
+        if before is AlertState.FIRING:
+            return None
+        st.breaches = st.breaches + 1 if before is AlertState.PENDING else 1
+        to = AlertState.FIRING if st.breaches >= rule.for_ else AlertState.PENDING
+        return None if to is before else to
+    st.breaches = 0
+    if before is AlertState.PENDING:
+        return AlertState.INACTIVE
+    if before is AlertState.FIRING:
+        st.clears = st.clears + 1 if verdict.clear else 0
+        if st.clears >= rule.resolve_after:
+            return AlertState.RESOLVED
+    return None
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -309,15 +163,14 @@ class AlertEngine:
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else RuleSet(rules)
         self.dashboard_base_url = dashboard_base_url.rstrip("/") if dashboard_base_url else None
-        self._compiled = {r.name: _Compiled(r) for r in self.rules}
-        self._by_signal: dict[str, list[_Compiled]] = {}
+        self._compiled = {r.name: CompiledRule(r) for r in self.rules}
+        self._by_signal: dict[str, list[CompiledRule]] = {}
         for c in self._compiled.values():
             self._by_signal.setdefault(c.rule.signal_name, []).append(c)
         self._window_names = self.rules.window_signal_names
         self._needs_cache: dict[tuple[int, str], _Needs] = {}
-        self._series: dict[tuple[str, Series], SeriesState] = {}
-        self._baselines: dict[tuple[str, Series], TrailingBaseline] = {}
-        self._burns: dict[tuple[str, Series], BurnRateTracker] = {}
+        self._series: dict[SeriesKey, SeriesState] = {}
+        self._judge = Judge()
         self._active: dict[str, SeriesState] = {}
         self._restored: dict[str, SeriesState] = {}
         # Restored states start their staleness timer when data flows again, not at
@@ -368,15 +221,15 @@ class AlertEngine:
         """Everything the engine has learnt (states, baselines, burn sums, incidents), as
         JSON, for a checkpoint; :meth:`import_state` reads it back."""
 
-        def pairs(key: tuple[str, Series]) -> list[Any]:
+        def pairs(key: SeriesKey) -> list[Any]:
             return [key[0], [list(kv) for kv in key[1]]]
 
         doc = {
             "series": [[*pairs(k), _state_row(st)] for k, st in self._series.items()],
             "restored": [_state_row(st) for st in self._restored.values()],
             "active": sorted(self._active),
-            "baselines": [[*pairs(k), b.to_dict()] for k, b in self._baselines.items()],
-            "burns": [[*pairs(k), b.to_dict()] for k, b in self._burns.items()],
+            "baselines": [[*pairs(k), b.to_dict()] for k, b in self._judge.baselines.items()],
+            "burns": [[*pairs(k), b.to_dict()] for k, b in self._judge.burns.items()],
             "stale_base": {k: _iso_or_none(v) for k, v in self._stale_base.items()},
             "incidents": {k: sorted(v) for k, v in self._incidents.items()},
             "clock": _iso_or_none(self._clock),
@@ -389,7 +242,7 @@ class AlertEngine:
         closed on the next evaluation (as after a restore from the ``alerts`` table)."""
         doc = orjson.loads(blob)
 
-        def key(rule: str, series: list[list[str]]) -> tuple[str, Series]:
+        def key(rule: str, series: list[list[str]]) -> SeriesKey:
             return rule, tuple((str(k), str(v)) for k, v in series)
 
         by_dk: dict[str, SeriesState] = {}
@@ -408,12 +261,12 @@ class AlertEngine:
         for dk, st in self._active.items():
             if st.rule not in self._compiled:
                 self._restored[dk] = st
-        self._baselines = {
+        self._judge.baselines = {
             key(r, s): TrailingBaseline.from_dict(d)
             for r, s, d in doc["baselines"]
             if r in self._compiled
         }
-        self._burns = {
+        self._judge.burns = {
             key(r, s): BurnRateTracker.from_dict(d)
             for r, s, d in doc["burns"]
             if r in self._compiled
@@ -513,7 +366,7 @@ class AlertEngine:
         for sig in sorted(signals, key=_event_time):
             for c in self._by_signal.get(sig.name, ()):
                 if c.matches(sig) and not isinstance(c.rule, ThresholdRule):
-                    self._verdict(c, (c.name, sig.series), sig)
+                    self._judge.verdict(c, (c.name, sig.series), sig)
 
     def evaluate(self, signals: Iterable[Signal], wall_now: datetime) -> list[Transition]:
         """Run the rules over ``signals`` (any order); return the transitions, oldest first.
@@ -551,7 +404,7 @@ class AlertEngine:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _state_for(self, c: _Compiled, key: tuple[str, Series], sig: Signal) -> SeriesState:
+    def _state_for(self, c: CompiledRule, key: SeriesKey, sig: Signal) -> SeriesState:
         st = self._series.get(key)
         if st is None:
             dk = dedup_key(c.name, sig.labels)
@@ -573,7 +426,7 @@ class AlertEngine:
 
     def _feed(
         self,
-        c: _Compiled,
+        c: CompiledRule,
         series: Series,
         sig: Signal,
         wall_now: datetime,
@@ -583,167 +436,34 @@ class AlertEngine:
         st = self._state_for(c, key, sig)
         if st.last_seen is not None and sig.event_time <= st.last_seen:
             return  # a window already counted (replayed after a restart) or out of order
-        verdict = self._verdict(c, key, sig)
+        verdict = self._judge.verdict(c, key, sig)
         if verdict is None:
             return
         st.last_seen = sig.event_time
         if self._stale_base:
             self._stale_base.pop(st.dedup_key, None)
         st.value, st.threshold = verdict.value, verdict.threshold
-        rule = c.rule
         before = st.state
-        if verdict.breach:
-            st.clears = 0
-            if before is AlertState.FIRING:
-                return
-            st.breaches = st.breaches + 1 if before is AlertState.PENDING else 1
-            to = AlertState.FIRING if st.breaches >= rule.for_ else AlertState.PENDING
-            if to is not before:
-                if before not in (AlertState.PENDING, AlertState.FIRING):
-                    st.since = sig.event_time
-                self._move(
-                    c,
-                    st,
-                    to,
-                    out,
-                    at=sig.event_time,
-                    wall=wall_now,
-                    reason="breach",
-                    verdict=verdict,
-                    sig=sig,
-                )
+        to = next_state(st, verdict, c.rule)
+        if to is None:
             return
-        st.breaches = 0
-        if before is AlertState.PENDING:
-            self._move(
-                c,
-                st,
-                AlertState.INACTIVE,
-                out,
-                at=sig.event_time,
-                wall=wall_now,
-                reason="clear",
-                verdict=verdict,
-                sig=sig,
-            )
-        elif before is AlertState.FIRING:
-            st.clears = st.clears + 1 if verdict.clear else 0
-            if st.clears >= rule.resolve_after:
-                self._move(
-                    c,
-                    st,
-                    AlertState.RESOLVED,
-                    out,
-                    at=sig.event_time,
-                    wall=wall_now,
-                    reason="clear",
-                    verdict=verdict,
-                    sig=sig,
-                )
-
-    def _verdict(self, c: _Compiled, key: tuple[str, Series], sig: Signal) -> _Verdict | None:
-        rule = c.rule
-        if isinstance(rule, ThresholdRule):
-            if sig.requests < c.min_requests:
-                return None
-            v = sig.value
-            return _Verdict(
-                c.cmp(v, rule.threshold),
-                not c.cmp(v, rule.effective_resolve_threshold),
-                v,
-                rule.threshold,
-                {},
-            )
-        if isinstance(rule, BaselineRule):
-            return self._baseline_verdict(c, rule, key, sig)
-        return self._burn_verdict(c, rule, key, sig)
-
-    def _baseline_verdict(
-        self, c: _Compiled, rule: BaselineRule, key: tuple[str, Series], sig: Signal
-    ) -> _Verdict | None:
-        if sig.requests < c.min_requests:
-            return None
-        hist = self._baselines.get(key)
-        if hist is None:
-            hist = self._baselines[key] = TrailingBaseline(
-                rule.baseline_windows,
-                method=rule.baseline,
-                min_windows=rule.effective_min_baseline_windows,
-            )
-        base = hist.value
-        v = sig.value
-        # Only aligned windows teach the baseline: hopping windows overlap, and a
-        # spike would otherwise enter it six times before it is judged.
-        if sig.window_aligned and (hist.last_time is None or sig.event_time > hist.last_time):
-            hist.update(v)
-            hist.last_time = sig.event_time
-        if base is None:
-            return None
-        limit = rule.multiple * base
-        big_enough = v >= rule.min_value if rule.comparison in (">", ">=") else True
-        ratio = v / base if base > 0 else math.inf
-        return _Verdict(
-            c.cmp(v, limit) and big_enough,
-            not c.cmp(v, rule.effective_resolve_multiple * base),
-            v,
-            limit,
-            {"baseline": base, "ratio": ratio},
-        )
-
-    def _burn_verdict(
-        self, c: _Compiled, rule: BurnRateRule, key: tuple[str, Series], sig: Signal
-    ) -> _Verdict | None:
-        if not sig.window_aligned:
-            return None  # overlapping windows would count each request several times
-        tr = self._burns.get(key)
-        if tr is None:
-            tr = self._burns[key] = BurnRateTracker(rule.horizon_s)
-        end_s = round(sig.event_time.timestamp())
-        if tr.last_end is not None and end_s <= tr.last_end:
-            return None
-        bad = sig.extra.get("bad", sig.value * sig.requests)
-        tr.update(end_s, float(sig.requests), float(bad))
-        budget = 1.0 - rule.objective
-        observed = tr.observed_s(sig.window_seconds)
-        pairs: list[tuple[float, float, float, float, int, int]] = []
-        for w in rule.burn_windows:
-            t_long, b_long = tr.sums(w.long)
-            t_short, b_short = tr.sums(w.short)
-            if t_short < c.min_requests:
-                continue  # too few requests to judge this pair (t_long >= t_short)
-            # A span only partly observed (just started, restarted without warm())
-            # counts its unseen part as good traffic at the observed rate: otherwise
-            # the long span degenerates into the short one and a few unlucky minutes
-            # of a quiet series would page.
-            coverage = min(1.0, observed / w.long) if observed > 0 else 1.0
-            burn_long = b_long / (t_long / coverage) / budget
-            burn_short = b_short / t_short / budget
-            pairs.append(
-                (min(burn_long, burn_short), w.burn, burn_long, burn_short, w.long, w.short)
-            )
-        if not pairs:
-            return None
-        # Report the first breaching pair (the fastest), else the closest to breaching.
-        hits = [p for p in pairs if p[0] >= p[1]]
-        breach = bool(hits)
-        best = hits[0] if hits else max(pairs, key=lambda p: p[0] / p[1])
-        effective, limit, burn_long, burn_short, long_s, short_s = best
-        return _Verdict(
-            breach,
-            not breach,
-            effective,
-            limit,
-            {
-                "burn_long": burn_long,
-                "burn_short": burn_short,
-                "long_s": float(long_s),
-                "short_s": float(short_s),
-            },
+        if to in _ACTIVE and before not in _ACTIVE:
+            st.since = sig.event_time
+        self._move(
+            c,
+            st,
+            to,
+            out,
+            at=sig.event_time,
+            wall=wall_now,
+            reason="breach" if verdict.breach else "clear",
+            verdict=verdict,
+            sig=sig,
         )
 
     def _move(
         self,
-        c: _Compiled | None,
+        c: CompiledRule | None,
         st: SeriesState,
         to: AlertState,
         out: list[Transition],
@@ -751,13 +471,13 @@ class AlertEngine:
         at: datetime,
         wall: datetime,
         reason: str,
-        verdict: _Verdict | None = None,
+        verdict: Verdict | None = None,
         sig: Signal | None = None,
     ) -> None:
         """Change ``st`` to ``to`` and append the transition (``at``: its event time)."""
         before = st.state
         st.state = to
-        if to in (AlertState.PENDING, AlertState.FIRING):
+        if to in _ACTIVE:
             self._active[st.dedup_key] = st
         else:
             self._active.pop(st.dedup_key, None)
@@ -792,9 +512,9 @@ class AlertEngine:
             if to is AlertState.RESOLVED:
                 summary = f"[resolved{': no data' if reason == 'stale' else ''}] {summary}"
             st.severity, st.summary = rule.severity, summary
-            st.runbook_url = _render_url(rule.runbook_url, st.labels, self.dashboard_base_url)
+            st.runbook_url = render_url(rule.runbook_url, st.labels, self.dashboard_base_url)
             details = {
-                "dashboard_url": _render_url(
+                "dashboard_url": render_url(
                     rule.dashboard_url, st.labels, self.dashboard_base_url, dashboard=True
                 ),
                 "actions": tuple(rule.actions),
@@ -883,41 +603,7 @@ class AlertEngine:
             c = self._compiled[key[0]]
             if clock - st.last_seen > max(c.horizon, _GC_EVERY):
                 del self._series[key]
-                self._baselines.pop(key, None)
-                self._burns.pop(key, None)
-
-
-class _QuotedLabels(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _render_url(
-    template: str | None,
-    labels: Mapping[str, str],
-    base: str | None,
-    *,
-    dashboard: bool = False,
-) -> str | None:
-    """A rule URL with ``{labels[x]}`` (URL-quoted) and ``{dashboard_base_url}`` filled.
-
-    >>> _render_url("{dashboard_base_url}/d/x?var-model={labels[model]}", {"model": "a b"},
-    ...             "http://g")
-    'http://g/d/x?var-model=a%20b'
-    >>> _render_url(None, {}, "http://g", dashboard=True), _render_url(None, {}, "http://g")
-    ('http://g', None)
-    """
-    if template is None:
-        return base if dashboard else None
-    if "{" not in template:
-        return template
-    if "{dashboard_base_url}" in template and base is None:
-        return None
-    quoted = _QuotedLabels({k: quote(v, safe="") for k, v in labels.items()})
-    try:
-        return template.format_map({"labels": quoted, "dashboard_base_url": base or ""})
-    except (KeyError, IndexError, AttributeError, ValueError):
-        return None
+                self._judge.forget(key)
 
 
 def _event_time(sig: Signal) -> datetime:
@@ -983,8 +669,8 @@ def synthetic_transition(
         dedup_key=dedup_key(rule.name, series),
         severity=rule.severity,
         summary=f"[test{' resolved' if resolved else ''}] {render_summary(rule, ctx)}",
-        runbook_url=_render_url(rule.runbook_url, series, base),
-        dashboard_url=_render_url(rule.dashboard_url, series, base, dashboard=True),
+        runbook_url=render_url(rule.runbook_url, series, base),
+        dashboard_url=render_url(rule.dashboard_url, series, base, dashboard=True),
         actions=tuple(rule.actions),
         signal=rule.signal_name,
         kind=rule.kind,

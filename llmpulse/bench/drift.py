@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse._types import FloatArray
 from llmpulse.detectors.combine import DriftDetector
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 Progress = Callable[[str], None]
 
 SCENARIOS: tuple[str, ...] = (

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse._types import FloatArray
 from llmpulse.alerts.signals import Signal
 from llmpulse.compare.data import QueryFn, load_arm, where_sql
 from llmpulse.compare.run import Request, comparison_rows, run_id_of
@@ -43,7 +44,6 @@ from llmpulse.scores.quality import Scored
 from llmpulse.settings import CanaryPair, CompareSettings, Settings
 
 SIGNAL = "canary_regression"
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
 @dataclass

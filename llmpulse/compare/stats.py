@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-IntArray = np.ndarray[Any, np.dtype[np.int64]]
+from llmpulse._types import FloatArray, IntArray
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from llmpulse._types import BoolArray, FloatArray
 from llmpulse.compare.stats import (
     Sample,
     holm,
@@ -52,8 +53,6 @@ from llmpulse.detectors.reference import Reference, unit_rows
 from llmpulse.detectors.windowed import MMDTest
 from llmpulse.settings import CompareSettings, MetricSettings, ScoreSettings
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 Verdict = Literal["pass", "fail", "inconclusive"]
 EXIT_CODES: Final[Mapping[str, int]] = {"pass": 0, "fail": 1, "inconclusive": 3}
 QUANTILES: Final = (0.5, 0.95, 0.99)

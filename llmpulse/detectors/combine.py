@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from llmpulse._types import FloatArray, IntArray
 from llmpulse.detectors.online import DEFAULT_CLOCK, DEFAULT_DELTA, DETECTORS, DetectorBank
 from llmpulse.detectors.reference import SCALAR_NAMES, Reference, unit_rows
 from llmpulse.detectors.windowed import (
@@ -71,8 +72,6 @@ from llmpulse.detectors.windowed import (
 from llmpulse.errors import ConfigError
 from llmpulse.schemas.batch import from_ms, to_ms
 
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-IntArray = np.ndarray[Any, np.dtype[np.int64]]
 TimeLike = datetime | int | float
 
 SEGMENTS: tuple[int, ...] = (32, 64, 128)

@@ -23,9 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmpulse._types import FloatArray
 from llmpulse.errors import ConfigError
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = np.uint64(0x100000001B3)

@@ -45,10 +45,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray
 from llmpulse.detectors.reference import SCALAR_NAMES, Reference, unit_rows
 from llmpulse.errors import ConfigError
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 DETECTORS: tuple[str, ...] = ("adwin", "kswin", "page_hinkley")
 

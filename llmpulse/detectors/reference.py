@@ -44,10 +44,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from llmpulse._types import BoolArray, FloatArray
 from llmpulse.errors import ConfigError
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 PAYLOAD_VERSION = 1
 # Per-event scalars fed to the online detectors, in column order.

@@ -4,7 +4,7 @@ text-level redactor that applies it.
 Modes, per field and per type (the most specific one wins: field and type, then
 the field's ``"*"``, then the type, then the default):
 
-- ``off``: leave the value as it is (its detector does not even run);
+- ``off``: leave the value as it is (its recognizer does not even run);
 - ``mask``: replace it with ``[TYPE]``;
 - ``hash``: replace it with ``[TYPE:<16 hex>]``, a keyed HMAC-SHA256 of the
   normalised value, so the same e-mail or card correlates across traces without
@@ -31,7 +31,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from llmpulse.errors import ConfigError
-from llmpulse.privacy.detectors import DEFAULT_PHONE_REGIONS, PII_TYPES, Detector
+from llmpulse.privacy.recognizers import DEFAULT_PHONE_REGIONS, PII_TYPES, Recognizer
 
 if TYPE_CHECKING:
     from llmpulse.settings import PrivacySettings
@@ -141,29 +141,29 @@ class RedactionPolicy:
 
 
 class Redactor:
-    """Applies a policy to texts; one detector per field, built once."""
+    """Applies a policy to texts; one recognizer per field, built once."""
 
     def __init__(self, policy: RedactionPolicy) -> None:
         self.policy = policy
         self._key = policy.hash_key or b""
-        self._detectors: dict[str, Detector | None] = {}
+        self._recognizers: dict[str, Recognizer | None] = {}
         self._modes: dict[str, dict[str, Mode]] = {}
         for name in POLICY_FIELDS:
             modes = {t: policy.mode(name, t) for t in PII_TYPES}
             self._modes[name] = modes
             active = [t for t, m in modes.items() if m != "off"]
-            self._detectors[name] = (
-                Detector(active, phone_regions=policy.phone_regions) if active else None
+            self._recognizers[name] = (
+                Recognizer(active, phone_regions=policy.phone_regions) if active else None
             )
 
     def active(self, field_name: str) -> bool:
-        return self._detectors[field_name] is not None
+        return self._recognizers[field_name] is not None
 
     def redact(self, text: str, field_name: str) -> Redacted:
-        detector = self._detectors[field_name]
-        if detector is None or not text:
+        recognizer = self._recognizers[field_name]
+        if recognizer is None or not text:
             return Redacted(text, {})
-        found = detector.find(text)
+        found = recognizer.find(text)
         if not found:
             return Redacted(text, {})
         counts: dict[str, int] = {}

@@ -16,6 +16,8 @@ adapter for it must add them back before calling :func:`cost_of_call`.
 
 Prices are USD per million tokens. A model has one or more dated prices; a price applies
 from its ``effective_from`` date (UTC) on. Lookups never guess: an unknown model is unpriced.
+Price files (llmpulse's own format, LiteLLM's model map) are read and written by
+:mod:`llmpulse.processors.price_files`.
 
 >>> table = PriceTable.default()
 >>> price = table.lookup("gpt-4o-2024-08-06", at=date(2025, 6, 1))
@@ -30,26 +32,18 @@ from its ``effective_from`` date (UTC) on. Lookups never guess: an unknown model
 from __future__ import annotations
 
 import bisect
-import hashlib
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import cache
-from importlib import resources
 from os import PathLike
-from pathlib import Path
 from typing import Final, Literal
-
-import orjson
-import yaml
 
 from llmpulse.errors import PriceTableError
 
 __all__ = [
-    "FORMAT_NAME",
     "LITELLM_EFFECTIVE_FROM",
     "CallCost",
     "ModelPrice",
@@ -57,30 +51,15 @@ __all__ = [
     "cost_of_call",
 ]
 
-FORMAT_NAME: Final = "llmpulse-prices"
-
 # LiteLLM's file carries no dates; its prices apply from this date unless the caller says
 # when the snapshot was taken (dated entries of another table then keep their history).
 LITELLM_EFFECTIVE_FROM: Final = date(1970, 1, 1)
 
-_PER_MTOK: Final = 1_000_000.0
+PER_MTOK: Final = 1_000_000.0
 
 # Model names come from untrusted telemetry: a bound keeps junk names from growing the
 # memo without limit. Clearing is crude but the working set of real names is small.
 _MEMO_LIMIT: Final = 65_536
-
-_TOP_KEYS: Final = frozenset({"format", "version", "currency", "notes", "models"})
-_MODEL_KEYS: Final = frozenset({"provider", "model", "aliases", "patterns", "prices", "notes"})
-_PRICE_KEYS: Final = frozenset(
-    {
-        "effective_from",
-        "input_per_mtok",
-        "output_per_mtok",
-        "cached_input_per_mtok",
-        "cache_creation_per_mtok",
-        "reasoning_per_mtok",
-    }
-)
 
 # Generic fallbacks, applied one after the other to a name nothing matched: a routing path
 # ("openai/", "models/"), a Bedrock "region.vendor." prefix, a ":0" / "@20241022" tag (but
@@ -142,7 +121,8 @@ class _Model:
         self.dates = [e.effective_from for e in entries]
 
 
-def _provider_key(provider: str) -> str:
+def provider_key(provider: str) -> str:
+    """The provider as the table stores and compares it."""
     return provider.strip().lower()
 
 
@@ -167,7 +147,7 @@ class PriceTable:
         self._version = version
         grouped: dict[tuple[str, str], list[ModelPrice]] = {}
         for entry in entries:
-            key = (_provider_key(entry.provider), entry.model.lower())
+            key = (provider_key(entry.provider), entry.model.lower())
             grouped.setdefault(key, []).append(entry)
         self._exact: dict[str, list[_Model]] = {}
         self._alias: dict[str, list[_Model]] = {}
@@ -195,16 +175,21 @@ class PriceTable:
                 for pattern in e.patterns:
                     patterns.setdefault(pattern, e.source)
             for pattern, source in patterns.items():
-                self._patterns.append((_compile(pattern, source), resolved))
+                self._patterns.append((compile_pattern(pattern, source), resolved))
         self._entries = tuple(ordered)
         self._memo: dict[tuple[str, str | None], _Model | None] = {}
 
     # -- construction -------------------------------------------------------------------
 
+    # The file formats build tables, so they import this module: the two constructors
+    # below import them when called, which keeps the dependency one-way at import time.
+
     @classmethod
     def default(cls) -> PriceTable:
         """The price table shipped with llmpulse (loaded once per process)."""
-        return _default_table()
+        from llmpulse.processors.price_files import default_price_table
+
+        return default_price_table()
 
     @classmethod
     def from_file(
@@ -218,36 +203,15 @@ class PriceTable:
 
         ``litellm_effective_from`` dates the LiteLLM prices, which carry no date of their own.
         """
-        source = str(path)
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise PriceTableError(source, f"cannot read the file: {exc.strerror or exc}") from exc
-        # The content hash, not a declared version, names the table: users edit files
-        # without bumping versions, and the hash tells two edits apart in stored rows.
-        digest = hashlib.sha256(raw).hexdigest()[:12]
-        doc = _parse_document(raw, source, as_yaml=Path(path).suffix.lower() in {".yaml", ".yml"})
-        if isinstance(doc, dict) and "format" in doc:
-            if doc["format"] != FORMAT_NAME:
-                raise PriceTableError(
-                    source, f"format: expected {FORMAT_NAME!r}, got {doc['format']!r}"
-                )
-            entries, _ = _own_entries(doc, source)
-            return cls(entries, version=f"user:{digest}")
-        if isinstance(doc, dict) and _looks_like_litellm(doc):
-            entries = _litellm_entries(doc, f"litellm:{source}", litellm_effective_from)
-            return cls(entries, version=f"litellm:{digest}")
-        raise PriceTableError(
-            source,
-            f'unrecognised price file: expected an object with "format": "{FORMAT_NAME}" '
-            "or LiteLLM's model map",
-        )
+        from llmpulse.processors.price_files import load_price_file
+
+        return load_price_file(path, litellm_effective_from=litellm_effective_from)
 
     def overlay(self, other: PriceTable) -> PriceTable:
         """A new table: ``other``'s entries replace ours with the same (provider, model,
         effective_from), the rest of both are kept; ``other``'s models win ambiguous names."""
-        replaced = {_entry_key(e) for e in other._entries}
-        kept = [e for e in self._entries if _entry_key(e) not in replaced]
+        replaced = {entry_key(e) for e in other._entries}
+        kept = [e for e in self._entries if entry_key(e) not in replaced]
         return PriceTable([*other._entries, *kept], version=f"{self._version}+{other._version}")
 
     # -- queries --------------------------------------------------------------------------
@@ -329,7 +293,7 @@ class PriceTable:
         name = model.strip().lower()
         if not name:
             return None
-        wanted = _provider_key(provider) if provider else ""
+        wanted = provider_key(provider) if provider else ""
         fallback: _Model | None = None
         for candidates in self._candidates(name):
             if not candidates:
@@ -363,11 +327,13 @@ def _name_variants(name: str) -> Iterator[str]:
             yield current
 
 
-def _entry_key(entry: ModelPrice) -> tuple[str, str, date]:
-    return (_provider_key(entry.provider), entry.model.lower(), entry.effective_from)
+def entry_key(entry: ModelPrice) -> tuple[str, str, date]:
+    """What makes a dated price unique in a table: (provider, model, effective_from)."""
+    return (provider_key(entry.provider), entry.model.lower(), entry.effective_from)
 
 
-def _compile(pattern: str, source: str) -> re.Pattern[str]:
+def compile_pattern(pattern: str, source: str) -> re.Pattern[str]:
+    """A model-name pattern as the table matches it; an invalid one names its file."""
     try:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
@@ -431,214 +397,4 @@ def cost_of_call(
         + (visible_out if visible_out > 0 else 0) * out_rate
         + reasoning * (out_rate if reasoning_rate is None else reasoning_rate)
     )
-    return CallCost(micro / _PER_MTOK, "price_table", price)
-
-
-# -- file formats -----------------------------------------------------------------------
-
-
-@cache
-def _default_table() -> PriceTable:
-    raw = (resources.files("llmpulse.processors") / "prices" / "default_prices.json").read_bytes()
-    doc = _parse_document(raw, "default", as_yaml=False)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise PriceTableError("default", f"format: expected {FORMAT_NAME!r}")
-    entries, version = _own_entries(doc, "default")
-    if version is None:
-        raise PriceTableError("default", "version: the shipped table must declare one")
-    return PriceTable(entries, version=version)
-
-
-def _parse_document(raw: bytes, source: str, *, as_yaml: bool) -> object:
-    if as_yaml:
-        try:
-            doc: object = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise PriceTableError(source, f"invalid YAML: {exc}") from exc
-        return doc
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PriceTableError(source, f"invalid JSON: {exc}") from exc
-
-
-def _own_entries(doc: Mapping[str, object], source: str) -> tuple[list[ModelPrice], str | None]:
-    _reject_unknown(doc, _TOP_KEYS, "", source)
-    version = doc.get("version")
-    if version is not None and not (isinstance(version, str) and version.strip()):
-        raise PriceTableError(source, f"version: expected a non-empty string, got {version!r}")
-    currency = doc.get("currency", "USD")
-    if currency != "USD":
-        raise PriceTableError(source, f"currency: only USD is supported, got {currency!r}")
-    models = doc.get("models")
-    if not isinstance(models, list) or not models:
-        raise PriceTableError(source, "models: expected a non-empty list")
-    entries: list[ModelPrice] = []
-    for i, item in enumerate(models):
-        where = f"models[{i}]"
-        if not isinstance(item, dict):
-            raise PriceTableError(source, f"{where}: expected an object, got {item!r}")
-        _reject_unknown(item, _MODEL_KEYS, f"{where}.", source)
-        provider = _text(item.get("provider"), f"{where}.provider", source)
-        model = _text(item.get("model"), f"{where}.model", source)
-        where = f"{where} ({provider}/{model})"
-        aliases = _texts(item.get("aliases", []), f"{where}.aliases", source)
-        patterns = _texts(item.get("patterns", []), f"{where}.patterns", source)
-        for pattern in patterns:
-            _compile(pattern, source)
-        prices = item.get("prices")
-        if not isinstance(prices, list) or not prices:
-            raise PriceTableError(source, f"{where}.prices: expected a non-empty list")
-        for j, price in enumerate(prices):
-            at = f"{where}.prices[{j}]"
-            if not isinstance(price, dict):
-                raise PriceTableError(source, f"{at}: expected an object, got {price!r}")
-            _reject_unknown(price, _PRICE_KEYS, f"{at}.", source)
-            entries.append(
-                ModelPrice(
-                    provider=_provider_key(provider),
-                    model=model,
-                    effective_from=_day(
-                        price.get("effective_from"), f"{at}.effective_from", source
-                    ),
-                    input_per_mtok=_rate(
-                        price.get("input_per_mtok"), f"{at}.input_per_mtok", source
-                    ),
-                    output_per_mtok=_rate(
-                        price.get("output_per_mtok"), f"{at}.output_per_mtok", source
-                    ),
-                    cached_input_per_mtok=_optional_rate(
-                        price.get("cached_input_per_mtok"), f"{at}.cached_input_per_mtok", source
-                    ),
-                    cache_creation_per_mtok=_optional_rate(
-                        price.get("cache_creation_per_mtok"),
-                        f"{at}.cache_creation_per_mtok",
-                        source,
-                    ),
-                    reasoning_per_mtok=_optional_rate(
-                        price.get("reasoning_per_mtok"), f"{at}.reasoning_per_mtok", source
-                    ),
-                    aliases=aliases,
-                    patterns=patterns,
-                    source=source,
-                )
-            )
-    _reject_duplicates(entries, source)
-    return entries, version
-
-
-def _looks_like_litellm(doc: Mapping[str, object]) -> bool:
-    if "sample_spec" in doc:
-        return True
-    return any(
-        isinstance(spec, dict) and ("litellm_provider" in spec or "input_cost_per_token" in spec)
-        for spec in doc.values()
-    )
-
-
-def _litellm_entries(
-    doc: Mapping[str, object], source: str, effective_from: date
-) -> list[ModelPrice]:
-    by_key: dict[tuple[str, str], ModelPrice] = {}
-    for key, spec in doc.items():
-        if key == "sample_spec" or not isinstance(spec, dict):
-            continue
-        # Models billed per image, second, character or request carry no token price:
-        # they are skipped rather than priced at zero.
-        if spec.get("input_cost_per_token") is None:
-            continue
-        if spec.get("output_cost_per_token") is None and spec.get("mode") != "embedding":
-            continue
-        provider = spec.get("litellm_provider")
-        if not isinstance(provider, str) or not provider.strip():
-            provider = key.split("/", 1)[0] if "/" in key else "unknown"
-        entry = ModelPrice(
-            provider=_provider_key(provider),
-            model=key,
-            effective_from=effective_from,
-            input_per_mtok=_per_mtok(spec, "input_cost_per_token", key, source) or 0.0,
-            output_per_mtok=_per_mtok(spec, "output_cost_per_token", key, source) or 0.0,
-            cached_input_per_mtok=_per_mtok(spec, "cache_read_input_token_cost", key, source),
-            cache_creation_per_mtok=_per_mtok(spec, "cache_creation_input_token_cost", key, source),
-            reasoning_per_mtok=_per_mtok(spec, "output_cost_per_reasoning_token", key, source),
-            # "anthropic/claude-..." is routed by its prefix; the bare name is what
-            # instrumentations report, so it becomes an alias.
-            aliases=(key.split("/", 1)[1],) if "/" in key else (),
-            patterns=(),
-            source=source,
-        )
-        # LiteLLM has a few keys differing only in case; the last one wins, as in LiteLLM.
-        by_key[(entry.provider, key.lower())] = entry
-    if not by_key:
-        raise PriceTableError(source, "no model with a per-token price")
-    return list(by_key.values())
-
-
-def _per_mtok(spec: Mapping[str, object], field: str, key: str, source: str) -> float | None:
-    value = spec.get(field)
-    if value is None:
-        return None
-    # Per-token costs like 2.5e-06 do not scale to exact decimals; rounding to 1e-9 USD
-    # per million tokens removes the binary noise and no real price is that fine.
-    return round(_rate(value, f"{key}.{field}", source) * _PER_MTOK, 9)
-
-
-def _reject_unknown(
-    obj: Mapping[str, object], allowed: frozenset[str], where: str, source: str
-) -> None:
-    unknown = sorted(str(k) for k in obj if k not in allowed)
-    if unknown:
-        raise PriceTableError(
-            source, f"{where}{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})"
-        )
-
-
-def _reject_duplicates(entries: list[ModelPrice], source: str) -> None:
-    seen: set[tuple[str, str, date]] = set()
-    for entry in entries:
-        key = _entry_key(entry)
-        if key in seen:
-            raise PriceTableError(
-                source,
-                f"two prices for {entry.provider}/{entry.model} "
-                f"from {entry.effective_from.isoformat()}",
-            )
-        seen.add(key)
-
-
-def _text(value: object, where: str, source: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise PriceTableError(source, f"{where}: expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _texts(value: object, where: str, source: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise PriceTableError(source, f"{where}: expected a list of strings, got {value!r}")
-    return tuple(_text(v, f"{where}[{i}]", source) for i, v in enumerate(value))
-
-
-def _day(value: object, where: str, source: str) -> date:
-    # YAML turns an unquoted 2025-01-01 into a date already; a datetime would hide a time
-    # of day the table cannot honour.
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise PriceTableError(source, f"{where}: expected a date YYYY-MM-DD, got {value!r}")
-
-
-def _rate(value: object, where: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PriceTableError(source, f"{where}: expected a number, got {value!r}")
-    rate = float(value)
-    if not math.isfinite(rate) or rate < 0:
-        raise PriceTableError(source, f"{where}: expected a finite number >= 0, got {value!r}")
-    return rate
-
-
-def _optional_rate(value: object, where: str, source: str) -> float | None:
-    return None if value is None else _rate(value, where, source)
+    return CallCost(micro / PER_MTOK, "price_table", price)

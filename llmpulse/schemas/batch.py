@@ -28,6 +28,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray, IntArray, ObjArray
 from llmpulse.schemas.event import LABEL_FIELDS, TraceEvent
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,10 +50,6 @@ EMBEDDING_FIELDS: Final = ("prompt_embedding", "response_embedding")
 MAP_FIELDS: Final = ("scores", "attributes")
 OBJECT_FIELDS: Final = (*STRING_FIELDS, *TEXT_FIELDS, *EMBEDDING_FIELDS, *MAP_FIELDS)
 NUMERIC_FIELDS: Final = ("timestamp_ms", *FLOAT_FIELDS, *OPTIONAL_FLOAT_FIELDS, *TOKEN_FIELDS)
-
-ObjArray = npt.NDArray[np.object_]
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 def to_ms(t: datetime | float) -> int:

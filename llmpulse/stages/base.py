@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import ObjArray
 from llmpulse.alerts.signals import Signal
 from llmpulse.stages.retention import Retention
 
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
     from llmpulse.schemas.batch import TraceBatch
 
-ObjArray = npt.NDArray[np.object_]
 BoolMatrix = npt.NDArray[np.bool_]
 
 

@@ -13,10 +13,11 @@ from datetime import date, timedelta
 import numpy as np
 import orjson
 
+from llmpulse._types import ObjArray
 from llmpulse.alerts.signals import signals_from_budget
 from llmpulse.processors.budgets import Budget, BudgetStatus, BudgetTracker
 from llmpulse.schemas.batch import TraceBatch, from_ms
-from llmpulse.stages.base import Context, ObjArray, Output, Stage, StoreReader
+from llmpulse.stages.base import Context, Output, Stage, StoreReader
 
 _SCOPES = ("tenant", "team")
 _DAY_MS = 86_400_000

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import orjson
 
+from llmpulse._types import ObjArray
 from llmpulse.alerts.signals import Signal, signal_from_drift
 from llmpulse.detectors.combine import WindowScore
 from llmpulse.detectors.reference import Reference
@@ -39,7 +40,7 @@ from llmpulse.errors import LlmpulseError
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.schemas.rows import names
 from llmpulse.scores.quality import HALLUCINATION_SIGNAL, MEAN_PREFIX
-from llmpulse.stages.base import Context, ObjArray, Output, Rows, Stage, StoreReader
+from llmpulse.stages.base import Context, Output, Rows, Stage, StoreReader
 
 KnownDrifts = Callable[[Sequence[str]], Collection[str]]
 

@@ -15,11 +15,12 @@ from datetime import datetime
 
 import numpy as np
 
+from llmpulse._types import ObjArray
 from llmpulse.processors.batch_cost import price_batch
 from llmpulse.processors.cost import PriceTable
 from llmpulse.processors.dedup import RecentIds
 from llmpulse.schemas.batch import TraceBatch
-from llmpulse.stages.base import Context, ObjArray, Output, Rows, Stage
+from llmpulse.stages.base import Context, Output, Rows, Stage
 from llmpulse.stages.retention import Retention
 from llmpulse.store.encode import traces_table
 

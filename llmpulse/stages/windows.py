@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from llmpulse._types import ObjArray
 from llmpulse.alerts.signals import Signal
 from llmpulse.processors.sketch import LogHistogram
 from llmpulse.processors.windows import (
@@ -34,7 +35,7 @@ from llmpulse.processors.windows import (
     window_ids,
 )
 from llmpulse.schemas.batch import TraceBatch
-from llmpulse.stages.base import Context, ObjArray, Output, Rows, Stage, StoreReader
+from llmpulse.stages.base import Context, Output, Rows, Stage, StoreReader
 from llmpulse.stages.retention import Retention
 from llmpulse.store.encode import windows_table
 

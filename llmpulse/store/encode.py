@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from llmpulse.processors.windows import sketch_rows
-from llmpulse.processors.windows.results import start_millis
+from llmpulse.processors.windows import sketch_rows, start_millis
 from llmpulse.schemas.batch import (
     EMBEDDING_FIELDS,
     OPTIONAL_FLOAT_FIELDS,

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
+from llmpulse.synth.malformed import malformed_events
+from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
 
 @dataclass

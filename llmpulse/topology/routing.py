@@ -26,8 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-IntArray = npt.NDArray[np.int64]
-ObjArray = npt.NDArray[np.object_]
+from llmpulse._types import IntArray, ObjArray
 
 
 def partition_for(key: str, n: int) -> int:

@@ -19,7 +19,7 @@ How it works
   window to the next by adding the panes entering and subtracting those leaving
   (``_SlidingGrid``; sparse data is merged by sorting instead); percentiles of all
   results at once from the merged rows (``SketchColumns``); the result objects are
-  filled field by field for all results at once (``_build_results``).
+  filled field by field for all results at once (``build_results``).
 * Results share what they can: the dims mapping of a series (read-only) and the
   bucket arrays of their emission; a result's LogHistogram objects are made on
   first read.
@@ -50,9 +50,9 @@ How it works
 (80.0, 120.0)
 """
 
-from llmpulse.processors.windows.aggregator import WindowAggregator
-from llmpulse.processors.windows.batch import EventBatch
-from llmpulse.processors.windows.config import (
+from llmpulse.processors.windows._aggregator import WindowAggregator
+from llmpulse.processors.windows._batch import EventBatch
+from llmpulse.processors.windows._config import (
     DEFAULT_GROUPINGS,
     DEFAULT_SPECS,
     LATENCY_QUANTILES,
@@ -61,10 +61,11 @@ from llmpulse.processors.windows.config import (
     GroupingSet,
     WindowSpec,
 )
-from llmpulse.processors.windows.results import (
+from llmpulse.processors.windows._results import (
     SketchRows,
     WindowResult,
     sketch_rows,
+    start_millis,
     window_id,
     window_id_of,
     window_ids,
@@ -85,6 +86,7 @@ __all__ = [
     "WindowResult",
     "WindowSpec",
     "sketch_rows",
+    "start_millis",
     "window_id",
     "window_id_of",
     "window_ids",

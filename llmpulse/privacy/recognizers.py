@@ -1,6 +1,6 @@
-"""Built-in PII detectors: where personal data and secrets sit in a text.
+"""Built-in PII recognizers: where personal data and secrets sit in a text.
 
-Each detector is a regular expression for candidates plus, where a format has
+Each recognizer is a regular expression for candidates plus, where a format has
 one, the check that real values pass: payment cards the Luhn checksum, IBANs
 their mod-97 checksum (``python-stdnum``), phone numbers libphonenumber's rules
 for the configured regions (``phonenumbers``), IP addresses the ``ipaddress``
@@ -10,10 +10,10 @@ the results, so masking does not eat ordinary text.
 A match carries its type, its span and a normalised value (for keyed hashing:
 the same e-mail in two spellings hashes the same).
 
->>> d = Detector()
->>> [(m.kind, m.value) for m in d.find("mail ann@example.com or call +44 20 7946 0958")]
+>>> r = Recognizer()
+>>> [(m.kind, m.value) for m in r.find("mail ann@example.com or call +44 20 7946 0958")]
 [('email', 'ann@example.com'), ('phone', '+442079460958')]
->>> [m.kind for m in d.find("card 4111 1111 1111 1111, not 4111 1111 1111 1112")]
+>>> [m.kind for m in r.find("card 4111 1111 1111 1111, not 4111 1111 1111 1112")]
 ['card']
 """
 
@@ -128,7 +128,7 @@ _PHONE_RE: Final = re.compile(
 _DATE_RE: Final = re.compile(r"\d{1,2}([./-])\d{1,2}\1(?:\d{2}|\d{4})")
 _PHONE_GROUP_END: Final = re.compile(r"[ .\-/(][\d()]*$")
 _DIGIT_RE: Final = re.compile(r"\d")
-# Every value of the detectors that run in windows holds one of these: a digit
+# Every value of the recognizers that run in windows holds one of these: a digit
 # (phone, card, IBAN, IPv4), '@' (e-mail) or ':' (IPv6). Tokens and keys are
 # found by their literal prefixes over the whole text instead.
 _INTEREST_RE: Final = re.compile(r"[\d@:]")
@@ -194,7 +194,7 @@ def iban_ok(text: str) -> bool:
     return bool(_iban.is_valid(text))
 
 
-class Detector:
+class Recognizer:
     """Finds PII of the given types in a text; thread-safe (no mutable state)."""
 
     def __init__(
@@ -240,7 +240,7 @@ class Detector:
             else:
                 # A long text is searched only around the characters these values
                 # need, in windows widened to whole words: prose between them
-                # costs one scan instead of one per detector.
+                # costs one scan instead of one per recognizer.
                 for lo, hi in _windows(text):
                     found.extend(self._in_window(text[lo:hi], lo))
         if len(found) < 2:

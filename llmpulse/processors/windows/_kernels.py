@@ -8,30 +8,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmpulse.processors.windows.config import (
-    _COST,
-    _ERR,
-    _EXACT_FLOAT_INT,
-    _IN_TOK,
-    _LAT,
-    _MAX_CODES,
-    _N_INTS,
-    _OUT_TOK,
-    _REQ,
-    _TTFT,
-    _TTFT_N,
-    _UNPRICED,
-    FloatArray,
-    IntArray,
+from llmpulse._types import FloatArray, IntArray
+from llmpulse.processors.windows._config import (
+    COST,
+    ERR,
+    EXACT_FLOAT_INT,
+    IN_TOK,
+    LAT,
+    MAX_CODES,
+    N_INTS,
+    OUT_TOK,
+    REQ,
+    TTFT,
+    TTFT_N,
+    UNPRICED,
 )
-from llmpulse.processors.windows.panes import (
-    _NO_ROWS,
-    _Rows,
+from llmpulse.processors.windows._panes import (
+    NO_ROWS,
+    BucketRows,
 )
 
 
 @dataclass
-class _Features:
+class Features:
     """Per-event values derived once per batch and shared by every grouping."""
 
     p: IntArray
@@ -52,14 +51,14 @@ class _Features:
         self.lat_order = _key_order(self.lat_kb, None)
         self.ttft_order = _key_order(self.ttft_kb, self.ttft_ok)
 
-    def take(self, idx: IntArray) -> _Features:
-        return _Features(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+    def take(self, idx: IntArray) -> Features:
+        return Features(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
 # --- vectorised helpers --------------------------------------------------------------
 
 
-class _Codes:
+class Codes:
     """Integer codes of the values of one dimension, kept from batch to batch.
 
     A dimension column holds Python strings; mapping them through one lasting dict
@@ -78,7 +77,7 @@ class _Codes:
         """Batch-local codes ``0..k-1`` of ``col`` and the name of each code."""
         values = col.tolist()
         n = len(values)
-        if len(self._index) > _MAX_CODES:
+        if len(self._index) > MAX_CODES:
             self._index.clear()  # codes never outlive a batch: safe to start over
             self._names.clear()
         index = self._index
@@ -92,7 +91,7 @@ class _Codes:
             codes = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=n)
         size = len(self._names)
         if size <= 4 * n + 4096:
-            used = _occupied(codes, size)
+            used = occupied(codes, size)
             lut = np.empty(size, dtype=np.int64)
             lut[used] = np.arange(used.size)
             codes = lut[codes]
@@ -102,7 +101,7 @@ class _Codes:
         return codes, [names[c] for c in used.tolist()]
 
 
-def _occupied(index: IntArray, size: int) -> IntArray:
+def occupied(index: IntArray, size: int) -> IntArray:
     """Sorted distinct values of ``index`` (all in ``[0, size)``).
 
     Marking a boolean array and scanning it is several times faster than
@@ -113,34 +112,34 @@ def _occupied(index: IntArray, size: int) -> IntArray:
     return np.flatnonzero(mark)
 
 
-def _group_stats(
-    f: _Features, gi: IntArray, ng: int
+def group_stats(
+    f: Features, gi: IntArray, ng: int
 ) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
     """Counters, sums, minima and maxima of the events of each group ``gi``."""
-    ints = np.empty((_N_INTS, ng), dtype=np.int64)
-    ints[_REQ] = np.bincount(gi, minlength=ng)
-    ints[_ERR] = np.bincount(gi, weights=f.err, minlength=ng)
-    ints[_IN_TOK] = _int_sums(gi, f.in_tok, ng)
-    ints[_OUT_TOK] = _int_sums(gi, f.out_tok, ng)
-    ints[_COST] = _int_sums(gi, f.cost_pico, ng)
-    ints[_UNPRICED] = np.bincount(gi, weights=f.unpriced, minlength=ng)
-    ints[_TTFT_N] = np.bincount(gi, weights=f.ttft_ok, minlength=ng)
+    ints = np.empty((N_INTS, ng), dtype=np.int64)
+    ints[REQ] = np.bincount(gi, minlength=ng)
+    ints[ERR] = np.bincount(gi, weights=f.err, minlength=ng)
+    ints[IN_TOK] = _int_sums(gi, f.in_tok, ng)
+    ints[OUT_TOK] = _int_sums(gi, f.out_tok, ng)
+    ints[COST] = _int_sums(gi, f.cost_pico, ng)
+    ints[UNPRICED] = np.bincount(gi, weights=f.unpriced, minlength=ng)
+    ints[TTFT_N] = np.bincount(gi, weights=f.ttft_ok, minlength=ng)
     sums = np.empty((2, ng))
-    sums[_LAT] = np.bincount(gi, weights=f.lat, minlength=ng)
-    sums[_TTFT] = np.bincount(gi, weights=f.ttft, minlength=ng)
+    sums[LAT] = np.bincount(gi, weights=f.lat, minlength=ng)
+    sums[TTFT] = np.bincount(gi, weights=f.ttft, minlength=ng)
     mins = np.full((2, ng), np.inf)
     maxs = np.full((2, ng), -np.inf)
-    np.minimum.at(mins[_LAT], gi, f.lat)
-    np.maximum.at(maxs[_LAT], gi, f.lat)
+    np.minimum.at(mins[LAT], gi, f.lat)
+    np.maximum.at(maxs[LAT], gi, f.lat)
     if f.ttft_ok.any():
-        np.minimum.at(mins[_TTFT], gi, np.where(f.ttft_ok, f.ttft, np.inf))
-        np.maximum.at(maxs[_TTFT], gi, np.where(f.ttft_ok, f.ttft, -np.inf))
+        np.minimum.at(mins[TTFT], gi, np.where(f.ttft_ok, f.ttft, np.inf))
+        np.maximum.at(maxs[TTFT], gi, np.where(f.ttft_ok, f.ttft, -np.inf))
     return ints, sums, mins, maxs
 
 
 def _int_sums(gi: IntArray, values: IntArray, ng: int) -> IntArray:
     """Exact int64 group sums: bincount (float) while every sum fits in 2**53."""
-    if int(values.sum()) < _EXACT_FLOAT_INT:
+    if int(values.sum()) < EXACT_FLOAT_INT:
         return np.bincount(gi, weights=values, minlength=ng).astype(np.int64)
     out = np.zeros(ng, dtype=np.int64)
     np.add.at(out, gi, values)
@@ -165,16 +164,16 @@ def _key_order(kb: IntArray, mask: npt.NDArray[np.bool_] | None) -> IntArray:
     return idx[np.argsort(k, kind="stable")]
 
 
-def _group_rows(
+def group_rows(
     gi: IntArray, ng: int, kb: IntArray, order: IntArray, group_series: IntArray
-) -> tuple[IntArray, _Rows]:
+) -> tuple[IntArray, BucketRows]:
     """Bucket rows of one batch: (group of each row, rows), sorted by (group, key).
 
     ``order`` lists the events in bucket order; a stable sort by group on top of it
     gives (group, bucket) order, by radix sort when there are under 65,536 groups.
     """
     if order.size == 0:
-        return np.zeros(0, dtype=np.int64), _NO_ROWS
+        return np.zeros(0, dtype=np.int64), NO_ROWS
     g = gi[order]
     by_group = np.argsort(g.astype(np.uint16) if ng < 2**16 else g, kind="stable")
     g = g[by_group]
@@ -186,4 +185,4 @@ def _group_rows(
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, g.size))
     group = g[starts]
-    return group, _Rows(group_series[group], k[starts], counts)
+    return group, BucketRows(group_series[group], k[starts], counts)

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray, IntArray
 from llmpulse.errors import FieldProblem, ValidationError
-from llmpulse.processors.windows.config import (
-    _MAX_COST_USD,
-    FloatArray,
-    IntArray,
+from llmpulse.processors.windows._config import (
+    MAX_COST_USD,
 )
 from llmpulse.schemas.event import DIMENSIONS
 
@@ -137,8 +136,8 @@ class EventBatch:
                 "cost_usd",
                 self.cost_usd,
                 np.isnan(self.cost_usd)
-                | (_finite_nonneg(self.cost_usd) & (self.cost_usd <= _MAX_COST_USD)),
-                f"NaN (unpriced) or between 0 and {_MAX_COST_USD:g}",
+                | (_finite_nonneg(self.cost_usd) & (self.cost_usd <= MAX_COST_USD)),
+                f"NaN (unpriced) or between 0 and {MAX_COST_USD:g}",
             ),
         )
         problems = []

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
 from llmpulse.errors import ConfigError
 from llmpulse.processors.sketch import (
     ZERO_KEY,
@@ -17,34 +14,31 @@ from llmpulse.schemas.event import DIMENSIONS
 OTHER: Final = "__other__"
 LATENCY_QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
 TTFT_QUANTILES: Final = (0.5, 0.95, 0.99)
-_ALL_QUANTILES: Final = tuple(sorted(set(LATENCY_QUANTILES) | set(TTFT_QUANTILES)))
-_LAT_Q_ROWS: Final = [_ALL_QUANTILES.index(q) for q in LATENCY_QUANTILES]
-_TTFT_Q_ROWS: Final = [_ALL_QUANTILES.index(q) for q in TTFT_QUANTILES]
+ALL_QUANTILES: Final = tuple(sorted(set(LATENCY_QUANTILES) | set(TTFT_QUANTILES)))
+LAT_Q_ROWS: Final = [ALL_QUANTILES.index(q) for q in LATENCY_QUANTILES]
+TTFT_Q_ROWS: Final = [ALL_QUANTILES.index(q) for q in TTFT_QUANTILES]
 
 # "No watermark yet": far below any epoch-ms, yet safe to subtract lateness from.
-_NEG: Final = -(2**62)
+NEG: Final = -(2**62)
 # Sketch rows are packed as series << 32 | (key - ZERO_KEY): one int64 sorts by
 # (series, key) with the zero bucket first in each series.
-_KEY_SHIFT: Final = 32
-_KEY_MASK: Final = (1 << 32) - 1
-_KEY_BIAS: Final = -ZERO_KEY
+KEY_SHIFT: Final = 32
+KEY_MASK: Final = (1 << 32) - 1
+KEY_BIAS: Final = -ZERO_KEY
 # Cost is summed in integer pico-dollars so the total does not depend on how events
 # are split into batches or in which order panes merge (float sums would).
-_PICO: Final = 1e12
-_MAX_COST_USD: Final = 1e6
-_EXACT_FLOAT_INT: Final = 2**53
-_MAX_CHUNKS: Final = 8  # bucket-row chunks a pane holds before merging them
-_KEY_MARGIN: Final = 16  # keys added on each side when a sliding grid's range moves
-_EMIT_CHUNK: Final = 64  # windows computed together in one emission pass
-_MAX_CODES: Final = 1 << 20  # distinct values of a dimension remembered across batches
+PICO: Final = 1e12
+MAX_COST_USD: Final = 1e6
+EXACT_FLOAT_INT: Final = 2**53
+MAX_CHUNKS: Final = 8  # bucket-row chunks a pane holds before merging them
+KEY_MARGIN: Final = 16  # keys added on each side when a sliding grid's range moves
+EMIT_CHUNK: Final = 64  # windows computed together in one emission pass
+MAX_CODES: Final = 1 << 20  # distinct values of a dimension remembered across batches
 
 # Rows of the integer pane counters.
-_REQ, _ERR, _IN_TOK, _OUT_TOK, _COST, _UNPRICED, _TTFT_N = range(7)
-_N_INTS: Final = 7
-_LAT, _TTFT = 0, 1
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
+REQ, ERR, IN_TOK, OUT_TOK, COST, UNPRICED, TTFT_N = range(7)
+N_INTS: Final = 7
+LAT, TTFT = 0, 1
 
 
 # --- configuration -------------------------------------------------------------------

@@ -8,9 +8,9 @@ from typing import NoReturn
 
 import numpy as np
 
-from llmpulse.processors.windows.config import (
+from llmpulse._types import IntArray
+from llmpulse.processors.windows._config import (
     OTHER,
-    IntArray,
 )
 from llmpulse.schemas.event import DIMENSIONS
 
@@ -44,7 +44,7 @@ class _Dims(dict[str, str]):
         return (_Dims, (dict(self),))
 
 
-class _SeriesRegistry:
+class SeriesRegistry:
     """Dense ids for the series of one grouping, with a cap and id reuse."""
 
     __slots__ = (

@@ -9,24 +9,23 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray, IntArray
 from llmpulse.processors.sketch import (
     ZERO_KEY,
 )
-from llmpulse.processors.windows.config import (
-    _EXACT_FLOAT_INT,
-    _KEY_BIAS,
-    _KEY_MARGIN,
-    _KEY_MASK,
-    _KEY_SHIFT,
-    _MAX_CHUNKS,
-    _N_INTS,
-    _REQ,
-    FloatArray,
+from llmpulse.processors.windows._config import (
+    EXACT_FLOAT_INT,
+    KEY_BIAS,
+    KEY_MARGIN,
+    KEY_MASK,
+    KEY_SHIFT,
+    MAX_CHUNKS,
+    N_INTS,
+    REQ,
     GroupingSet,
-    IntArray,
 )
-from llmpulse.processors.windows.series import (
-    _SeriesRegistry,
+from llmpulse.processors.windows._series import (
+    SeriesRegistry,
 )
 
 # Rows are summed on a dense (series x key) grid when it has at most this many cells
@@ -55,7 +54,7 @@ class _Pane:
     )
 
     def __init__(self, width: int) -> None:
-        self.ints: IntArray = np.zeros((_N_INTS, width), dtype=np.int64)
+        self.ints: IntArray = np.zeros((N_INTS, width), dtype=np.int64)
         # sums, mins and maxs are views of one array, so a window merges them
         # with one stack of its panes instead of three
         self.floats: FloatArray = np.empty((6, width))
@@ -63,8 +62,8 @@ class _Pane:
         self.floats[2:4] = np.inf
         self.floats[4:] = -np.inf
         self._views()
-        self.lat_rows: list[_Rows] = []
-        self.ttft_rows: list[_Rows] = []
+        self.lat_rows: list[BucketRows] = []
+        self.ttft_rows: list[BucketRows] = []
         # Derived from the rows on first use by the sliding grid (see _SlidingGrid).
         # A pane no longer changes once a window has read it, and it is read by
         # several windows, so these are worth keeping.
@@ -88,20 +87,20 @@ class _Pane:
             return
         new = max(width, 2 * old)
         grow = new - old
-        self.ints = np.concatenate((self.ints, np.zeros((_N_INTS, grow), np.int64)), axis=1)
+        self.ints = np.concatenate((self.ints, np.zeros((N_INTS, grow), np.int64)), axis=1)
         fresh = np.empty((6, grow))
         fresh[:2], fresh[2:4], fresh[4:] = 0.0, np.inf, -np.inf
         self.floats = np.concatenate((self.floats, fresh), axis=1)
         self._views()
 
-    def add_rows(self, lat: _Rows, ttft: _Rows) -> None:
+    def add_rows(self, lat: BucketRows, ttft: BucketRows) -> None:
         self._keys = self._cells = None
         # Merging every few batches keeps a busy pane at about (series x buckets)
         # rows instead of one chunk per batch.
         for rows, new in ((self.lat_rows, lat), (self.ttft_rows, ttft)):
             if new.kb.size:
                 rows.append(new)
-                if len(rows) >= _MAX_CHUNKS:
+                if len(rows) >= MAX_CHUNKS:
                     self.compact(rows, self.width)
 
     def summary(self) -> tuple[int, int, int, int]:
@@ -114,7 +113,7 @@ class _Pane:
                 kb = np.concatenate([r.kb for r in chunks])
                 n_rows, hi = kb.size, int(kb.max())
                 lo = int(np.min(kb, where=kb > 0, initial=lo))
-            self._keys = (lo, hi, n_rows, int(self.ints[_REQ].sum()))
+            self._keys = (lo, hi, n_rows, int(self.ints[REQ].sum()))
         return self._keys
 
     def cells(
@@ -134,7 +133,7 @@ class _Pane:
                 seg[sum(r.kb.size for r in self.lat_rows) :] += 1
                 cells = (seg * n_keys + np.where(kb > 0, kb - (kmin - 1), 0)).astype(np.int32)
                 counts = np.concatenate([r.cnt for r in chunks])
-                if int(self.ints[_REQ].sum()) < 2**31:  # as the grid, mostly int32
+                if int(self.ints[REQ].sum()) < 2**31:  # as the grid, mostly int32
                     counts = counts.astype(np.int32)
             else:
                 cells, counts = np.zeros(0, np.int32), np.zeros(0, np.int32)
@@ -142,7 +141,7 @@ class _Pane:
         return c[2], c[3]
 
     @staticmethod
-    def compact(rows: list[_Rows], width: int) -> _Rows | None:
+    def compact(rows: list[BucketRows], width: int) -> BucketRows | None:
         """The pane's bucket rows as one reduced chunk (merged once, then reused by
         every window that covers the pane)."""
         if not rows:
@@ -152,7 +151,7 @@ class _Pane:
         return rows[0]
 
 
-class _Rows:
+class BucketRows:
     """Sketch bucket rows of many series, sorted by (series, key): ``series`` id,
     ``kb`` = key - ZERO_KEY (so 0 is the zero bucket) and ``cnt``."""
 
@@ -163,14 +162,14 @@ class _Rows:
         self.kb = kb
         self.cnt = cnt
 
-    def slice(self, a: int, b: int) -> _Rows:
-        return _Rows(self.series[a:b], self.kb[a:b], self.cnt[a:b])
+    def slice(self, a: int, b: int) -> BucketRows:
+        return BucketRows(self.series[a:b], self.kb[a:b], self.cnt[a:b])
 
 
-_NO_ROWS: Final = _Rows(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+NO_ROWS: Final = BucketRows(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
 
 
-def _combine(parts: list[_Rows], n_series: int) -> _Rows:
+def _combine(parts: list[BucketRows], n_series: int) -> BucketRows:
     """Add up the bucket rows of several chunks (series ids below ``n_series``)."""
     if len(parts) == 1:
         return parts[0]
@@ -182,13 +181,13 @@ def _combine(parts: list[_Rows], n_series: int) -> _Rows:
     )
 
 
-def _window_stats(
+def window_stats(
     chosen: Sequence[list[_Pane]], width: int
 ) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
     """Counters, sums, minima and maxima of each window (item ``t`` merges the
     panes ``chosen[t]``), shaped ``(items, rows, width)``."""
     n_items = len(chosen)
-    ints = np.zeros((n_items, _N_INTS, width), dtype=np.int64)
+    ints = np.zeros((n_items, N_INTS, width), dtype=np.int64)
     sums = np.zeros((n_items, 2, width))
     mins = np.full((n_items, 2, width), np.inf)
     maxs = np.full((n_items, 2, width), -np.inf)
@@ -210,8 +209,8 @@ def _window_stats(
     return ints, sums, mins, maxs
 
 
-def _bucket_rows(
-    g: _Grouping,
+def bucket_rows(
+    g: Grouping,
     chosen: Sequence[list[_Pane]],
     spec_of: Sequence[int],
     item: IntArray,
@@ -263,7 +262,7 @@ def _bucket_rows(
         both = np.concatenate((js, js + m))
         starts[both] = bounds[both] + offset
         ends[both] = bounds[both + 1] + offset
-        keys.append((rows.kb - _KEY_BIAS).astype(np.int32))
+        keys.append((rows.kb - KEY_BIAS).astype(np.int32))
         counts.append(rows.cnt)
         offset += rows.kb.size
     return (
@@ -295,7 +294,7 @@ class _SlidingGrid:
         self._kmin = kmin
         self._n_keys = n_keys
         self._grid = np.zeros(cells, dtype=np.int64 if wide else np.int32)
-        key_of_col = np.arange(n_keys, dtype=np.int64) + (kmin - 1 - _KEY_BIAS)
+        key_of_col = np.arange(n_keys, dtype=np.int64) + (kmin - 1 - KEY_BIAS)
         key_of_col[0] = ZERO_KEY
         self._key_of_col = key_of_col.astype(np.int32)
         # The panes summed in the grid now (held, so their ids stay theirs), with
@@ -303,7 +302,7 @@ class _SlidingGrid:
         self._held: dict[int, tuple[_Pane, npt.NDArray[np.int32], npt.NDArray[Any]]] = {}
 
     @classmethod
-    def fit(cls, g: _Grouping, windows: Sequence[list[_Pane]], width: int) -> _SlidingGrid | None:
+    def fit(cls, g: Grouping, windows: Sequence[list[_Pane]], width: int) -> _SlidingGrid | None:
         """A grid for these windows (in order), or None when it would be too large
         or mostly empty cells compared with the rows it saves merging.
 
@@ -317,7 +316,7 @@ class _SlidingGrid:
         hi = max(x[1] for x in spans)
         if hi == 0:  # zero buckets only: any range holds them
             lo = hi = max(kmin, 1)
-        wanted = (max(1, lo - _KEY_MARGIN), hi + _KEY_MARGIN)
+        wanted = (max(1, lo - KEY_MARGIN), hi + KEY_MARGIN)
         if lo < kmin or hi > kmax or 2 * (wanted[1] - wanted[0]) < kmax - kmin:
             kmin, kmax = g.key_grid = wanted
         n_keys = kmax - kmin + 2
@@ -361,14 +360,14 @@ class _SlidingGrid:
         return self._key_of_col[col], grid[flat].astype(np.int64), bounds
 
 
-def _window_rows(chosen: list[list[_Pane]], slot_of: IntArray, m: int, width: int) -> _Rows:
+def _window_rows(chosen: list[list[_Pane]], slot_of: IntArray, m: int, width: int) -> BucketRows:
     """The merged bucket rows of every result of one emission pass.
 
     ``chosen[t]`` are the panes of window ``t`` and ``slot_of[t, series]`` the result
     of that series in it; latency rows go to slot ``j``, ttft rows to ``m + j``. The
     rows come back sorted by (slot, key), so each result's buckets are contiguous.
     """
-    parts: list[_Rows] = []
+    parts: list[BucketRows] = []
     offsets: list[int] = []
     shifts: list[int] = []
     for t, ps in enumerate(chosen):
@@ -382,7 +381,7 @@ def _window_rows(chosen: list[list[_Pane]], slot_of: IntArray, m: int, width: in
                     offsets.append(t * width)
                     shifts.append(shift)
     if not parts:
-        return _NO_ROWS
+        return NO_ROWS
     sizes = [r.series.size for r in parts]
     cell = np.concatenate([r.series for r in parts])
     cell += np.repeat(np.asarray(offsets, dtype=np.int64), sizes)
@@ -393,7 +392,7 @@ def _window_rows(chosen: list[list[_Pane]], slot_of: IntArray, m: int, width: in
     return _sum_rows(slot, kb, cnt, 2 * m)
 
 
-def _sum_rows(series: IntArray, kb: IntArray, cnt: IntArray, n_series: int) -> _Rows:
+def _sum_rows(series: IntArray, kb: IntArray, cnt: IntArray, n_series: int) -> BucketRows:
     """Rows (series, kb, cnt) with repeats added up, sorted by (series, kb).
 
     Bucket keys of real data span a few hundred values, so the sum is usually taken
@@ -402,7 +401,7 @@ def _sum_rows(series: IntArray, kb: IntArray, cnt: IntArray, n_series: int) -> _
     too wide for the grid) is sorted instead; both give the same rows.
     """
     if series.size == 0:
-        return _NO_ROWS
+        return NO_ROWS
     kmax = int(kb.max())
     kmin = int(np.min(kb, where=kb > 0, initial=kmax)) if kmax else 1
     width = max(kmax, 1) - kmin + 2  # column 0 holds the zero bucket
@@ -426,12 +425,14 @@ def _sum_rows(series: IntArray, kb: IntArray, cnt: IntArray, n_series: int) -> _
             r = _sum_dense(series[sel] - k * per_block, col[sel], cnt[sel], per_block, width, kmin)
             r.series += k * per_block
             out.append(r)
-    return _Rows(*(np.concatenate([getattr(r, f) for r in out]) for f in ("series", "kb", "cnt")))
+    return BucketRows(
+        *(np.concatenate([getattr(r, f) for r in out]) for f in ("series", "kb", "cnt"))
+    )
 
 
 def _sum_dense(
     series: IntArray, col: IntArray, cnt: IntArray, n_series: int, width: int, kmin: int
-) -> _Rows:
+) -> BucketRows:
     """``_sum_rows`` on a grid of ``n_series x width`` cells (column 0 = zero bucket)."""
     small = int(cnt.sum()) < 2**31  # int32 cells halve the memory the scan reads
     grid = np.zeros(n_series * width, dtype=np.int32 if small else np.int64)
@@ -440,12 +441,12 @@ def _sum_dense(
     counts = grid[flat].astype(np.int64)
     row = flat // width
     col_out = flat - row * width
-    return _Rows(row, np.where(col_out > 0, col_out + (kmin - 1), 0), counts)
+    return BucketRows(row, np.where(col_out > 0, col_out + (kmin - 1), 0), counts)
 
 
-def _sum_sorted(series: IntArray, kb: IntArray, cnt: IntArray) -> _Rows:
+def _sum_sorted(series: IntArray, kb: IntArray, cnt: IntArray) -> BucketRows:
     """``_sum_rows`` by sorting packed (series, kb) keys."""
-    packed = (series << _KEY_SHIFT) | kb
+    packed = (series << KEY_SHIFT) | kb
     order = np.argsort(packed, kind="stable")
     packed = packed[order]
     cnt = cnt[order]
@@ -453,15 +454,15 @@ def _sum_sorted(series: IntArray, kb: IntArray, cnt: IntArray) -> _Rows:
     new[:1] = True
     np.not_equal(packed[1:], packed[:-1], out=new[1:])
     if not new.all():
-        if int(cnt.sum()) < _EXACT_FLOAT_INT:
+        if int(cnt.sum()) < EXACT_FLOAT_INT:
             cnt = np.bincount(np.cumsum(new) - 1, weights=cnt).astype(np.int64)
         else:
             cnt = np.add.reduceat(cnt, np.flatnonzero(new))
         packed = packed[new]
-    return _Rows(packed >> _KEY_SHIFT, packed & _KEY_MASK, cnt)
+    return BucketRows(packed >> KEY_SHIFT, packed & KEY_MASK, cnt)
 
 
-class _Grouping:
+class Grouping:
     """Everything held for one grouping: the series registry, panes and late counts."""
 
     __slots__ = (
@@ -476,7 +477,7 @@ class _Grouping:
 
     def __init__(self, spec: GroupingSet, n_specs: int, max_series: int) -> None:
         self.spec = spec
-        self.registry = _SeriesRegistry(spec.dims, max_series)
+        self.registry = SeriesRegistry(spec.dims, max_series)
         self.panes: dict[int, dict[int, _Pane]] = {}
         self.pane_heap: list[int] = []  # pane indices, oldest first, to drop in order
         # Late events per window spec: rows (series, cutoff) from the current round,

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import FloatArray
 from llmpulse.processors.sketch import (
     LogHistogram,
     SketchColumns,
 )
-from llmpulse.processors.windows.config import (
+from llmpulse.processors.windows._config import (
     LATENCY_QUANTILES,
     TTFT_QUANTILES,
-    FloatArray,
 )
 from llmpulse.schemas.event import DIMENSIONS
 
@@ -95,8 +95,8 @@ class WindowResult(_SketchesOnDemand):
         return round(self.window_start.timestamp() * 1000)
 
 
-_LAT_Q_FIELDS: Final = tuple(f"latency_p{round(100 * q)}_ms" for q in LATENCY_QUANTILES)
-_TTFT_Q_FIELDS: Final = tuple(f"ttft_p{round(100 * q)}_ms" for q in TTFT_QUANTILES)
+LAT_Q_FIELDS: Final = tuple(f"latency_p{round(100 * q)}_ms" for q in LATENCY_QUANTILES)
+TTFT_Q_FIELDS: Final = tuple(f"ttft_p{round(100 * q)}_ms" for q in TTFT_QUANTILES)
 # Slot setters of WindowResult, which bypass the frozen __setattr__.
 _RESULT_SETTERS: Final = {
     name: getattr(WindowResult, name).__set__
@@ -108,7 +108,7 @@ _SET_SKETCH: Final = {
 }
 
 
-def _build_results(m: int, columns: Mapping[str, Iterable[Any]]) -> list[WindowResult]:
+def build_results(m: int, columns: Mapping[str, Iterable[Any]]) -> list[WindowResult]:
     """``m`` results from one iterable of values per field.
 
     The aggregator emits ~100k results per million events, so how they are built
@@ -238,7 +238,7 @@ def window_ids(results: Sequence[WindowResult]) -> list[str]:
     dimensions) is built once per series, since its results share one dims mapping.
 
     >>> from llmpulse.processors.windows import WindowAggregator, WindowSpec, GroupingSet
-    >>> from llmpulse.processors.windows.batch import EventBatch
+    >>> from llmpulse.processors.windows._batch import EventBatch
     >>> agg = WindowAggregator([WindowSpec(60, 30)], [GroupingSet(("model",))])
     >>> agg.add(EventBatch.from_records([{"ts_ms": 1_000, "latency_ms": 1.0, "model": "m"}]))
     []

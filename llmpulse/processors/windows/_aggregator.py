@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse._types import IntArray
 from llmpulse.errors import ConfigError
 from llmpulse.processors.sketch import (
     DEFAULT_ALPHA,
@@ -23,49 +24,48 @@ from llmpulse.processors.sketch import (
     bucket_keys,
     sketch_params,
 )
-from llmpulse.processors.windows.batch import (
+from llmpulse.processors.windows._batch import (
     EventBatch,
 )
-from llmpulse.processors.windows.config import (
-    _ALL_QUANTILES,
-    _COST,
-    _EMIT_CHUNK,
-    _ERR,
-    _IN_TOK,
-    _KEY_BIAS,
-    _LAT,
-    _LAT_Q_ROWS,
-    _NEG,
-    _OUT_TOK,
-    _PICO,
-    _REQ,
-    _TTFT,
-    _TTFT_N,
-    _TTFT_Q_ROWS,
-    _UNPRICED,
+from llmpulse.processors.windows._config import (
+    ALL_QUANTILES,
+    COST,
     DEFAULT_GROUPINGS,
     DEFAULT_SPECS,
+    EMIT_CHUNK,
+    ERR,
+    IN_TOK,
+    KEY_BIAS,
+    LAT,
+    LAT_Q_ROWS,
+    NEG,
+    OUT_TOK,
+    PICO,
+    REQ,
+    TTFT,
+    TTFT_N,
+    TTFT_Q_ROWS,
+    UNPRICED,
     GroupingSet,
-    IntArray,
     WindowSpec,
 )
-from llmpulse.processors.windows.kernels import (
-    _Codes,
-    _Features,
-    _group_rows,
-    _group_stats,
-    _occupied,
+from llmpulse.processors.windows._kernels import (
+    Codes,
+    Features,
+    group_rows,
+    group_stats,
+    occupied,
 )
-from llmpulse.processors.windows.panes import (
-    _bucket_rows,
-    _Grouping,
-    _window_stats,
+from llmpulse.processors.windows._panes import (
+    Grouping,
+    bucket_rows,
+    window_stats,
 )
-from llmpulse.processors.windows.results import (
-    _LAT_Q_FIELDS,
-    _TTFT_Q_FIELDS,
+from llmpulse.processors.windows._results import (
+    LAT_Q_FIELDS,
+    TTFT_Q_FIELDS,
     WindowResult,
-    _build_results,
+    build_results,
 )
 from llmpulse.schemas.event import DIMENSIONS
 
@@ -115,14 +115,14 @@ class WindowAggregator:
         self._base_ms = math.gcd(*(s.hop_ms for s in self._specs))
         self._hop_u = [s.hop_ms // self._base_ms for s in self._specs]
         self._len_u = [s.length_ms // self._base_ms for s in self._specs]
-        self._groups = [_Grouping(g, len(self._specs), max_series) for g in self._groupings_spec]
-        self._codes = {d: _Codes() for d in DIMENSIONS}
+        self._groups = [Grouping(g, len(self._specs), max_series) for g in self._groupings_spec]
+        self._codes = {d: Codes() for d in DIMENSIONS}
         self._max_ts: int | None = None
-        self._floor_ms = _NEG  # raised by restore_watermark and flush_all
-        self._idle_wm_ms = _NEG  # raised by advance_wall_clock
-        self._skip_until_ms = [_NEG] * len(self._specs)
+        self._floor_ms = NEG  # raised by restore_watermark and flush_all
+        self._idle_wm_ms = NEG  # raised by advance_wall_clock
+        self._skip_until_ms = [NEG] * len(self._specs)
         self._external = False  # watermarks come from the caller (see add)
-        self._external_wm_ms = _NEG
+        self._external_wm_ms = NEG
         self._next_end: list[int | None] = [None] * len(self._specs)
         self._late_all = 0
         self._late_by_spec = [0] * len(self._specs)
@@ -143,7 +143,7 @@ class WindowAggregator:
     def watermark_ms(self) -> int | None:
         """Current watermark in epoch ms (None before any event or restore)."""
         w = self._watermark()
-        return None if w <= _NEG else w
+        return None if w <= NEG else w
 
     @property
     def late_events(self) -> int:
@@ -268,7 +268,7 @@ class WindowAggregator:
 
     def _features(
         self, batch: EventBatch, count_late: bool = True
-    ) -> tuple[_Features, IntArray, IntArray | None, list[npt.NDArray[np.bool_] | None]]:
+    ) -> tuple[Features, IntArray, IntArray | None, list[npt.NDArray[np.bool_] | None]]:
         ts = batch.ts_ms
         n = ts.size
         base = self._base_ms
@@ -278,7 +278,7 @@ class WindowAggregator:
             wm = np.full(n, self._watermark(), dtype=np.int64)
         else:
             before = np.empty(n, dtype=np.int64)
-            before[0] = _NEG if self._max_ts is None else self._max_ts
+            before[0] = NEG if self._max_ts is None else self._max_ts
             if n > 1:
                 np.maximum(np.maximum.accumulate(ts[:-1]), before[0], out=before[1:])
             wm = np.maximum(before - self._lateness_ms, self._watermark())
@@ -319,15 +319,15 @@ class WindowAggregator:
             ttft_pos, bucket_keys(np.where(ttft_pos, ttft, 1.0), self._params), ZERO_KEY
         )
         unpriced = np.isnan(batch.cost_usd)
-        cost_pico = np.rint(np.where(unpriced, 0.0, batch.cost_usd) * _PICO).astype(np.int64)
-        feats = _Features(
+        cost_pico = np.rint(np.where(unpriced, 0.0, batch.cost_usd) * PICO).astype(np.int64)
+        feats = Features(
             p=p,
             cut=cut,
             lat=lat,
-            lat_kb=lat_key.astype(np.int64) + _KEY_BIAS,
+            lat_kb=lat_key.astype(np.int64) + KEY_BIAS,
             ttft=ttft,
             ttft_ok=ttft_ok,
-            ttft_kb=ttft_key.astype(np.int64) + _KEY_BIAS,
+            ttft_kb=ttft_key.astype(np.int64) + KEY_BIAS,
             err=batch.is_error,
             in_tok=batch.input_tokens,
             out_tok=batch.output_tokens,
@@ -338,7 +338,7 @@ class WindowAggregator:
 
     def _series_ids(
         self,
-        g: _Grouping,
+        g: Grouping,
         batch: EventBatch,
         cols: dict[str, tuple[IntArray, list[str]]],
         rows: IntArray | None = None,
@@ -366,7 +366,7 @@ class WindowAggregator:
         assert comp is not None
         if size <= 4 * n + 4096:
             counts = np.bincount(comp, minlength=size)
-            uniq_comp = _occupied(comp, size)
+            uniq_comp = occupied(comp, size)
             lut = np.empty(size, dtype=np.int64)
             lut[uniq_comp] = np.arange(uniq_comp.size)
             inverse = lut[comp]
@@ -388,7 +388,7 @@ class WindowAggregator:
         ids = g.registry.assign(combos, counts)
         return ids[inverse]
 
-    def _accumulate(self, g: _Grouping, f: _Features, series: IntArray) -> None:
+    def _accumulate(self, g: Grouping, f: Features, series: IntArray) -> None:
         """Fold one batch (already restricted to events not late everywhere) into panes."""
         n = series.size
         width = g.registry.capacity
@@ -411,13 +411,13 @@ class WindowAggregator:
         else:
             groups, gi = np.unique(comp, return_inverse=True)
             ng = groups.size
-        ints, sums, mins, maxs = _group_stats(f, gi, ng)
+        ints, sums, mins, maxs = group_stats(f, gi, ng)
         group_series = groups % width
         group_pane = groups // width
-        lat_group, lat_rows = _group_rows(gi, ng, f.lat_kb, f.lat_order, group_series)
-        ttft_group, ttft_rows = _group_rows(gi, ng, f.ttft_kb, f.ttft_order, group_series)
+        lat_group, lat_rows = group_rows(gi, ng, f.lat_kb, f.lat_order, group_series)
+        ttft_group, ttft_rows = group_rows(gi, ng, f.ttft_kb, f.ttft_order, group_series)
         if dense:
-            keys = _occupied(pane_key, prange * n_cut)
+            keys = occupied(pane_key, prange * n_cut)
             bounds = np.append(keys * width, 0)
             bounds[-1] = bounds[-2] + width
         else:
@@ -490,7 +490,7 @@ class WindowAggregator:
         for i, f in enumerate(per_spec):
             if f is not None:
                 self._skip_until_ms[i] = max(self._skip_until_ms[i], int(f))
-        floor = min((_NEG if f is None else int(f)) for f in per_spec)
+        floor = min((NEG if f is None else int(f)) for f in per_spec)
         self._floor_ms = max(self._floor_ms, floor)
         self._emit()
 
@@ -532,7 +532,7 @@ class WindowAggregator:
 
     def _emit(self) -> list[WindowResult]:
         w = self._watermark()
-        if w <= _NEG:
+        if w <= NEG:
             return []
         fu = w // self._base_ms
         present = sorted({p for g in self._groups for p in g.panes})
@@ -543,8 +543,8 @@ class WindowAggregator:
         out: list[WindowResult] = []
         # Windows closing together are computed together: one set of array
         # operations per round (in chunks, to bound memory on a flush).
-        for a in range(0, len(work), _EMIT_CHUNK):
-            chunk = work[a : a + _EMIT_CHUNK]
+        for a in range(0, len(work), EMIT_CHUNK):
+            chunk = work[a : a + EMIT_CHUNK]
             per_grouping = [self._windows(g, chunk) for g in self._groups]
             for t in range(len(chunk)):
                 for results in per_grouping:
@@ -553,7 +553,7 @@ class WindowAggregator:
             self._settle(g, fu)
         return out
 
-    def _settle(self, g: _Grouping, fu: int) -> None:
+    def _settle(self, g: Grouping, fu: int) -> None:
         """After a round: fold late rows, drop panes no open window needs, free idle series."""
         width = g.registry.capacity
         for i, rows in enumerate(g.late_rows):
@@ -577,13 +577,13 @@ class WindowAggregator:
         held = [pane for by_cut in g.panes.values() for pane in by_cut.values()]
         for pane in held:
             w = min(width, pane.width)
-            live[:w] |= pane.ints[_REQ, :w] > 0
+            live[:w] |= pane.ints[REQ, :w] > 0
         for dense in g.late_dense:
             live[: dense.size] |= dense[:width] > 0
         ids = g.registry.registered()
         g.registry.release(ids[~live[ids]].tolist())
 
-    def _windows(self, g: _Grouping, work: Sequence[tuple[int, int]]) -> list[list[WindowResult]]:
+    def _windows(self, g: Grouping, work: Sequence[tuple[int, int]]) -> list[list[WindowResult]]:
         """The results of grouping ``g`` for each closed window ``(end, spec)`` in ``work``."""
         width = g.registry.capacity
         out: list[list[WindowResult]] = [[] for _ in work]
@@ -600,10 +600,10 @@ class WindowAggregator:
         ]
         if not any(chosen):
             return out
-        ints, sums, mins, maxs = _window_stats(chosen, width)
+        ints, sums, mins, maxs = window_stats(chosen, width)
         # Results in window order, series in dims order (ids depend on arrival).
         by_rank = np.argsort(g.registry.rank(), kind="stable")
-        item, pos = np.nonzero(ints[:, _REQ, by_rank] > 0)
+        item, pos = np.nonzero(ints[:, REQ, by_rank] > 0)
         if item.size == 0:
             return out
         sid = by_rank[pos]
@@ -614,21 +614,21 @@ class WindowAggregator:
             if b > a:
                 late[a:b] = self._take_late(g, i, e, sid[a:b])
         m = sid.size
-        keys, counts, starts, ends = _bucket_rows(g, chosen, [i for _, i in work], item, sid, width)
+        keys, counts, starts, ends = bucket_rows(g, chosen, [i for _, i in work], item, sid, width)
         both = np.concatenate((item, item)), np.concatenate((sid, sid))
-        which = np.repeat([_LAT, _TTFT], m)
+        which = np.repeat([LAT, TTFT], m)
         sketches = SketchColumns(
             self._params,
             keys,
             counts,
             starts=starts,
             ends=ends,
-            n=np.concatenate((ints[item, _REQ, sid], ints[item, _TTFT_N, sid])),
+            n=np.concatenate((ints[item, REQ, sid], ints[item, TTFT_N, sid])),
             total=sums[both[0], which, both[1]],
             lo=mins[both[0], which, both[1]],
             hi=maxs[both[0], which, both[1]],
         )
-        q_all = sketches.quantiles(_ALL_QUANTILES)
+        q_all = sketches.quantiles(ALL_QUANTILES)
         sel = ints[item, :, sid].T  # (fields, m)
         item_l = item.tolist()
         opens, closes, lengths, hops = zip(*(self._bounds(e, i) for e, i in work), strict=True)
@@ -639,21 +639,21 @@ class WindowAggregator:
             "hop_seconds": map(hops.__getitem__, item_l),
             "grouping": repeat(g.spec.name, m),
             "dims": map(g.registry.template, sid.tolist()),
-            "requests": sel[_REQ].tolist(),
-            "errors": sel[_ERR].tolist(),
-            "error_rate": (sel[_ERR] / sel[_REQ]).tolist(),
-            **dict(zip(_LAT_Q_FIELDS, q_all[_LAT_Q_ROWS, :m].tolist(), strict=True)),
-            "latency_max_ms": maxs[item, _LAT, sid].tolist(),
-            **dict(zip(_TTFT_Q_FIELDS, q_all[_TTFT_Q_ROWS, m:].tolist(), strict=True)),
-            "input_tokens": sel[_IN_TOK].tolist(),
-            "output_tokens": sel[_OUT_TOK].tolist(),
-            "cost_usd": (sel[_COST] / _PICO).tolist(),
-            "unpriced_requests": sel[_UNPRICED].tolist(),
+            "requests": sel[REQ].tolist(),
+            "errors": sel[ERR].tolist(),
+            "error_rate": (sel[ERR] / sel[REQ]).tolist(),
+            **dict(zip(LAT_Q_FIELDS, q_all[LAT_Q_ROWS, :m].tolist(), strict=True)),
+            "latency_max_ms": maxs[item, LAT, sid].tolist(),
+            **dict(zip(TTFT_Q_FIELDS, q_all[TTFT_Q_ROWS, m:].tolist(), strict=True)),
+            "input_tokens": sel[IN_TOK].tolist(),
+            "output_tokens": sel[OUT_TOK].tolist(),
+            "cost_usd": (sel[COST] / PICO).tolist(),
+            "unpriced_requests": sel[UNPRICED].tolist(),
             "late_events": late.tolist(),
             "_sketch_columns": repeat(sketches, m),
             "_sketch_index": range(m),
         }
-        results = _build_results(m, columns)
+        results = build_results(m, columns)
         return [results[a:b] for a, b in itertools.pairwise(first)]
 
     def _bounds(self, e: int, i: int) -> tuple[datetime, datetime, int, int]:
@@ -667,7 +667,7 @@ class WindowAggregator:
             spec.hop_s,
         )
 
-    def _take_late(self, g: _Grouping, i: int, e: int, present: IntArray) -> IntArray:
+    def _take_late(self, g: Grouping, i: int, e: int, present: IntArray) -> IntArray:
         """Late counts owed to the windows being emitted: each late event goes to the
         first emitted window of its series that ends after the event arrived."""
         late = np.zeros(present.size, dtype=np.int64)
