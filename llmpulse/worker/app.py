@@ -34,7 +34,12 @@ from llmpulse.store.query import sql_limits
 from llmpulse.store.readonly import encode_result, run_readonly
 from llmpulse.web import register_pages
 from llmpulse.worker.metrics import WorkerMetrics
-from llmpulse.worker.runner import MAX_MESSAGE_BYTES, Headers, TopologyRunner
+from llmpulse.worker.runner import (
+    MAX_MESSAGE_BYTES,
+    REPARTITION_BATCH_BYTES,
+    Headers,
+    TopologyRunner,
+)
 
 log = logging.getLogger("llmpulse.worker")
 
@@ -104,6 +109,11 @@ def create_app(
         topic_partitions=settings.topics.partitions,
         producer_acks=-1,
         producer_max_request_size=MAX_MESSAGE_BYTES,
+        # Repartition messages are whole batches (up to 4 MiB). With aiokafka's
+        # default 16 KiB batches each one is a batch of its own, and sending the
+        # next to the same partition waits for the previous request's ack: the
+        # send of one iteration's messages became a chain of round trips.
+        producer_max_batch_size=REPARTITION_BATCH_BYTES,
         producer_linger_ms=5,
     )
     holder = _Holder()

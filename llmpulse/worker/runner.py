@@ -85,6 +85,8 @@ _CONTRIBUTIONS_PER_MESSAGE = 20_000
 SWEEP_INTERVAL_S = 60.0
 # A repartition message above this size is split (the topics allow 16 MiB).
 _MAX_MESSAGE = 4 * 1024 * 1024
+# Producer batches big enough for several repartition messages to one partition.
+REPARTITION_BATCH_BYTES = 2 * _MAX_MESSAGE
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -291,10 +293,12 @@ class TopologyRunner:
         self.security = dict(security or {})  # SASL/TLS settings of every client
         self.scores = scores  # this worker's score path (see the module docstring)
         self.store = store_health or StoreHealth()
-        # Set once an iteration changed state and then failed to store its rows: the
-        # state is ahead of the store, so no checkpoint may be taken from it again
-        # (the next owner restores the last one and redoes the work).
-        self._broken = False
+        # What failed to reach the store since the state moved on ("rows", or a step
+        # of the score path): while any is pending, the state is ahead of the
+        # store, so no checkpoint may be taken from it (the next owner restores the
+        # last one and redoes the work). The write and the score path run side by
+        # side, so each clears only its own entry.
+        self._behind: set[str] = set()
         self._unacked: list[Awaitable[Any]] = []  # sends not yet acknowledged
         self.intake: Intake = stages.intake()
         # Stage instances used only for their keys() (routing needs no state).
@@ -430,12 +434,23 @@ class TopologyRunner:
         now, wall = self.clock(), self.wall()
         plan = await asyncio.to_thread(self._process, records, caught_up, now, wall)
         processed = time.perf_counter()
-        if plan.rows:
-            await self._write(plan.rows)
-        if self._score_work(records, plan, wall):
-            await asyncio.to_thread(self._scores, records, plan, wall)
+        # The store write (a thread; chDB works outside the GIL) overlaps the sends.
+        # Sending before the rows are stored is safe: until the next checkpoint
+        # nothing is committed, and a next owner that redoes this work sends the
+        # same origins again, which the keyed tasks drop as already seen.
+        writing = asyncio.ensure_future(self._write(plan.rows)) if plan.rows else None
+        try:
+            if self._score_work(records, plan, wall):
+                # Its contributions go out ahead of this iteration's progress; it
+                # keeps the calls it needs in memory (its store reads and writes
+                # queue behind the rows on the store client).
+                await asyncio.to_thread(self._scores, records, plan, wall)
+            scored = time.perf_counter()
+            await self._send(plan.messages)
+        finally:
+            if writing is not None:
+                await writing
         written = time.perf_counter()
-        await self._send(plan.messages)
         for effect in plan.effects:
             effect()
         self.stats.add(plan.stats)
@@ -446,15 +461,15 @@ class TopologyRunner:
                 kinds[self._kind(tp)] = kinds.get(self._kind(tp), 0) + len(msgs)
             log.debug(
                 "iteration %d: %s, %d rows, %d messages sent, %.3fs "
-                "(process %.3f, write %.3f, send %.3f)",
+                "(process %.3f, scores %.3f, send and write %.3f)",
                 self.iterations,
                 kinds,
                 sum(len(r) for r, _ in plan.rows),
                 len(plan.messages),
                 time.perf_counter() - started,
                 processed - started,
-                written - processed,
-                time.perf_counter() - written,
+                scored - processed,
+                written - scored,
             )
         if self.on_iteration is not None and (records or plan.rows):
             self.on_iteration(plan.stats, time.perf_counter() - started)
@@ -474,10 +489,10 @@ class TopologyRunner:
                 try:
                     await asyncio.to_thread(self.writer.write_tagged, rows)
                     self.store.written(time.perf_counter() - started)
-                    self._broken = False
+                    self._behind.discard("rows")
                     return
                 except Exception as exc:
-                    self._broken = True  # until this write goes through
+                    self._behind.add("rows")  # until this write goes through
                     delay = self.store.failed(exc, wall_s=self.wall())
                     if self._stopping.is_set():
                         raise _Unwritten from exc
@@ -509,10 +524,10 @@ class TopologyRunner:
             try:
                 result = work()
                 self.store.written(time.perf_counter() - started)
-                self._broken = False
+                self._behind.discard(what)
                 return result
             except Exception as exc:
-                self._broken = True  # until it goes through (see _write)
+                self._behind.add(what)  # until it goes through (see _write)
                 delay = self.store.failed(exc, wall_s=self.wall())
                 if self._stopping.is_set():
                     raise _Unwritten(what) from exc
@@ -897,7 +912,7 @@ class TopologyRunner:
     async def _checkpoint(self) -> None:
         """Every changed task's checkpoint to the changelog, then the offsets."""
         self._last_checkpoint = self.wall()
-        if self._broken:
+        if self._behind:
             raise _Unwritten("the state is ahead of the store: no checkpoint from it")
         await self._acked()
         if self.consumer is None:
