@@ -61,6 +61,7 @@ from llmpulse.alerts.rules import (
     COMPARATORS,
     BaselineRule,
     BurnRateRule,
+    NoDataRule,
     Rule,
     RuleSet,
     ThresholdRule,
@@ -312,6 +313,8 @@ class AlertEngine:
         self._compiled = {r.name: _Compiled(r) for r in self.rules}
         self._by_signal: dict[str, list[_Compiled]] = {}
         for c in self._compiled.values():
+            if isinstance(c.rule, NoDataRule):
+                continue  # silence has no signal: llmpulse.alerts.nodata runs these
             self._by_signal.setdefault(c.rule.signal_name, []).append(c)
         self._window_names = self.rules.window_signal_names
         self._needs_cache: dict[tuple[int, str], _Needs] = {}
@@ -656,6 +659,8 @@ class AlertEngine:
             )
         if isinstance(rule, BaselineRule):
             return self._baseline_verdict(c, rule, key, sig)
+        if isinstance(rule, NoDataRule):
+            return None  # never fed here (see __init__)
         return self._burn_verdict(c, rule, key, sig)
 
     def _baseline_verdict(
@@ -957,6 +962,8 @@ def synthetic_transition(
     elif isinstance(rule, BaselineRule):
         extra = {"baseline": 1.0, "ratio": rule.multiple * 1.5}
         threshold, value = rule.multiple, rule.multiple * 1.5
+    elif isinstance(rule, NoDataRule):
+        threshold, value, extra = float(rule.silent_for), float(rule.silent_for), {}
     else:
         w = rule.burn_windows[0]
         threshold, value = w.burn, w.burn * 1.5

@@ -1,0 +1,381 @@
+"""``no_data`` rules: a series with regular traffic that goes quiet.
+
+A quiet series produces no window and so no signal: no threshold rule can see
+it. This monitor watches the ``requests`` signal of each series of a rule's
+grouping, remembers when the series last had traffic, and compares that with an
+event-time clock that moves even when the series does not.
+
+The clock (documented choice): event time, never the host's clock. It is the
+larger of the newest window end seen on any series (closed windows of other
+series) and the event-time frontier of the task's input
+(``Context.source_time_ms``: the newest event time every upstream partition
+has reached). Both come from the data, so a replay of the same file gives the
+same alerts at the same event times, whatever the batch size or the machine.
+In the worker the frontier keeps moving with the injected wall clock once
+every input partition is idle (see ``llmpulse.topology.watermarks``), so a
+total outage, where no series sends anything, fires too.
+
+Per (rule, series) the machine is ``inactive -> firing -> resolved``, with no
+pending step (the wait is ``silent_for`` itself):
+
+* fire when the clock is more than ``silent_for`` seconds past the end of the
+  series' last window with traffic, if the series had regular traffic before
+  (``min_history`` seconds seen, at least ``min_requests_per_minute`` over the
+  ``history`` before the silence). The transition's event time is the moment
+  the silence crossed the limit (last traffic + ``silent_for``), not the clock
+  that noticed it: it does not depend on batch boundaries;
+* resolve when a window with traffic ends after the silence began (reason
+  ``traffic_returned``), or after ``stale_after`` seconds of silence when set
+  (reason ``stale``).
+
+A healthy series' last closed window lags the frontier by the allowed lateness
+plus one hop (30 s + 10 s by default), so ``silent_for`` must stay well above
+that (default 300 s). Rates count epoch-aligned windows only: hopping windows
+overlap and would count each request several times.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from llmpulse.alerts.rules import NoDataRule
+>>> from llmpulse.alerts.signals import Signal
+>>> rule = NoDataRule(kind="no_data", name="quiet", silent_for=120, min_history=120)
+>>> mon = NoDataMonitor([rule])
+>>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+>>> def window(minute, n=60):
+...     return Signal("requests", {"grouping": "model", "model": "m"}, 60,
+...                   t0 + timedelta(minutes=minute), float(n), n)
+>>> mon.evaluate([window(i) for i in range(1, 5)], None, t0)
+[]
+>>> [(t.to_state.value, t.event_time.minute) for t in mon.evaluate([], _ms(t0, 9), t0)]
+[('firing', 6)]
+>>> [(t.to_state.value, t.reason) for t in mon.evaluate([window(10)], None, t0)]
+[('resolved', 'traffic_returned')]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import quote
+
+from llmpulse.alerts.rules import NoDataRule, render_summary, template_context
+from llmpulse.alerts.signals import Signal
+from llmpulse.alerts.state import AlertState, SeriesState, Transition, dedup_key
+
+__all__ = ["NoDataMonitor"]
+
+Series = tuple[tuple[str, str], ...]
+_SIGNAL: Final = "requests"
+
+
+def _ms(t: datetime, minutes: int = 0) -> int:
+    """Milliseconds since the epoch of ``t + minutes`` (doctest helper)."""
+    return int((t + timedelta(minutes=minutes)).timestamp() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass
+class _Track:
+    """What one rule knows about one series: when it had traffic, and how much."""
+
+    labels: dict[str, str]
+    first_start_s: int  # start of the first window seen
+    last_active_s: int  # end of the last window with traffic
+    tiles: deque[tuple[int, int]] = field(default_factory=deque)  # aligned (end_s, requests)
+    firing_since_s: int | None = None  # silence limit crossed at (event time)
+    state: SeriesState | None = None
+
+    def rate_per_minute(self, history_s: int) -> float:
+        """Mean requests per minute over the ``history_s`` before the last traffic."""
+        lo = self.last_active_s - history_s
+        total = sum(n for end, n in self.tiles if end > lo)
+        span = min(history_s, self.last_active_s - self.first_start_s)
+        return total * 60.0 / span if span > 0 else 0.0
+
+
+class _Compiled:
+    def __init__(self, rule: NoDataRule) -> None:
+        self.rule = rule
+        self.window = rule.effective_window
+        self.match = rule.match_sets
+
+    def matches(self, sig: Signal) -> bool:
+        if sig.name != _SIGNAL or sig.window_seconds != self.window:
+            return False
+        if self.rule.grouping is not None and sig.labels.get("grouping") != self.rule.grouping:
+            return False
+        return all(sig.labels.get(k) in allowed for k, allowed in self.match.items())
+
+
+class NoDataMonitor:
+    """Runs the ``no_data`` rules; ``evaluate`` returns transitions like the engine's."""
+
+    def __init__(
+        self, rules: Iterable[NoDataRule], *, dashboard_base_url: str | None = None
+    ) -> None:
+        self._rules = {r.name: _Compiled(r) for r in rules}
+        self.dashboard_base_url = dashboard_base_url.rstrip("/") if dashboard_base_url else None
+        self._tracks: dict[tuple[str, Series], _Track] = {}
+        self._clock_s: int | None = None
+        # Firing states restored from the alerts table, by dedup key, until their
+        # series is seen again.
+        self._restored: dict[str, SeriesState] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    @property
+    def clock(self) -> datetime | None:
+        return None if self._clock_s is None else _dt(self._clock_s * 1000)
+
+    @property
+    def firing(self) -> list[SeriesState]:
+        out = [t.state for t in self._tracks.values() if t.state is not None]
+        return [*out, *self._restored.values()]
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def evaluate(
+        self, signals: Sequence[Signal], frontier_ms: int | None, wall_now: datetime
+    ) -> list[Transition]:
+        """Feed the closed windows of this call and the input frontier; return changes."""
+        if not self._rules:
+            return []
+        out: list[Transition] = []
+        for sig in sorted(signals, key=lambda s: s.event_time):
+            end_s = round(sig.event_time.timestamp())
+            self._advance(end_s)
+            if sig.name != _SIGNAL:
+                continue
+            for c in self._rules.values():
+                if c.matches(sig):
+                    self._observe(c, sig, end_s, wall_now, out)
+        if frontier_ms is not None:
+            self._advance(frontier_ms // 1000)
+        if self._clock_s is not None:
+            self._check(self._clock_s, wall_now, out)
+        return out
+
+    def _advance(self, t_s: int) -> None:
+        if self._clock_s is None or t_s > self._clock_s:
+            self._clock_s = t_s
+
+    def _observe(
+        self, c: _Compiled, sig: Signal, end_s: int, wall: datetime, out: list[Transition]
+    ) -> None:
+        if sig.requests <= 0:
+            return
+        key = (c.rule.name, sig.series)
+        tr = self._tracks.get(key)
+        if tr is None:
+            tr = self._tracks[key] = _Track(dict(sig.labels), end_s - sig.window_seconds, end_s)
+            restored = self._restored.pop(dedup_key(c.rule.name, sig.labels), None)
+            if restored is not None:
+                # Firing before a restart and now back: resolve what was left open.
+                tr.state = restored
+                tr.firing_since_s = round(restored.since.timestamp()) if restored.since else 0
+        if end_s <= tr.last_active_s and tr.state is None:
+            # An old or repeated window: rates count each tile once.
+            if sig.window_aligned and all(e != end_s for e, _ in tr.tiles):
+                tr.tiles.append((end_s, sig.requests))
+            return
+        back = tr.firing_since_s is not None and end_s > tr.firing_since_s - c.rule.silent_for
+        if tr.state is not None and back:
+            self._resolve(c, tr, end_s, wall, "traffic_returned", out)
+        tr.last_active_s = max(tr.last_active_s, end_s)
+        if sig.window_aligned and (not tr.tiles or end_s > tr.tiles[-1][0]):
+            tr.tiles.append((end_s, sig.requests))
+        lo = tr.last_active_s - c.rule.history
+        while tr.tiles and tr.tiles[0][0] <= lo:
+            tr.tiles.popleft()
+
+    def _check(self, now_s: int, wall: datetime, out: list[Transition]) -> None:
+        for (name, _series), tr in list(self._tracks.items()):
+            c = self._rules[name]
+            rule = c.rule
+            silent = now_s - tr.last_active_s
+            if tr.state is not None:
+                if rule.stale_after is not None and silent > rule.stale_after:
+                    self._resolve(c, tr, tr.last_active_s + rule.stale_after, wall, "stale", out)
+                    del self._tracks[(name, _series)]
+                continue
+            if silent <= rule.silent_for:
+                continue
+            observed = tr.last_active_s - tr.first_start_s
+            rate = tr.rate_per_minute(rule.history)
+            if observed >= rule.min_history and rate >= rule.min_requests_per_minute:
+                self._fire(c, tr, rate, wall, out)
+            elif silent > max(rule.history, rule.silent_for):
+                # Never regular enough, and quiet for longer than the history it
+                # would be judged on: forget it (memory stays bounded).
+                del self._tracks[(name, _series)]
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def _fire(
+        self, c: _Compiled, tr: _Track, rate: float, wall: datetime, out: list[Transition]
+    ) -> None:
+        rule = c.rule
+        at_s = tr.last_active_s + rule.silent_for
+        dk = dedup_key(rule.name, tr.labels)
+        st = SeriesState(
+            rule=rule.name,
+            dedup_key=dk,
+            labels=dict(tr.labels),
+            state=AlertState.FIRING,
+            breaches=1,
+            value=float(rule.silent_for),
+            threshold=float(rule.silent_for),
+            window_seconds=c.window or 0,
+            since=_dt(at_s * 1000),
+            last_seen=_dt(tr.last_active_s * 1000),
+            incident_key=dedup_key(rule.incident_name, tr.labels),
+        )
+        tr.state, tr.firing_since_s = st, at_s
+        out.append(
+            self._transition(
+                c, st, AlertState.INACTIVE, AlertState.FIRING, at_s, wall, "no_data", rate
+            )
+        )
+
+    def _resolve(
+        self,
+        c: _Compiled,
+        tr: _Track,
+        at_s: int,
+        wall: datetime,
+        reason: str,
+        out: list[Transition],
+    ) -> None:
+        st = tr.state
+        assert st is not None and tr.firing_since_s is not None
+        silent = float(max(0, at_s - (tr.firing_since_s - c.rule.silent_for)))
+        st.value = silent
+        out.append(
+            self._transition(c, st, AlertState.FIRING, AlertState.RESOLVED, at_s, wall, reason)
+        )
+        tr.state, tr.firing_since_s = None, None
+
+    def _transition(
+        self,
+        c: _Compiled,
+        st: SeriesState,
+        before: AlertState,
+        to: AlertState,
+        at_s: int,
+        wall: datetime,
+        reason: str,
+        rate: float = math.nan,
+    ) -> Transition:
+        rule = c.rule
+        extra = {} if math.isnan(rate) else {"prior_rate_per_minute": rate}
+        ctx = template_context(
+            rule, st.labels, value=st.value, threshold=st.threshold, state=str(to), extra=extra
+        )
+        try:
+            summary = render_summary(rule, ctx)
+        except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+            summary = f"{rule.name}: no requests on {ctx['series']}"
+        summary = f"[{'resolved: traffic back' if to is AlertState.RESOLVED else 'no data'}] " + (
+            summary
+        )
+        st.summary, st.severity = summary, rule.severity
+        st.runbook_url = _url(rule.runbook_url, st.labels, self.dashboard_base_url)
+        return Transition(
+            rule=rule.name,
+            labels={**rule.labels, **st.labels},
+            from_state=before,
+            to_state=to,
+            value=st.value,
+            threshold=st.threshold,
+            window_seconds=st.window_seconds,
+            event_time=_dt(at_s * 1000),
+            wall_time=wall,
+            dedup_key=st.dedup_key,
+            severity=rule.severity,
+            summary=summary,
+            runbook_url=st.runbook_url,
+            dashboard_url=_url(rule.dashboard_url, st.labels, self.dashboard_base_url)
+            or self.dashboard_base_url,
+            actions=tuple(rule.actions),
+            signal=rule.signal_name,
+            kind=rule.kind,
+            reason=reason,
+            extra=extra,
+            incident_key=st.incident_key,
+        )
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def restore_firing(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Firing states from the ``alerts`` table (``state_rows_from_alerts``): they
+        resolve when their series sends traffic again, and are not paged twice."""
+        for row in rows:
+            st = SeriesState.from_row(row)
+            if st.rule in self._rules and st.state is AlertState.FIRING:
+                self._restored[st.dedup_key] = st
+
+    def export_state(self) -> dict[str, Any]:
+        return {
+            "clock": self._clock_s,
+            "tracks": [
+                {
+                    "rule": name,
+                    "labels": tr.labels,
+                    "first": tr.first_start_s,
+                    "last": tr.last_active_s,
+                    "tiles": list(tr.tiles),
+                    "since": tr.firing_since_s,
+                    "state": None if tr.state is None else _jsonable(tr.state.to_row()),
+                }
+                for (name, _), tr in self._tracks.items()
+            ],
+            "restored": [_jsonable(st.to_row()) for st in self._restored.values()],
+        }
+
+    def import_state(self, doc: Mapping[str, Any]) -> None:
+        self._clock_s = doc.get("clock")
+        self._tracks = {}
+        for t in doc.get("tracks", []):
+            if t["rule"] not in self._rules:
+                continue  # the rule is gone: its silence no longer matters
+            labels = {str(k): str(v) for k, v in t["labels"].items()}
+            tr = _Track(labels, int(t["first"]), int(t["last"]))
+            tr.tiles.extend((int(e), int(n)) for e, n in t["tiles"])
+            tr.firing_since_s = t["since"]
+            if t["state"] is not None:
+                tr.state = SeriesState.from_row(_numbers(t["state"]))
+            self._tracks[(t["rule"], tuple(sorted(labels.items())))] = tr
+        self._restored = {}
+        self.restore_firing(_numbers(r) for r in doc.get("restored", []))
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def _numbers(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {**row, **{k: math.nan for k in ("value", "threshold") if row.get(k) is None}}
+
+
+class _Quoted(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _url(template: str | None, labels: Mapping[str, str], base: str | None) -> str | None:
+    """A rule URL with ``{labels[x]}`` (URL-quoted) and ``{dashboard_base_url}`` filled."""
+    if template is None or "{" not in template:
+        return template
+    if "{dashboard_base_url}" in template and base is None:
+        return None
+    quoted = _Quoted({k: quote(v, safe="") for k, v in labels.items()})
+    try:
+        return template.format_map({"labels": quoted, "dashboard_base_url": base or ""})
+    except (KeyError, IndexError, AttributeError, ValueError):
+        return None
