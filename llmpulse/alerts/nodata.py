@@ -18,19 +18,19 @@ total outage, where no series sends anything, fires too.
 Per (rule, series) the machine is ``inactive -> firing -> resolved``, with no
 pending step (the wait is ``silent_for`` itself):
 
-* fire when the clock is more than ``silent_for`` seconds past the end of the
-  series' last window with traffic, if the series had regular traffic before
-  (``min_history`` seconds seen, at least ``min_requests_per_minute`` over the
-  ``history`` before the silence). The transition's event time is the moment
+* fire when the clock is more than ``silent_for`` seconds past the start of the
+  series' last window with traffic (within one hop of its last request), if the
+  series had regular traffic before (``min_history`` seconds seen, at least
+  ``min_requests_per_minute`` over the ``history`` before the silence). The transition's event time is the moment
   the silence crossed the limit (last traffic + ``silent_for``), not the clock
   that noticed it: it does not depend on batch boundaries;
 * resolve when a window with traffic ends after the silence began (reason
   ``traffic_returned``), or after ``stale_after`` seconds of silence when set
   (reason ``stale``).
 
-A healthy series' last closed window lags the frontier by the allowed lateness
-plus one hop (30 s + 10 s by default), so ``silent_for`` must stay well above
-that (default 300 s). Rates count epoch-aligned windows only: hopping windows
+A healthy series' last closed window starts about the allowed lateness plus one
+window length before the frontier (30 s + 60 s by default), so ``silent_for``
+must stay well above that (default 300 s). Rates count epoch-aligned windows only: hopping windows
 overlap and would count each request several times.
 
 >>> from datetime import UTC, datetime, timedelta
@@ -45,13 +45,14 @@ overlap and would count each request several times.
 >>> mon.evaluate([window(i) for i in range(1, 5)], None, t0)
 []
 >>> [(t.to_state.value, t.event_time.minute) for t in mon.evaluate([], _ms(t0, 9), t0)]
-[('firing', 6)]
+[('firing', 5)]
 >>> [(t.to_state.value, t.reason) for t in mon.evaluate([window(10)], None, t0)]
 [('resolved', 'traffic_returned')]
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -85,15 +86,18 @@ class _Track:
 
     labels: dict[str, str]
     first_start_s: int  # start of the first window seen
-    last_active_s: int  # end of the last window with traffic
+    last_active_s: int  # start of the last window with traffic
     tiles: deque[tuple[int, int]] = field(default_factory=deque)  # aligned (end_s, requests)
     firing_since_s: int | None = None  # silence limit crossed at (event time)
     state: SeriesState | None = None
+    queued_at: int | None = None  # its live deadline in the monitor's heap
 
     def rate_per_minute(self, history_s: int) -> float:
         """Mean requests per minute over the ``history_s`` before the last traffic."""
         lo = self.last_active_s - history_s
         total = sum(n for end, n in self.tiles if end > lo)
+        # Tiles may end up to one window after last_active_s: a slight overestimate
+        # of the rate at the edge, never an underestimate.
         span = min(history_s, self.last_active_s - self.first_start_s)
         return total * 60.0 / span if span > 0 else 0.0
 
@@ -122,6 +126,8 @@ class NoDataMonitor:
         self.dashboard_base_url = dashboard_base_url.rstrip("/") if dashboard_base_url else None
         self._tracks: dict[tuple[str, Series], _Track] = {}
         self._clock_s: int | None = None
+        # (deadline s, track key): the next event time each track must be looked at.
+        self._heap: list[tuple[int, tuple[str, Series]]] = []
         # Firing states restored from the alerts table, by dedup key, until their
         # series is seen again.
         self._restored: dict[str, SeriesState] = {}
@@ -143,77 +149,119 @@ class NoDataMonitor:
     def evaluate(
         self, signals: Sequence[Signal], frontier_ms: int | None, wall_now: datetime
     ) -> list[Transition]:
-        """Feed the closed windows of this call and the input frontier; return changes."""
+        """Feed the closed windows of this call and the input frontier; return changes.
+
+        The clock is checked at every window end on the way, before the windows
+        ending there are observed: a gap inside one call is seen exactly as a gap
+        spread over many calls (replays do not depend on batch sizes).
+        """
         if not self._rules:
             return []
         out: list[Transition] = []
         for sig in sorted(signals, key=lambda s: s.event_time):
             end_s = round(sig.event_time.timestamp())
-            self._advance(end_s)
+            self._advance(end_s, wall_now, out)
             if sig.name != _SIGNAL:
                 continue
             for c in self._rules.values():
                 if c.matches(sig):
                     self._observe(c, sig, end_s, wall_now, out)
         if frontier_ms is not None:
-            self._advance(frontier_ms // 1000)
-        if self._clock_s is not None:
-            self._check(self._clock_s, wall_now, out)
+            self._advance(frontier_ms // 1000, wall_now, out)
         return out
 
-    def _advance(self, t_s: int) -> None:
+    def _advance(self, t_s: int, wall: datetime, out: list[Transition]) -> None:
         if self._clock_s is None or t_s > self._clock_s:
             self._clock_s = t_s
+            self._check(t_s, wall, out)
 
     def _observe(
         self, c: _Compiled, sig: Signal, end_s: int, wall: datetime, out: list[Transition]
     ) -> None:
         if sig.requests <= 0:
             return
+        # Traffic is dated by the start of its window: the last window holding a
+        # request starts at most one hop before it, so silence is measured to
+        # within a hop (the end would add up to a whole window length).
+        start_s = end_s - sig.window_seconds
         key = (c.rule.name, sig.series)
         tr = self._tracks.get(key)
         if tr is None:
-            tr = self._tracks[key] = _Track(dict(sig.labels), end_s - sig.window_seconds, end_s)
+            tr = self._tracks[key] = _Track(dict(sig.labels), start_s, start_s)
             restored = self._restored.pop(dedup_key(c.rule.name, sig.labels), None)
             if restored is not None:
                 # Firing before a restart and now back: resolve what was left open.
                 tr.state = restored
                 tr.firing_since_s = round(restored.since.timestamp()) if restored.since else 0
-        if end_s <= tr.last_active_s and tr.state is None:
+        if start_s <= tr.last_active_s and tr.state is None:
             # An old or repeated window: rates count each tile once.
             if sig.window_aligned and all(e != end_s for e, _ in tr.tiles):
                 tr.tiles.append((end_s, sig.requests))
+            self._queue(key, tr)
             return
-        back = tr.firing_since_s is not None and end_s > tr.firing_since_s - c.rule.silent_for
-        if tr.state is not None and back:
+        quiet_from = None if tr.firing_since_s is None else tr.firing_since_s - c.rule.silent_for
+        if tr.state is not None and quiet_from is not None and start_s > quiet_from:
             self._resolve(c, tr, end_s, wall, "traffic_returned", out)
-        tr.last_active_s = max(tr.last_active_s, end_s)
+        tr.last_active_s = max(tr.last_active_s, start_s)
         if sig.window_aligned and (not tr.tiles or end_s > tr.tiles[-1][0]):
             tr.tiles.append((end_s, sig.requests))
         lo = tr.last_active_s - c.rule.history
         while tr.tiles and tr.tiles[0][0] <= lo:
             tr.tiles.popleft()
+        self._queue(key, tr)
+
+    def _due(self, name: str, tr: _Track) -> int | None:
+        """When the track must be looked at next (event time, s); None: never."""
+        rule = self._rules[name].rule
+        if tr.state is not None:
+            return None if rule.stale_after is None else tr.last_active_s + rule.stale_after
+        if self._qualifies(rule, tr):
+            return tr.last_active_s + rule.silent_for
+        # Never regular enough: forget it once quiet for longer than the history it
+        # would be judged on (memory stays bounded).
+        return tr.last_active_s + max(rule.history, rule.silent_for)
+
+    @staticmethod
+    def _qualifies(rule: NoDataRule, tr: _Track) -> bool:
+        observed = tr.last_active_s - tr.first_start_s
+        return (
+            observed >= rule.min_history
+            and tr.rate_per_minute(rule.history) >= rule.min_requests_per_minute
+        )
+
+    def _queue(self, key: tuple[str, Series], tr: _Track) -> None:
+        # A later deadline waits for the queued one to come up (then the track is
+        # looked at again); an earlier one (the track just became regular) is
+        # pushed now and the old entry is skipped when popped. A track has one or
+        # two entries, not one per window.
+        due = self._due(key[0], tr)
+        if due is not None and (tr.queued_at is None or due < tr.queued_at):
+            tr.queued_at = due
+            heapq.heappush(self._heap, (due, key))
 
     def _check(self, now_s: int, wall: datetime, out: list[Transition]) -> None:
-        for (name, _series), tr in list(self._tracks.items()):
-            c = self._rules[name]
+        while self._heap and self._heap[0][0] < now_s:
+            at, key = heapq.heappop(self._heap)
+            tr = self._tracks.get(key)
+            if tr is None or (tr.queued_at is not None and at != tr.queued_at):
+                continue  # forgotten, or superseded by an earlier deadline
+            tr.queued_at = None
+            due = self._due(key[0], tr)
+            if due is None:
+                continue
+            if due >= now_s:
+                self._queue(key, tr)
+                continue
+            c = self._rules[key[0]]
             rule = c.rule
-            silent = now_s - tr.last_active_s
-            if tr.state is not None:
-                if rule.stale_after is not None and silent > rule.stale_after:
-                    self._resolve(c, tr, tr.last_active_s + rule.stale_after, wall, "stale", out)
-                    del self._tracks[(name, _series)]
-                continue
-            if silent <= rule.silent_for:
-                continue
-            observed = tr.last_active_s - tr.first_start_s
-            rate = tr.rate_per_minute(rule.history)
-            if observed >= rule.min_history and rate >= rule.min_requests_per_minute:
-                self._fire(c, tr, rate, wall, out)
-            elif silent > max(rule.history, rule.silent_for):
-                # Never regular enough, and quiet for longer than the history it
-                # would be judged on: forget it (memory stays bounded).
-                del self._tracks[(name, _series)]
+            if tr.state is not None:  # firing for stale_after: give up
+                self._resolve(c, tr, tr.last_active_s + (rule.stale_after or 0), wall, "stale", out)
+                del self._tracks[key]
+            elif self._qualifies(rule, tr):
+                self._fire(c, tr, tr.rate_per_minute(rule.history), wall, out)
+                self._queue(key, tr)
+            else:
+                del self._tracks[key]
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -350,7 +398,11 @@ class NoDataMonitor:
             tr.firing_since_s = t["since"]
             if t["state"] is not None:
                 tr.state = SeriesState.from_row(_numbers(t["state"]))
-            self._tracks[(t["rule"], tuple(sorted(labels.items())))] = tr
+            key = (t["rule"], tuple(sorted(labels.items())))
+            self._tracks[key] = tr
+        self._heap = []
+        for key, tr in self._tracks.items():
+            self._queue(key, tr)
         self._restored = {}
         self.restore_firing(_numbers(r) for r in doc.get("restored", []))
 
