@@ -21,9 +21,10 @@ pending step (the wait is ``silent_for`` itself):
 * fire when the clock is more than ``silent_for`` seconds past the start of the
   series' last window with traffic (within one hop of its last request), if the
   series had regular traffic before (``min_history`` seconds seen, at least
-  ``min_requests_per_minute`` over the ``history`` before the silence). The transition's event time is the moment
-  the silence crossed the limit (last traffic + ``silent_for``), not the clock
-  that noticed it: it does not depend on batch boundaries;
+  ``min_requests_per_minute`` over the ``history`` before the silence). The
+  transition's event time is the moment the silence crossed the limit (last
+  traffic + ``silent_for``), not the clock that noticed it: it does not depend
+  on batch boundaries;
 * resolve when a window with traffic ends after the silence began (reason
   ``traffic_returned``), or after ``stale_after`` seconds of silence when set
   (reason ``stale``).
