@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.python = sys.executable  # another interpreter runs another installation
         self.args: list[str] = []  # more flags of `llmpulse worker`
+        self.preexec: Callable[[], None] | None = None  # e.g. lifetime.die_with_parent()
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +39,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=self.preexec,  # noqa: PLW1509 - prctl only, see lifetime
             )
 
     @property
