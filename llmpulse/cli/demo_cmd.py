@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmpulse.cli.context import console, out, reports_errors, state
+from llmpulse.cli.datadir import check_state_dirs
 from llmpulse.settings import Settings
 
 # (kind, start s, duration s, service, magnitude): one of each incident the
@@ -87,9 +88,9 @@ def demo(
     if traffic_only:
         _emit_traffic(settings, duration=duration, rate=rate, seed=seed, incidents=incidents)
         return
+    check_state_dirs(settings)
     page = page_url(settings)
     _safe(out.print, f"status page: [bold link={page}]{page}[/] (live once the worker runs)")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     with console.status("Kafka: looking for a broker (or starting one)..."):
         lease = lease_broker(
             settings.kafka.bootstrap,
