@@ -163,7 +163,7 @@ def test_broker_stopped_and_restarted(tmp_path: Path, capsys: pytest.CaptureFixt
             try:
                 _, rows = worker.sql("SELECT event_id, count() FROM traces GROUP BY event_id")
                 stored = {str(r[0]): int(r[1]) for r in rows}
-            except Exception:  # noqa: S110 - /sql may fail while the worker reconnects: poll on
+            except Exception:  # /sql may fail while the worker reconnects: poll on
                 pass
             if acked_set <= stored.keys():
                 break
