@@ -6,33 +6,36 @@ grouping, remembers when the series last had traffic, and compares that with an
 event-time clock that moves even when the series does not.
 
 The clock (documented choice): event time, never the host's clock. It is the
-larger of the newest window end seen on any series (closed windows of other
-series) and the event-time frontier of the task's input
-(``Context.source_time_ms``: the newest event time every upstream partition
-has reached). Both come from the data, so a replay of the same file gives the
-same alerts at the same event times, whatever the batch size or the machine.
-In the worker the frontier keeps moving with the injected wall clock once
-every input partition is idle (see ``llmpulse.topology.watermarks``), so a
-total outage, where no series sends anything, fires too.
+window watermark: the event-time frontier of the task's input
+(``Context.source_time_ms``, the newest event time every upstream partition
+has reached) less the allowed lateness, the point up to which every window is
+closed; and, at least, the newest window end seen on any series (the closed
+windows of other series). Both come from the data, so a replay of the same
+file gives the same alerts at the same event times, whatever the batch size or
+the machine. In the worker the frontier keeps moving with the injected wall
+clock once every input partition is idle (see ``llmpulse.topology.watermarks``),
+so a total outage, where no series sends anything, fires too.
 
 Per (rule, series) the machine is ``inactive -> firing -> resolved``, with no
 pending step (the wait is ``silent_for`` itself):
 
-* fire when the clock is more than ``silent_for`` seconds past the start of the
-  series' last window with traffic (within one hop of its last request), if the
-  series had regular traffic before (``min_history`` seconds seen, at least
+* fire once the watermark is more than ``silent_for`` seconds past the end of
+  the series' last window with traffic (proof: every later window of the series
+  that ends by the watermark is closed, and none had a request), if the series
+  had regular traffic before (``min_history`` seconds seen, at least
   ``min_requests_per_minute`` over the ``history`` before the silence). The
-  transition's event time is the moment the silence crossed the limit (last
-  traffic + ``silent_for``), not the clock that noticed it: it does not depend
-  on batch boundaries;
-* resolve when a window with traffic ends after the silence began (reason
-  ``traffic_returned``), or after ``stale_after`` seconds of silence when set
-  (reason ``stale``).
+  transition's event time is when the silence crossed the limit, dated from the
+  *start* of that last window (within one hop of the last request) plus
+  ``silent_for``, not the clock that noticed it: it does not depend on batch
+  boundaries;
+* resolve when a window with traffic starts after the silence began (reason
+  ``traffic_returned``, at that window's end), or after ``stale_after`` seconds
+  of silence when set (reason ``stale``).
 
-A healthy series' last closed window starts about the allowed lateness plus one
-window length before the frontier (30 s + 60 s by default), so ``silent_for``
-must stay well above that (default 300 s). Rates count epoch-aligned windows only: hopping windows
-overlap and would count each request several times.
+A healthy series' last closed window ends within one hop of the watermark, so
+any ``silent_for`` longer than the window works; the check waits one window
+length more than the silence it reports. Rates count epoch-aligned windows
+only: hopping windows overlap and would count each request several times.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from llmpulse.alerts.rules import NoDataRule
@@ -47,6 +50,7 @@ overlap and would count each request several times.
 []
 >>> [(t.to_state.value, t.event_time.minute) for t in mon.evaluate([], _ms(t0, 9), t0)]
 [('firing', 5)]
+>>> # (last window with traffic: [3, 4) min; proven at watermark > 4 + 2, dated 3 + 2)
 >>> [(t.to_state.value, t.reason) for t in mon.evaluate([window(10)], None, t0)]
 [('resolved', 'traffic_returned')]
 """
@@ -148,9 +152,11 @@ class NoDataMonitor:
     # -- evaluation ------------------------------------------------------------------------
 
     def evaluate(
-        self, signals: Sequence[Signal], frontier_ms: int | None, wall_now: datetime
+        self, signals: Sequence[Signal], watermark_ms: int | None, wall_now: datetime
     ) -> list[Transition]:
-        """Feed the closed windows of this call and the input frontier; return changes.
+        """Feed the closed windows of this call and the window watermark (the input
+        frontier less the allowed lateness: every window ending by it is closed);
+        return the changes.
 
         The clock is checked at every window end on the way, before the windows
         ending there are observed: a gap inside one call is seen exactly as a gap
@@ -167,8 +173,8 @@ class NoDataMonitor:
             for c in self._rules.values():
                 if c.matches(sig):
                     self._observe(c, sig, end_s, wall_now, out)
-        if frontier_ms is not None:
-            self._advance(frontier_ms // 1000, wall_now, out)
+        if watermark_ms is not None:
+            self._advance(watermark_ms // 1000, wall_now, out)
         return out
 
     def _advance(self, t_s: int, wall: datetime, out: list[Transition]) -> None:
@@ -212,15 +218,23 @@ class NoDataMonitor:
         self._queue(key, tr)
 
     def _due(self, name: str, tr: _Track) -> int | None:
-        """When the track must be looked at next (event time, s); None: never."""
-        rule = self._rules[name].rule
+        """When the track must be looked at next (watermark, s); None: never.
+
+        Decisions wait for proof: at watermark W every window ending by W is
+        closed, so a window that starts after the last one with traffic and ends
+        by W would have shown any later request. The silence is proven once W is
+        ``silent_for`` past the *end* of the last window with traffic; it is
+        dated from that window's start (see ``_fire``).
+        """
+        c = self._rules[name]
+        rule, last_end = c.rule, tr.last_active_s + (c.window or 0)
         if tr.state is not None:
-            return None if rule.stale_after is None else tr.last_active_s + rule.stale_after
+            return None if rule.stale_after is None else last_end + rule.stale_after
         if self._qualifies(rule, tr):
-            return tr.last_active_s + rule.silent_for
+            return last_end + rule.silent_for
         # Never regular enough: forget it once quiet for longer than the history it
         # would be judged on (memory stays bounded).
-        return tr.last_active_s + max(rule.history, rule.silent_for)
+        return last_end + max(rule.history, rule.silent_for)
 
     @staticmethod
     def _qualifies(rule: NoDataRule, tr: _Track) -> bool:

@@ -287,11 +287,12 @@ class NoDataRule(_RuleBase):
     "Regular" means: seen for at least ``min_history`` seconds, at a mean of at
     least ``min_requests_per_minute`` over the last ``history`` seconds before it
     went quiet (counted on epoch-aligned windows, which do not overlap). Silence
-    is measured in event time, from the end of the series' last window with
-    traffic to the event-time progress of the task's input (the watermark
-    frontier), so it is deterministic in a replay; in a worker the frontier moves
-    on with the wall clock once every input partition is idle, so a total outage
-    fires too. ``for``, ``resolve_after`` and ``min_requests`` do not apply.
+    is measured in event time, from the series' last window with traffic to the
+    window watermark (the task's input frontier less the allowed lateness), so it
+    is deterministic in a replay; in a worker the frontier moves on with the wall
+    clock once every input partition is idle, so a total outage fires too.
+    ``silent_for`` must be longer than the window. ``for``, ``resolve_after`` and
+    ``min_requests`` do not apply.
     """
 
     kind: Literal["no_data"]
@@ -570,9 +571,9 @@ def _check_no_data(problems: list[str], rule: NoDataRule) -> None:
     if rule.for_ != 1 or rule.resolve_after != 1:
         problems.append("for/resolve_after: do not apply to no_data (silence is silent_for)")
     window = rule.effective_window or DEFAULT_WINDOW
-    if rule.silent_for < window:
+    if rule.silent_for <= window:
         problems.append(
-            f"silent_for: must be at least the window ({window} s): silence is seen in"
+            f"silent_for: must be longer than the window ({window} s): silence is seen in"
             f" whole windows, got {rule.silent_for}"
         )
     if rule.history < window:

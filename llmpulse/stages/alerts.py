@@ -10,9 +10,9 @@ same ``dedup_key``, which PagerDuty and the other sinks deduplicate, so a page
 is never lost.
 
 ``no_data`` rules run beside the engine (:class:`NoDataMonitor`): silence makes
-no signal, so they also need the task's event-time frontier
-(``Context.source_time_ms``), and they are evaluated on every call, ticks
-included, even when no window closed.
+no signal, so they also need the window watermark (the task's event-time
+frontier, ``Context.source_time_ms``, less ``lateness_ms``), and they are
+evaluated on every call, ticks included, even when no window closed.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class AlertStage(Stage):
         *,
         send: bool = True,
         resume_hours: float = 6.0,
+        lateness_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.notify = notify
@@ -60,6 +61,9 @@ class AlertStage(Stage):
             dashboard_base_url=engine.dashboard_base_url,
         )
         self._frontier_ms: int | None = None
+        # The windows' allowed lateness: frontier - lateness is the watermark up
+        # to which every window is closed, the no_data rules' clock.
+        self.lateness_ms = lateness_ms
 
     def process(self, batch: TraceBatch, ctx: Context) -> Output:
         return self._evaluate(ctx)
@@ -79,7 +83,8 @@ class AlertStage(Stage):
         if self.no_data and (ctx.signals or moved):
             self._dirty = True
             self._frontier_ms = ctx.source_time_ms
-            found.extend(self.no_data.evaluate(ctx.signals, ctx.source_time_ms, ctx.now))
+            wm = None if ctx.source_time_ms is None else ctx.source_time_ms - self.lateness_ms
+            found.extend(self.no_data.evaluate(ctx.signals, wm, ctx.now))
         if not found:
             return Output()
         self.transitions += len(found)
