@@ -252,7 +252,15 @@ class Stages:
                 self.rules, dashboard_base_url=self.settings.alerts.dashboard_base_url
             )
             notify = self.dispatcher.submit if self.dispatcher is not None else None
-            stages.append(AlertStage(engine, notify, send=self.send, resume_hours=hours))
+            stages.append(
+                AlertStage(
+                    engine,
+                    notify,
+                    send=self.send,
+                    resume_hours=hours,
+                    lateness_ms=self.windows.lateness_ms,
+                )
+            )
         return stages
 
     def _drift(self) -> DriftStage | None:

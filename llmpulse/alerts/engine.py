@@ -57,6 +57,7 @@ from llmpulse.alerts.estimators import BurnRateTracker, TrailingBaseline
 from llmpulse.alerts.rules import (
     BaselineRule,
     BurnRateRule,
+    NoDataRule,
     Rule,
     RuleSet,
     ThresholdRule,
@@ -166,6 +167,8 @@ class AlertEngine:
         self._compiled = {r.name: CompiledRule(r) for r in self.rules}
         self._by_signal: dict[str, list[CompiledRule]] = {}
         for c in self._compiled.values():
+            if isinstance(c.rule, NoDataRule):
+                continue  # silence has no signal: llmpulse.alerts.nodata runs these
             self._by_signal.setdefault(c.rule.signal_name, []).append(c)
         self._window_names = self.rules.window_signal_names
         self._needs_cache: dict[tuple[int, str], _Needs] = {}
@@ -643,6 +646,8 @@ def synthetic_transition(
     elif isinstance(rule, BaselineRule):
         extra = {"baseline": 1.0, "ratio": rule.multiple * 1.5}
         threshold, value = rule.multiple, rule.multiple * 1.5
+    elif isinstance(rule, NoDataRule):
+        threshold, value, extra = float(rule.silent_for), float(rule.silent_for), {}
     else:
         w = rule.burn_windows[0]
         threshold, value = w.burn, w.burn * 1.5

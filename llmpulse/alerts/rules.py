@@ -12,6 +12,10 @@ breaches. Three kinds:
 * ``burn_rate``: SLO error-budget burn, multi-window and multi-burn-rate as in
   the Google SRE workbook: a pair (long, short, burn) breaches when the budget
   burns at least ``burn`` times too fast over both the long and the short span.
+* ``no_data``: silence is a signal. A series that had regular traffic (at least
+  ``min_requests_per_minute`` over ``min_history`` seconds) and then sends nothing
+  for ``silent_for`` seconds of event time fires; it resolves when its traffic
+  returns (see :mod:`llmpulse.alerts.nodata`).
 
 Rules sharing an ``incident`` name page once per series (a latency regression
 breaks both the p99 threshold and the latency SLO: one page, not two).
@@ -54,6 +58,7 @@ __all__ = [
     "BaselineRule",
     "BurnRateRule",
     "BurnWindow",
+    "NoDataRule",
     "Rule",
     "RuleError",
     "RuleSet",
@@ -275,11 +280,56 @@ class BurnRateRule(_RuleBase):
         return f"SLO {self.objective:.3%} {what}: burn {pairs}"
 
 
-Rule = ThresholdRule | BaselineRule | BurnRateRule
+class NoDataRule(_RuleBase):
+    """A series with regular traffic that goes quiet for ``silent_for`` seconds.
+
+    It reads the ``requests`` signal of the rule's window length and grouping.
+    "Regular" means: seen for at least ``min_history`` seconds, at a mean of at
+    least ``min_requests_per_minute`` over the last ``history`` seconds before it
+    went quiet (counted on epoch-aligned windows, which do not overlap). Silence
+    is measured in event time, from the series' last window with traffic to the
+    window watermark (the task's input frontier less the allowed lateness), so it
+    is deterministic in a replay; in a worker the frontier moves on with the wall
+    clock once every input partition is idle, so a total outage fires too.
+    ``silent_for`` must be longer than the window. ``for``, ``resolve_after`` and
+    ``min_requests`` do not apply.
+    """
+
+    kind: Literal["no_data"]
+    silent_for: Int = Field(300, gt=0, description="Seconds of event time with no request")
+    min_requests_per_minute: Float = Field(
+        1.0, ge=0, description="Mean prior rate a series needs before its silence counts"
+    )
+    min_history: Int = Field(
+        600, ge=0, description="Seconds of traffic seen before the series is judged"
+    )
+    history: Int = Field(3600, gt=0, description="Span (s) over which the prior rate is taken")
+    stale_after: Int | None = Field(
+        None, gt=0, description="Seconds of silence after which a firing no_data gives up"
+    )
+
+    @property
+    def signal_name(self) -> str:
+        return "requests"
+
+    @property
+    def effective_min_requests(self) -> int:
+        return 0  # every window of the series counts: a small one is still traffic
+
+    @property
+    def condition(self) -> str:
+        return (
+            f"no requests for {_span(self.silent_for)}"
+            f" (after >= {self.min_requests_per_minute:g}/min)"
+        )
+
+
+Rule = ThresholdRule | BaselineRule | BurnRateRule | NoDataRule
 _KINDS: Final[Mapping[str, type[_RuleBase]]] = {
     "threshold": ThresholdRule,
     "baseline": BaselineRule,
     "burn_rate": BurnRateRule,
+    "no_data": NoDataRule,
 }
 
 
@@ -351,6 +401,8 @@ def default_summary(rule: Rule) -> str:
             "{rule}: {signal} = {value:.4g}, {ratio:.1f}x its trailing baseline"
             " {baseline:.4g} over {window}s on {series}"
         )
+    if isinstance(rule, NoDataRule):
+        return "{rule}: no requests for {value:.0f}s (limit {threshold:.0f}s) on {series}"
     if isinstance(rule, BurnRateRule):
         return (
             "{rule}: error budget of SLO {objective:.2%} burning {value:.1f}x"
@@ -462,6 +514,8 @@ def _check(rule: Rule) -> list[str]:
             )
     if isinstance(rule, BurnRateRule):
         _check_burn(problems, rule)
+    if isinstance(rule, NoDataRule):
+        _check_no_data(problems, rule)
 
     ctx = template_context(rule, {"service": "s", "model": "m"}, value=1.0, threshold=1.0)
     try:
@@ -511,6 +565,21 @@ def _check_burn(problems: list[str], rule: BurnRateRule) -> None:
             )
 
 
+def _check_no_data(problems: list[str], rule: NoDataRule) -> None:
+    if rule.min_requests is not None:
+        problems.append("min_requests: does not apply to no_data (see min_requests_per_minute)")
+    if rule.for_ != 1 or rule.resolve_after != 1:
+        problems.append("for/resolve_after: do not apply to no_data (silence is silent_for)")
+    window = rule.effective_window or DEFAULT_WINDOW
+    if rule.silent_for <= window:
+        problems.append(
+            f"silent_for: must be longer than the window ({window} s): silence is seen in"
+            f" whole windows, got {rule.silent_for}"
+        )
+    if rule.history < window:
+        problems.append(f"history: must be at least the window ({window} s), got {rule.history}")
+
+
 def _rule_from(raw: Any, index: int) -> tuple[Rule | None, list[str]]:
     if not isinstance(raw, Mapping):
         return None, [f"rules[{index}]: must be a mapping, got {_short(raw)}"]
@@ -528,7 +597,7 @@ def _rule_from(raw: Any, index: int) -> tuple[Rule | None, list[str]]:
         if isinstance(signal, str) and lookup_signal(signal) is None:
             problems.append(f"{where}: {_unknown_signal(signal)}")
         return None, problems
-    assert isinstance(rule, ThresholdRule | BaselineRule | BurnRateRule)
+    assert isinstance(rule, ThresholdRule | BaselineRule | BurnRateRule | NoDataRule)
     return rule, [f"{where}: {p}" for p in _check(rule)]
 
 

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from llmpulse.alerts.estimators import BurnRateTracker, TrailingBaseline
-from llmpulse.alerts.rules import COMPARATORS, BaselineRule, BurnRateRule, Rule, ThresholdRule
+from llmpulse.alerts.rules import (
+    COMPARATORS,
+    BaselineRule,
+    BurnRateRule,
+    NoDataRule,
+    Rule,
+    ThresholdRule,
+)
 from llmpulse.alerts.signals import Signal
 
 __all__ = ["CompiledRule", "Judge", "Series", "SeriesKey", "Verdict"]
@@ -102,6 +109,8 @@ class Judge:
             )
         if isinstance(rule, BaselineRule):
             return self._baseline(c, rule, key, sig)
+        if isinstance(rule, NoDataRule):
+            return None  # silence has no signal: llmpulse.alerts.nodata runs these
         return self._burn(c, rule, key, sig)
 
     def _baseline(

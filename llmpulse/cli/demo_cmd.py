@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -15,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmpulse.cli.context import console, out, reports_errors, state
+from llmpulse.cli.datadir import check_state_dirs
 from llmpulse.settings import Settings
 
 # (kind, start s, duration s, service, magnitude): one of each incident the
@@ -76,6 +79,7 @@ def demo(
     """
     from llmpulse.client import kafka_emitter
     from llmpulse.devkafka.ensure import lease_broker
+    from llmpulse.devkafka.lifetime import die_with_parent
     from llmpulse.devkafka.topics import ensure_topics_sync
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
     from llmpulse.worker.process import WorkerProcess
@@ -84,15 +88,17 @@ def demo(
     if traffic_only:
         _emit_traffic(settings, duration=duration, rate=rate, seed=seed, incidents=incidents)
         return
+    check_state_dirs(settings)
     page = page_url(settings)
-    out.print(f"status page: [bold link={page}]{page}[/] (live once the worker runs)")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _safe(out.print, f"status page: [bold link={page}]{page}[/] (live once the worker runs)")
     with console.status("Kafka: looking for a broker (or starting one)..."):
         lease = lease_broker(
             settings.kafka.bootstrap,
             state_dir=settings.data_dir / "kafka",
             cache_dir=settings.cache_dir,
             local_port=settings.kafka.local_port,
+            # If the demo dies (SIGKILL, a crash), its broker must not outlive it.
+            die_with_parent=True,
         )
     console.print(
         f"Kafka at [bold]{lease.bootstrap}[/bold]"
@@ -105,8 +111,10 @@ def demo(
         settings.data_dir / "demo-worker.log",
         web_port=settings.worker.web_port,
     )
+    worker.preexec = die_with_parent()
     emitter = None
     stopping = False
+    broken_pipe = False
 
     def _stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -159,17 +167,46 @@ def demo(
                 if not worker.alive:
                     console.print(f"[red]the worker stopped:[/red]\n{worker.log_tail()}")
                     raise typer.Exit(1)
+    except BrokenPipeError:
+        # `llmpulse demo | head -1`, or `| tee log` then Ctrl-C: the reader left.
+        # Stop like on Ctrl-C; nothing more goes to stdout.
+        broken_pipe = True
+        _detach_stdout()
     finally:
         signal.signal(signal.SIGINT, previous)
-        if emitter is not None:
-            emitter.close(timeout=10)
-            console.print(f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")
-        time.sleep(2 * settings.worker.flush_interval_s)
-        if worker.alive:
-            out.print(status_view(page, *_status(worker), None))
-        worker.stop()
-        lease.release()
+        # The cleanup must run to the end whatever the output does: each print is
+        # guarded, so a closed pipe cannot skip stopping the worker and the broker.
+        try:
+            if emitter is not None:
+                emitter.close(timeout=10)
+                _safe(console.print, f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")
+            time.sleep(2 * settings.worker.flush_interval_s)
+            if worker.alive and not broken_pipe:
+                _safe(out.print, status_view(page, *_status(worker), None))
+        finally:
+            worker.stop()
+            lease.release()
+    if broken_pipe:
+        return
     out.print("demo stopped; the data stays in the store: try [bold]llmpulse sql[/bold]")
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null: the reader of the pipe is gone, and the interpreter
+    would otherwise fail again flushing it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _safe(printer: Any, *args: Any) -> None:
+    try:
+        printer(*args)
+    except BrokenPipeError:
+        _detach_stdout()
 
 
 def _send_malformed(bootstrap: str, topic: str, payloads: list[bytes]) -> None:

@@ -24,9 +24,11 @@ def start(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 120.0,
 ) -> None:
     """Start the broker (downloads the jars once into the cache directory)."""
+    from llmpulse.cli.datadir import check_writable
     from llmpulse.devkafka import broker
 
     settings = state(ctx).settings()
+    check_writable(settings.data_dir / "kafka", "broker state directory")
     with console.status("starting Kafka (first run resolves the jars with Maven)..."):
         info = broker.start(
             state_dir=settings.data_dir / "kafka",

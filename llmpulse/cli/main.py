@@ -22,6 +22,7 @@ from llmpulse.cli import (
     prices_cmd,
 )
 from llmpulse.cli.context import CliState, console, out, reports_errors, state
+from llmpulse.cli.datadir import check_state_dirs
 from llmpulse.cli.output import as_csv, as_json, as_table
 
 app = typer.Typer(
@@ -108,6 +109,7 @@ def worker(
     from llmpulse.worker.run import run_worker
 
     settings = state(ctx).settings(**{"clickhouse.dsn": clickhouse, "kafka.bootstrap": bootstrap})
+    check_state_dirs(settings)
     raise typer.Exit(run_worker(settings, loglevel=loglevel))
 
 
@@ -158,6 +160,7 @@ def replay(
     settings = state(ctx).settings(
         **{"clickhouse.dsn": clickhouse, "worker.batch_size": batch_size}
     )
+    check_state_dirs(settings)
     client = prepare_store(settings)
     try:
         pipeline = build_pipeline(settings, client, send_alerts=send_alerts)

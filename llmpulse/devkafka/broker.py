@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmpulse.devkafka import lifetime
 from llmpulse.errors import KafkaError
 
 Log = Callable[[str], None]
@@ -201,8 +202,13 @@ def start(
     heap: str = DEFAULT_HEAP,
     timeout: float = 120.0,
     log: Log | None = None,
+    die_with_parent: bool = False,
 ) -> BrokerInfo:
     """Start a broker on ``127.0.0.1:port`` with its state in ``state_dir``.
+
+    ``die_with_parent``: the broker gets SIGTERM when this process dies (Linux;
+    see :mod:`llmpulse.devkafka.lifetime`), for a broker that only lives for one
+    command (the demo); ``llmpulse kafka start`` leaves it running on purpose.
 
     Idempotent: if the broker of ``state_dir`` already runs, it is returned as is.
     ``timeout`` bounds the wait for readiness, not the one-time jar download.
@@ -269,6 +275,7 @@ def start(
                     # Its own session: the broker outlives this process and is not hit
                     # by a Ctrl-C meant for the command that started it.
                     start_new_session=True,
+                    preexec_fn=lifetime.die_with_parent() if die_with_parent else None,  # noqa: PLW1509 - prctl only, see lifetime
                 )
             except OSError as e:
                 raise KafkaError(bootstrap, f"cannot run java: {e}") from e

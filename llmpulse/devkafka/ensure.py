@@ -41,11 +41,18 @@ def lease_broker(
     cache_dir: Path,
     local_port: int,
     log: Callable[[str], None] | None = None,
+    die_with_parent: bool = False,
 ) -> BrokerLease:
     if answers(bootstrap):
         return BrokerLease(bootstrap, False, state_dir)
     host = bootstrap.split(",", maxsplit=1)[0].rsplit(":", 1)[0]
     if host not in ("localhost", "127.0.0.1", ""):
         raise KafkaError(bootstrap, "the configured broker does not answer")
-    info = broker.start(state_dir=state_dir, cache_dir=cache_dir, port=local_port, log=log)
+    info = broker.start(
+        state_dir=state_dir,
+        cache_dir=cache_dir,
+        port=local_port,
+        log=log,
+        die_with_parent=die_with_parent,
+    )
     return BrokerLease(info.bootstrap, True, state_dir)

@@ -8,6 +8,11 @@ becomes an ``alerts`` row; notifications leave only once the rows are written
 are rolled back and the transitions happen again, notified again under the
 same ``dedup_key``, which PagerDuty and the other sinks deduplicate, so a page
 is never lost.
+
+``no_data`` rules run beside the engine (:class:`NoDataMonitor`): silence makes
+no signal, so they also need the window watermark (the task's event-time
+frontier, ``Context.source_time_ms``, less ``lateness_ms``), and they are
+evaluated on every call, ticks included, even when no window closed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import orjson
+
 from llmpulse.alerts.engine import AlertEngine
+from llmpulse.alerts.nodata import NoDataMonitor
+from llmpulse.alerts.rules import NoDataRule
 from llmpulse.alerts.state import (
     ALERT_COLUMNS,
     LATEST_ALERTS_SQL,
@@ -39,6 +48,7 @@ class AlertStage(Stage):
         *,
         send: bool = True,
         resume_hours: float = 6.0,
+        lateness_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.notify = notify
@@ -46,6 +56,14 @@ class AlertStage(Stage):
         self.resume_hours = resume_hours
         self.transitions = 0
         self._dirty = False
+        self.no_data = NoDataMonitor(
+            [r for r in engine.rules if isinstance(r, NoDataRule)],
+            dashboard_base_url=engine.dashboard_base_url,
+        )
+        self._frontier_ms: int | None = None
+        # The windows' allowed lateness: frontier - lateness is the watermark up
+        # to which every window is closed, the no_data rules' clock.
+        self.lateness_ms = lateness_ms
 
     def process(self, batch: TraceBatch, ctx: Context) -> Output:
         return self._evaluate(ctx)
@@ -57,10 +75,16 @@ class AlertStage(Stage):
         return self._evaluate(ctx)
 
     def _evaluate(self, ctx: Context) -> Output:
-        if not ctx.signals and not self.engine.has_orphans:
-            return Output()
-        self._dirty = True
-        found = self.engine.evaluate(ctx.signals, ctx.now)
+        found = []
+        if ctx.signals or self.engine.has_orphans:
+            self._dirty = True
+            found = self.engine.evaluate(ctx.signals, ctx.now)
+        moved = ctx.source_time_ms is not None and ctx.source_time_ms != self._frontier_ms
+        if self.no_data and (ctx.signals or moved):
+            self._dirty = True
+            self._frontier_ms = ctx.source_time_ms
+            wm = None if ctx.source_time_ms is None else ctx.source_time_ms - self.lateness_ms
+            found.extend(self.no_data.evaluate(ctx.signals, wm, ctx.now))
         if not found:
             return Output()
         self.transitions += len(found)
@@ -75,9 +99,14 @@ class AlertStage(Stage):
         """Alert states from the ``alerts`` table; baselines and SLO burn sums warmed
         from the windows stored in the last ``resume_hours``."""
         state = state_rows_from_alerts(store.rows(LATEST_ALERTS_SQL))
+        rules = self.engine.rules
+        silent = {r.name for r in rules if isinstance(r, NoDataRule)}
         self.engine = AlertEngine.from_snapshot(
-            self.engine.rules, state, dashboard_base_url=self.engine.dashboard_base_url
+            rules,
+            [row for row in state if row["rule"] not in silent],
+            dashboard_base_url=self.engine.dashboard_base_url,
         )
+        self.no_data.restore_firing(row for row in state if row["rule"] in silent)
         windows = sorted(self.engine.rules.windows)
         rows = store.rows(
             f"SELECT {STORED_WINDOW_FIELDS} FROM window_stats "
@@ -95,7 +124,19 @@ class AlertStage(Stage):
         if not self._dirty:
             return None  # unchanged since the last checkpoint, which keeps it
         self._dirty = False
-        return self.engine.export_state()
+        if not self.no_data:
+            return self.engine.export_state()
+        return orjson.dumps(
+            {
+                "engine": orjson.Fragment(self.engine.export_state()),
+                "no_data": self.no_data.export_state(),
+            }
+        )
 
     def restore(self, blob: bytes) -> None:
-        self.engine.import_state(blob)
+        doc = orjson.loads(blob)
+        if "engine" not in doc:  # a checkpoint of the engine alone (no no_data rule)
+            self.engine.import_state(blob)
+            return
+        self.engine.import_state(orjson.dumps(doc["engine"]))
+        self.no_data.import_state(doc["no_data"])

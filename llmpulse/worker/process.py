@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class WorkerProcess:
         self.args: list[str] = []  # more flags of `llmpulse worker`
         # The module run with -m: tests put a fault-injecting launcher here.
         self.module = "llmpulse"
+        self.preexec: Callable[[], None] | None = None  # e.g. lifetime.die_with_parent()
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +41,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=self.preexec,  # noqa: PLW1509 - prctl only, see lifetime
             )
 
     @property
