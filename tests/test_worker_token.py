@@ -23,6 +23,7 @@ from llmpulse.otlp import encode_request
 from llmpulse.store.readonly import query_worker
 from llmpulse.worker.process import WorkerProcess
 from tests.otlp_builders import agent_run
+from tests.test_status_page import CHROMEDRIVER, CHROMIUM, browser_or_skip, refreshes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -140,3 +141,43 @@ def test_sql_stays_read_only_with_the_full_token(worker: WorkerProcess) -> None:
     )[1] == [(1,)]
     with pytest.raises(StoreError, match="LLMPULSE_WORKER_TOKEN"):
         query_worker(worker.url, "SELECT 1")
+
+
+def test_the_page_works_in_a_real_browser_with_the_token(worker: WorkerProcess) -> None:
+    """Chromium opens the page by ?token= and by an old #token= link: the page, its
+    assets and its polling of /api/status (bearer header from status.js) all pass."""
+    browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        driver.get(f"{worker.url}/?token={TOKEN}")
+        WebDriverWait(driver, 60).until(lambda d: refreshes(d) >= 1)
+        assert driver.execute_script("return document.styleSheets[0].cssRules.length") > 0
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+
+        # The old link form: the 401 page moves the fragment's token into the query.
+        driver.get(f"{worker.url}/#token={TOKEN}")
+        WebDriverWait(driver, 60).until(lambda d: "?token=" in d.current_url)
+        WebDriverWait(driver, 60).until(lambda d: refreshes(d) >= 1)
+        assert "#" not in driver.current_url
+        # only the first navigation (no token yet) may have been refused
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert all("401" in e["message"] for e in errors), errors
+        assert len(errors) <= 1, errors
+
+        # A wrong token shows the explanation, and the page never polls.
+        driver.get(f"{worker.url}/?token=wrong")
+        assert "needs its token" in driver.page_source
+        assert refreshes(driver) == 0
+    finally:
+        driver.quit()
