@@ -29,8 +29,7 @@ EMBEDDINGS: Final = "signal IN ('prompt_embedding', 'response_embedding')"
 DRIFT: Final = DashboardSpec(
     uid="llmpulse-drift",
     title="llmpulse / Drift and quality",
-    description="Drift scores and events per series, canary comparisons, and quality score"
-    " trends.",
+    description="Drift scores and events per series, canary comparisons, and quality score trends.",
     time_from="now-24h",
     rows=(
         RowSpec(
