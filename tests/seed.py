@@ -73,6 +73,7 @@ def seed_comparisons(settings: Settings, end_ms: int) -> None:
     """Run the real comparisons of ``SEEDED_COMPARISONS`` over the seeded store and
     record them in ``comparisons``, stamped just before ``end_ms``."""
     from datetime import UTC, datetime, timedelta
+    from functools import partial
 
     from llmpulse.compare.run import Request, run_comparison
     from llmpulse.runtime import open_store
@@ -85,6 +86,10 @@ def seed_comparisons(settings: Settings, end_ms: int) -> None:
             Request(baseline, candidate, {}),
             open_store=open_store,
             origin=origin,
-            now=lambda at=at: at,  # type: ignore[misc]
+            now=partial(_fixed, at),
         )
         assert outcome.stored, outcome.note
+
+
+def _fixed(at: Any) -> Any:
+    return at
