@@ -8,7 +8,12 @@ Two kinds of token (docs/security.md):
 
 With no token configured every request is allowed, which is safe only on a
 loopback address: ``check_web_exposure`` refuses to start otherwise. ``/health``
-never needs a token (liveness probes carry none).
+never needs a token (a liveness probe must not depend on a secret); ``/ready``
+does, like every other endpoint (a readiness probe sends the header).
+
+A browser navigation cannot send an ``Authorization`` header, so the status page
+and its two assets (``PAGE_PATHS``) also take the token as ``?token=``; nothing
+else does, so data and SQL never travel in a URL.
 
 >>> a = Authorizer.from_settings(WorkerSettings(token="t0ken", tenant_tokens={"acme": "acme-t"}))
 >>> a.authorize("/sql", {"Authorization": "Bearer t0ken"})
@@ -17,6 +22,8 @@ Access(status=200, tenant=None, problem='')
 Access(status=200, tenant='acme', problem='')
 >>> a.authorize("/metrics", {}).status, a.authorize("/health", {}).status
 (401, 200)
+>>> a.authorize("/?token=t0ken", {}).status, a.authorize("/sql?token=t0ken", {}).status
+(200, 401)
 """
 
 from __future__ import annotations
@@ -27,12 +34,15 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import parse_qs
 
 from llmpulse.errors import ConfigError
 from llmpulse.settings import WorkerSettings
 
 PUBLIC_PATHS: Final = frozenset({"/health"})
 TENANT_PATHS: Final = frozenset({"/sql"})
+# The status page and its assets: the only paths that accept ``?token=``.
+PAGE_PATHS: Final = frozenset({"/", "/status.css", "/status.js"})
 # RFC 6750: the challenge a 401 answer carries.
 CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="llmpulse"'}
 
@@ -75,6 +85,14 @@ def _bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
+def _query_token(query: str) -> str | None:
+    """The ``token`` parameter of a query string (the last one wins, as in a form)."""
+    values = parse_qs(query, keep_blank_values=True).get("token")
+    if not values:
+        return None
+    return values[-1].strip()
+
+
 class Authorizer:
     """Decides requests from their path and headers; holds only token digests."""
 
@@ -85,6 +103,7 @@ class Authorizer:
         *,
         public_paths: Iterable[str] = PUBLIC_PATHS,
         tenant_paths: Iterable[str] = TENANT_PATHS,
+        page_paths: Iterable[str] = PAGE_PATHS,
     ) -> None:
         self._full = _digest(token) if token else None
         self._tenants = [(_digest(t), tenant) for tenant, t in tenant_tokens.items() if t]
@@ -95,6 +114,7 @@ class Authorizer:
             raise ConfigError("worker.tenant_tokens", "two tenants share one token")
         self.public_paths = frozenset(public_paths)
         self.tenant_paths = frozenset(tenant_paths)
+        self.page_paths = frozenset(page_paths)
 
     @classmethod
     def from_settings(cls, worker: WorkerSettings, **kwargs: Iterable[str]) -> Authorizer:
@@ -109,12 +129,19 @@ class Authorizer:
         return self._full is not None or bool(self._tenants)
 
     def authorize(self, path: str, headers: Mapping[str, str]) -> Access:
-        path = "/" + path.split("?", 1)[0].strip("/")
+        """Decide one request; ``path`` may carry its query string (``request.path_qs``)."""
+        path, _, query = path.partition("?")
+        path = "/" + path.strip("/")
         if path in self.public_paths or not self.enabled:
             return Access(200)
         token = _bearer(headers)
+        if token is None and path in self.page_paths:
+            token = _query_token(query)
+            if token == "":
+                return Access(401, problem="empty ?token=")
         if token is None:
-            return Access(401, problem="missing Authorization: Bearer <token>")
+            hint = " (or ?token=<token> for the page)" if path in self.page_paths else ""
+            return Access(401, problem=f"missing Authorization: Bearer <token>{hint}")
         if not token:
             return Access(401, problem="the Authorization header must be 'Bearer <token>'")
         presented = _digest(token)

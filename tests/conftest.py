@@ -57,9 +57,10 @@ def showcase(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type:
     import time
 
     from llmpulse.synth.scenarios import showcase_events
-    from tests.seed import replay_events, showcase_settings
+    from tests.seed import replay_events, seed_comparisons, showcase_settings
 
     end_ms = int(time.time() * 1000)
     settings = showcase_settings(chdb_dir, tmp_path_factory.mktemp("showcase"), "t_showcase")
     replay_events(settings, showcase_events(end_ms)).close()
+    seed_comparisons(settings, end_ms)
     yield settings, end_ms

@@ -59,3 +59,37 @@ def opened(settings: Settings) -> Iterator[SerialClient]:
         yield client
     finally:
         client.close()
+
+
+# Two comparisons of the showcase, as the worker's canary stage and `llmpulse
+# compare` record them, so the dashboards' comparison panel has rows.
+SEEDED_COMPARISONS: list[tuple[str, dict[str, str], dict[str, str]]] = [
+    ("canary:prompt-v2", {"prompt_version": "v1"}, {"prompt_version": "v2"}),
+    ("cli", {"model": "gpt-4o"}, {"model": "gpt-4o-mini"}),
+]
+
+
+def seed_comparisons(settings: Settings, end_ms: int) -> None:
+    """Run the real comparisons of ``SEEDED_COMPARISONS`` over the seeded store and
+    record them in ``comparisons``, stamped just before ``end_ms``."""
+    from datetime import UTC, datetime, timedelta
+    from functools import partial
+
+    from llmpulse.compare.run import Request, run_comparison
+    from llmpulse.runtime import open_store
+
+    end = datetime.fromtimestamp(end_ms / 1000, UTC)
+    for i, (origin, baseline, candidate) in enumerate(SEEDED_COMPARISONS):
+        at = end - timedelta(seconds=10 * (i + 1))
+        outcome = run_comparison(
+            settings,
+            Request(baseline, candidate, {}),
+            open_store=open_store,
+            origin=origin,
+            now=partial(_fixed, at),
+        )
+        assert outcome.stored, outcome.note
+
+
+def _fixed(at: Any) -> Any:
+    return at

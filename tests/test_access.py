@@ -45,7 +45,25 @@ WORKER = WorkerSettings(token=FULL, tenant_tokens={"acme": ACME, "globex": "glob
      ("/sql/", {"Authorization": f"Bearer {ACME}"}, 200, "acme"),
      ("/sql?x=1", {"Authorization": f"Bearer {ACME}"}, 200, "acme"),
      ("/metrics", {"Authorization": f"Bearer {ACME}"}, 403, "acme"),
-     ("/", {"Authorization": f"Bearer {ACME}"}, 403, "acme")],
+     ("/", {"Authorization": f"Bearer {ACME}"}, 403, "acme"),
+     # probes: only liveness is open
+     ("/ready", {}, 401, None),
+     ("/ready", {"Authorization": f"Bearer {FULL}"}, 200, None),
+     ("/api/status", {}, 401, None),
+     ("/status.css", {}, 401, None),
+     ("/status.js", {}, 401, None),
+     # a browser navigation: the page and its assets take ?token=, nothing else does
+     (f"/?token={FULL}", {}, 200, None),
+     (f"/status.css?token={FULL}", {}, 200, None),
+     (f"/status.js?v=2&token={FULL}", {}, 200, None),
+     ("/?token=wrong", {}, 401, None),
+     ("/?token=", {}, 401, None),
+     (f"/?token={ACME}", {}, 403, "acme"),
+     (f"/?token={FULL}", {"Authorization": "Bearer wrong"}, 401, None),  # header wins
+     (f"/sql?token={FULL}", {}, 401, None),
+     (f"/metrics?token={FULL}", {}, 401, None),
+     (f"/api/status?token={FULL}", {}, 401, None),
+     (f"/ready?token={FULL}", {}, 401, None)],
 )  # fmt: skip
 def test_authorize(path: str, headers: dict[str, str], status: int, tenant: str | None) -> None:
     got = authorize(path, headers, WORKER)

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+from llmpulse.access import check_web_exposure
 from llmpulse.dashboards import CONTAINER_DASHBOARD_DIR
+from llmpulse.errors import ConfigError
 from llmpulse.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +28,27 @@ LLMPULSE = {name for name, s in SERVICES.items() if s.get("build") == "."}
 
 def env(service: str) -> dict[str, str]:
     return {k: str(v) for k, v in (SERVICES[service].get("environment") or {}).items()}
+
+
+# The subset of compose's interpolation this file uses: ${NAME:-default} and ${NAME}.
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: str, shell: dict[str, str]) -> str:
+    """What `docker compose` hands the container for ``value``, given the shell's
+    variables (an unset or empty NAME takes the default after ``:-``)."""
+    return INTERPOLATION.sub(lambda m: shell.get(m[1]) or (m[2] or ""), value)
+
+
+def container_env(service: str, shell: dict[str, str] | None = None) -> dict[str, str]:
+    return {k: interpolate(v, shell or {}) for k, v in env(service).items()}
+
+
+def test_interpolation_follows_compose() -> None:
+    assert interpolate("${T:-dev}", {}) == "dev"
+    assert interpolate("${T:-dev}", {"T": ""}) == "dev"  # ':-' also covers empty
+    assert interpolate("${T:-dev}", {"T": "s3cret"}) == "s3cret"
+    assert interpolate("a-${T}-b", {"T": "x"}) == "a-x-b"
 
 
 def test_services() -> None:
@@ -64,7 +88,7 @@ def test_llmpulse_environment_is_accepted_by_the_settings(
     for key in list(os.environ):
         if key.startswith("LLMPULSE_"):
             monkeypatch.delenv(key)
-    values = env(service)
+    values = container_env(service)
     for key, value in values.items():
         assert key.startswith("LLMPULSE_"), key
         monkeypatch.setenv(key, value)
@@ -74,7 +98,10 @@ def test_llmpulse_environment_is_accepted_by_the_settings(
         assert section in Settings.model_fields, f"{key}: no settings section {section!r}"
         node = getattr(settings, section)
         assert field in type(node).model_fields, f"{key}: no field {field!r} in {section}"
-        assert str(getattr(node, field)) == value, key
+        got = getattr(node, field)
+        # str() of a SecretStr is '**********': compare the secret itself
+        got = got.get_secret_value() if isinstance(got, SecretStr) else got
+        assert str(got) == value, key
     # the workers reach the services of this file
     assert settings.kafka.bootstrap == "kafka:9092"
     ch = env("clickhouse")
@@ -91,6 +118,30 @@ def test_two_workers_in_one_group_after_the_migration() -> None:
         assert w["command"] == ["llmpulse", "worker"]
         assert w["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert w["environment"]["LLMPULSE_WORKER_WEB_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("shell", [{}, {"LLMPULSE_WORKER_TOKEN": "from-the-shell"}])
+@pytest.mark.parametrize("service", ["worker-1", "worker-2"])
+def test_workers_pass_the_web_exposure_check(
+    service: str, shell: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers bind 0.0.0.0 (published ports), which `llmpulse worker` refuses
+    without a token: the file must give them one, or they crash-loop."""
+    for key in list(os.environ):
+        if key.startswith("LLMPULSE_"):
+            monkeypatch.delenv(key)
+    for key, value in container_env(service, shell).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.worker.web_host == "0.0.0.0"
+    assert settings.worker.token is not None
+    expected = shell.get("LLMPULSE_WORKER_TOKEN", "llmpulse-dev-token")
+    assert settings.worker.token.get_secret_value() == expected
+    check_web_exposure(settings.worker)  # raises ConfigError if the worker would refuse
+    # and the check does bite on this environment once the token is gone
+    monkeypatch.delenv("LLMPULSE_WORKER_TOKEN")
+    with pytest.raises(ConfigError, match="LLMPULSE_WORKER_TOKEN"):
+        check_web_exposure(Settings().worker)
 
 
 def published(service: str) -> list[tuple[int, int]]:

@@ -189,3 +189,22 @@ def test_every_panel_is_documented() -> None:
     doc = (REPO / "docs" / "dashboards.md").read_text()
     missing = [f"{d.uid}: {p.title}" for d, p in PANELS if f"| {p.title} |" not in doc]
     assert not missing, missing
+
+
+def test_comparisons_panel_shows_the_latest_verdict_per_origin_and_metric(
+    seeded: tuple[Any, int],
+) -> None:
+    """The seeded canary pair and CLI comparison (tests.seed.SEEDED_COMPARISONS)
+    each show once per metric, with the verdict and statistics of that run."""
+    client, end_ms = seeded
+    sql = render(panel("llmpulse-drift", "Canary comparisons").sql, context(end_ms, 60), EVERYTHING)
+    names, rows = run(client, sql)
+    got = [dict(zip(names, r, strict=True)) for r in rows]
+    assert {g["origin"] for g in got} == {"canary:prompt-v2", "cli"}
+    keys = [(g["origin"], g["metric"]) for g in got]
+    assert len(keys) == len(set(keys)) and keys == sorted(keys)
+    assert {"latency", "ttft", "error_rate"} <= {m for o, m in keys if o == "cli"}
+    assert {g["verdict"] for g in got} <= {"pass", "fail", "inconclusive"}
+    cli_latency = next(g for g in got if (g["origin"], g["metric"]) == ("cli", "latency"))
+    assert cli_latency["candidate"] == "model=gpt-4o-mini" and cli_latency["n_candidate"] > 0
+    assert cli_latency["ci_low"] <= cli_latency["effect"] <= cli_latency["ci_high"]

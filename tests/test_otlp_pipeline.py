@@ -18,7 +18,7 @@ from llmpulse.pipeline import BatchOutcome, IngestPipeline
 from llmpulse.runtime import build_pipeline, prepare_store
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
-from tests.otlp_builders import BASE_NS, MS, Scope, agent_run, request, span
+from tests.otlp_builders import BASE_NS, MS, Scope, agent_run, messages_json, request, span
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -240,3 +240,48 @@ def test_rejected_payloads_and_spans_are_recorded(
     # A redelivery records nothing twice.
     ingest(pipeline, [mixed, garbage])
     assert rows(client, "SELECT count() AS n FROM rejected_events") == [{"n": 3}]
+
+
+def test_otlp_message_content_is_redacted_before_the_store(
+    text_settings: Settings, client: SerialClient
+) -> None:
+    """With text storage on, content from ``gen_ai.input.messages`` goes through the
+    same redaction as JSON events: masked in the row, counted in ``redactions``."""
+    key = "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4" * 2
+    decoder = OtlpDecoder(text_settings.otlp, store_text=text_settings.clickhouse.store_text)
+    pipeline = build_pipeline(text_settings, client, clock=lambda: NOW)
+    chat = span(
+        5,
+        2,
+        name="chat gpt-4o",
+        attrs={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 40,
+            "gen_ai.usage.output_tokens": 8,
+            "gen_ai.input.messages": messages_json(
+                ("system", "You are a support bot."),
+                ("user", f"Mail ann@example.com, my key is {key} thanks"),
+            ),
+            "gen_ai.output.messages": messages_json(("assistant", "Done, ann@example.com.")),
+        },
+    )
+    req = request(({"service.name": "support"}, [Scope("openai", [chat])]))
+    out = ingest(pipeline, [decoder.decode(encode_request(req, "otlp_json"), "kafka:o/0@1")])
+    assert (out.stats.accepted, len(out.rejections)) == (1, 0)
+
+    [row] = rows(client, "SELECT prompt, response, redactions FROM traces")
+    for planted in ("ann@example.com", key, "sk-proj-"):
+        assert planted not in row["prompt"] and planted not in row["response"], planted
+    assert "[EMAIL]" in row["prompt"] and "[EMAIL]" in row["response"]
+    # the text around the planted values survives
+    assert "Mail " in row["prompt"] and " thanks" in row["prompt"]
+    assert "You are a support bot." in row["prompt"]
+    assert row["redactions"] == {"email": 2, "api_key": 1}
+    leaked = rows(
+        client,
+        "SELECT count() AS n FROM traces WHERE position(prompt, 'ann@') > 0"
+        " OR position(response, 'ann@') > 0 OR position(prompt, 'sk-proj') > 0",
+    )
+    assert leaked == [{"n": 0}]

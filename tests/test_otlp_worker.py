@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
@@ -62,6 +62,29 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     asyncio.run(go())
 
 
+def consume_with_headers(
+    bootstrap: str, topic: str, expected: int, timeout: float = 30.0
+) -> list[tuple[bytes, dict[str, bytes]]]:
+    """Everything on ``topic`` from the start (no group): values and headers."""
+
+    async def go() -> list[tuple[bytes, dict[str, bytes]]]:
+        c = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        await c.start()
+        got: list[tuple[bytes, dict[str, bytes]]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(got) < expected and time.monotonic() < deadline:
+                for msgs in (await c.getmany(timeout_ms=500)).values():
+                    got.extend((m.value or b"", dict(m.headers)) for m in msgs)
+        finally:
+            await c.stop()
+        return got
+
+    return asyncio.run(go())
+
+
 def post(url: str, body: bytes, content_type: str) -> int:
     req = urllib.request.Request(
         url, data=body, headers={"Content-Type": content_type}, method="POST"
@@ -74,13 +97,14 @@ def test_collector_topic_and_http_receiver_become_traces_rows(
     worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
     topic = worker.env["LLMPULSE_OTLP_TOPIC"]
+    garbage = b"\x0a\xff garbage that is no export request"
     produce(
         kafka_bootstrap,
         topic,
         [
             encode_request(agent_run(1), "otlp_proto"),
             encode_request(agent_run(11), "otlp_json"),
-            b"\x0a\xff garbage that is no export request",
+            garbage,
         ],
     )
     assert post(worker.url + "/v1/traces", encode_request(agent_run(21), "otlp_proto"),
@@ -91,6 +115,12 @@ def test_collector_topic_and_http_receiver_become_traces_rows(
     worker.wait_for("SELECT count() FROM traces", 24)
     worker.wait_for("SELECT count() FROM rejected_events", 1)
     assert worker.health()["skipped_spans"] == 8
+    # The garbage payload is on the DLQ with its reason and origin, scrubbed like every
+    # DLQ copy (privacy.batch.scrub_raw redacts it as text, so the invalid byte became U+FFFD).
+    [(value, headers)] = consume_with_headers(kafka_bootstrap, worker.env["LLMPULSE_TOPICS_DLQ"], 1)
+    assert value == garbage.decode("utf-8", "replace").encode()
+    assert b"protobuf" in headers["llmpulse-reason"].lower()
+    assert headers["llmpulse-source"].startswith(f"kafka:{topic}/".encode())
 
     names, rows = worker.sql(
         "SELECT event_id, model, provider, input_tokens, output_tokens, trace_id, span_id, "

@@ -68,8 +68,16 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_the_doc_has_the_cookbook() -> None:
     text = "\n".join(COOKBOOK)
     for needle in ("llmpulse_quantile(0.99", "prompt_version", "per 1k tokens", "drift_events",
-                   "resolved_at", "top tenants by cost this week"):  # fmt: skip
+                   "resolved_at", "top tenants by cost this week",
+                   "JOIN traces AS t ON t.event_id = s.call_event_id"):  # fmt: skip
         assert needle.lower() in text.lower(), needle
+
+
+def test_agent_runs_link_to_the_otlp_cookbook() -> None:
+    doc = (REPO / "docs" / "sql.md").read_text()
+    assert "### Agent runs" in doc and "(otlp.md#cookbook-agent-runs)" in doc
+    # the anchor GitHub derives from the heading of docs/otlp.md
+    assert "\n## Cookbook: agent runs\n" in (REPO / "docs" / "otlp.md").read_text()
 
 
 @pytest.mark.parametrize("query", COOKBOOK, ids=[q.splitlines()[0][:60] for q in COOKBOOK])

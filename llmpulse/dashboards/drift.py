@@ -1,4 +1,5 @@
-"""Drift and quality: drift events and window scores per series, quality score trends.
+"""Drift and quality: drift events and window scores per series, the running canary
+comparisons, quality score trends.
 
 Drift series are ``endpoint+model+prompt_version`` by default, so the endpoint
 and model variables filter the drift panels; the quality panel reads the
@@ -28,7 +29,7 @@ EMBEDDINGS: Final = "signal IN ('prompt_embedding', 'response_embedding')"
 DRIFT: Final = DashboardSpec(
     uid="llmpulse-drift",
     title="llmpulse / Drift and quality",
-    description="Drift scores and events per series, and quality score trends.",
+    description="Drift scores and events per series, canary comparisons, and quality score trends.",
     time_from="now-24h",
     rows=(
         RowSpec(
@@ -118,6 +119,45 @@ ORDER BY event_time DESC LIMIT 500""",
                     ),
                     kind="table",
                     description=NOTE,
+                ),
+            ),
+        ),
+        RowSpec(
+            "Canary comparisons",
+            (
+                PanelSpec(
+                    "Canary comparisons",
+                    """SELECT origin, metric, verdict, effect, ci_low, ci_high, p_adjusted,
+       baseline, candidate, n_baseline, n_candidate, created_at
+FROM (
+    SELECT * FROM comparisons
+    WHERE $__timeFilter(created_at)
+    ORDER BY created_at DESC
+    LIMIT 1 BY origin, metric
+)
+ORDER BY origin, metric""",
+                    (
+                        "origin",
+                        "metric",
+                        "verdict",
+                        "effect",
+                        "ci_low",
+                        "ci_high",
+                        "p_adjusted",
+                        "baseline",
+                        "candidate",
+                        "n_baseline",
+                        "n_candidate",
+                        "created_at",
+                    ),
+                    kind="table",
+                    width=24,
+                    description="The latest verdict per origin and metric in the range: "
+                    "'canary:<pair>' from the worker's continuous comparisons, 'cli' from "
+                    "`llmpulse compare`. The effect is oriented so that positive is worse for "
+                    "the candidate (relative for latency, TTFT and costs, absolute for rates), "
+                    "with its confidence interval and the Holm-adjusted p-value. Not filtered "
+                    "by the variables (each comparison selects its own arms).",
                 ),
             ),
         ),

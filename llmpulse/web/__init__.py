@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Final
+from urllib.parse import quote
 
+from llmpulse.access import Access
 from llmpulse.errors import StoreError
 from llmpulse.store.client import SerialClient
 from llmpulse.store.readonly import run_readonly
 from llmpulse.web.status import status_document
 
-__all__ = ["ASSETS", "asset", "register_pages"]
+__all__ = ["ASSETS", "asset", "register_pages", "with_token"]
 
 ASSETS: Final = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -33,13 +35,29 @@ def asset(name: str) -> bytes:
     return resources.files("llmpulse.web").joinpath("static", name).read_bytes()
 
 
+def with_token(page: bytes, token: str) -> bytes:
+    """The page with ``?token=`` on its asset URLs (``/status.css``, ``/status.js``).
+
+    >>> with_token(b'<script src="/status.js"></script>', "a b&c").decode()
+    '<script src="/status.js?token=a%20b%26c"></script>'
+    """
+    # Percent-encoded with nothing kept: only [A-Za-z0-9_.~%-], safe in an attribute.
+    q = quote(token, safe="").encode()
+    for path in (b"/status.css", b"/status.js"):
+        page = page.replace(b'"' + path + b'"', b'"' + path + b"?token=" + q + b'"')
+    return page
+
+
 def register_pages(
     app: Any, client: SerialClient, *, guard: Callable[[type[Any]], type[Any]] | None = None
 ) -> None:
     """Serve the status page on a Faust app's web server (call before the app starts).
 
-    ``guard`` wraps the data endpoint (``/api/status``) in the worker's token check;
-    the page's own files hold no data and stay open, so a browser can load them.
+    ``guard`` wraps every route, the page and its assets as well as the data
+    endpoint (``/api/status``), in the worker's token check: with a token set,
+    nothing but ``/health`` answers without it. A browser navigation carries no
+    header, so the page takes the token as ``?token=`` (``access.PAGE_PATHS``),
+    hands it on to its assets' URLs, and status.js sends it as the bearer token.
     """
     import json
 
@@ -50,8 +68,24 @@ def register_pages(
 
         class Static(View):
             async def get(self, request: Request) -> Response:
+                headers = {"Content-Type": content_type}
+                token = request.query.get("token")
+                if name == "index.html" and token:
+                    # The guard let this token in; the assets need it in their URLs
+                    # too, and a page with a secret in its URL is not cached.
+                    headers["Cache-Control"] = "no-store"
+                    return self.bytes(with_token(body, token), headers=headers)
                 # aiohttp refuses a charset inside content_type; a header may carry it
-                return self.bytes(body, headers={"Content-Type": content_type})
+                return self.bytes(body, headers=headers)
+
+            def denied(self, access: Access) -> Response:
+                # HTML, not JSON: a person reads this; its script keeps the older
+                # /#token=<token> links working (the server never sees a fragment).
+                return self.bytes(
+                    asset("denied.html"),
+                    status=access.status,
+                    headers={"Content-Type": "text/html; charset=utf-8", **access.headers},
+                )
 
         return Static
 
@@ -67,5 +101,6 @@ def register_pages(
             return self.bytes(json.dumps(doc).encode(), content_type="application/json")
 
     for path, (name, content_type) in ASSETS.items():
-        app.page(path)(static_view(name, content_type))
+        view = static_view(name, content_type)
+        app.page(path)(guard(view) if guard is not None else view)
     app.page("/api/status")(guard(Status) if guard is not None else Status)

@@ -121,12 +121,16 @@ def create_app(
     authz = Authorizer.from_settings(settings.worker)
 
     def guarded(view: type[View]) -> type[View]:
-        """``view`` behind the bearer-token check (``/health`` stays open)."""
+        """``view`` behind the bearer-token check (``/health`` stays open); a view
+        with a ``denied(access)`` method answers refusals itself (the page's HTML)."""
 
         class Guarded(view):  # type: ignore[valid-type, misc]
             async def dispatch(self, request: Any) -> Any:
-                access = authz.authorize(request.path, request.headers)
+                # path_qs: the page may carry its token as ?token= (access.PAGE_PATHS)
+                access = authz.authorize(request.path_qs, request.headers)
                 if not access.allowed:
+                    if hasattr(self, "denied"):
+                        return self.denied(access)
                     return self.json(
                         {"error": access.problem}, status=access.status, headers=access.headers
                     )
@@ -222,7 +226,7 @@ def create_app(
 
     limits = sql_limits(settings)
     app.page("/health")(Health)
-    app.page("/ready")(Ready)
+    app.page("/ready")(guarded(Ready))  # a readiness probe sends the token
     app.page("/metrics")(guarded(Metrics))
     app.page("/sql")(guarded(Sql))
     app.page("/v1/traces")(guarded(traces_view(OtlpReceiver(settings.otlp, produce_spans))))

@@ -235,9 +235,11 @@
 
   async function refresh() {
     try {
-      // With worker.token set, open the page as /#token=<token>: the fragment never
-      // leaves the browser, and the data requests carry it as a bearer token.
-      const token = new URLSearchParams(location.hash.slice(1)).get("token");
+      // With worker.token set, the page is opened as /?token=<token> (a navigation
+      // cannot send a header; /#token=<token> is moved there by the 401 page); the
+      // data requests carry it as a bearer token, never in their URL.
+      const token = new URLSearchParams(location.search).get("token") ||
+        new URLSearchParams(location.hash.slice(1)).get("token");
       const headers = token ? { Authorization: "Bearer " + token } : {};
       const r = await fetch("/api/status", { cache: "no-store", headers });
       const doc = await r.json();
