@@ -76,7 +76,8 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                with urllib.request.urlopen(self.url + "/ready", timeout=2) as r:
+                req = urllib.request.Request(self.url + "/ready", headers=self._auth())
+                with urllib.request.urlopen(req, timeout=2) as r:
                     if json.loads(r.read()).get("ready"):
                         return
             except OSError:
@@ -85,7 +86,15 @@ class WorkerProcess:
         raise LlmpulseError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def sql(self, query: str) -> QueryResult:
-        return query_worker(self.url, query)
+        return query_worker(self.url, query, token=self._token())
+
+    def _token(self) -> str | None:
+        """The worker's own token (every endpoint but /health needs it when set)."""
+        return self.env.get("LLMPULSE_WORKER_TOKEN") or os.environ.get("LLMPULSE_WORKER_TOKEN")
+
+    def _auth(self) -> dict[str, str]:
+        token = self._token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def scalar(self, query: str) -> int:
         return int(self.sql(query)[1][0][0])
