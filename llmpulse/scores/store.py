@@ -77,10 +77,12 @@ class ClickHouseScoreStore:
         lo = _seconds(start_min - timedelta(seconds=1))
         hi = _seconds(start_max + timedelta(seconds=1))
         for i in range(0, len(ids), _CHUNK):
+            # ARRAY JOIN then IN (a hash set) rather than hasAny(score_ids, ids): with
+            # 5,000 ids hasAny took seconds per query once the windows held partials.
             rows = self.client.rows(
-                "SELECT DISTINCT arrayJoin(score_ids) FROM window_scores "
+                "SELECT DISTINCT id FROM window_scores ARRAY JOIN score_ids AS id "
                 f"WHERE window_start >= toDateTime({lo}) AND window_start <= toDateTime({hi}) "
-                f"AND hasAny(score_ids, {strings_literal(ids[i : i + _CHUNK])})"
+                f"AND id IN {strings_literal(ids[i : i + _CHUNK])}"
             )
             found.update(r[0] for r in rows if r[0] in wanted)
         return found
