@@ -14,6 +14,11 @@ window, name, threshold and score ids, so a retried insert collapses; the
 score ids let the stage recognise a score already folded when Kafka redelivers
 it in a different batch (see ``stage``).
 
+The fold itself runs over numpy columns (``scores.fold``): one row per
+(score, grouping, spec, window start), grouped by a sort, with sums that add
+the values in the same order as a loop would, so the partials and their ids
+are exactly those of the per-score loop it replaced (``tests/test_score_fold.py``).
+
 Alerting reads one window length (``signal_window_s``): its windows are held
 in memory until the event-time watermark passes their end by
 ``alert_delay_ms`` (time for late scores to arrive), then their quality goes
