@@ -123,8 +123,12 @@ class QualityPartial:
 
     @cached_property
     def partial_id(self) -> str:
-        parts = (self.window_id, self.score_name, repr(self.threshold), *self.score_ids, "")
-        return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+        return _partial_id(self.window_id, self.score_name, repr(self.threshold), self.score_ids)
+
+
+def _partial_id(window_id: str, name: str, threshold: str, score_ids: Sequence[str]) -> str:
+    parts = (window_id, name, threshold, *score_ids, "")
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 class _Acc:
@@ -286,27 +290,41 @@ class QualityFolder:
         layout = [cols.layout[c] for c in (first % len(cols.layout)).tolist()]
         names = rows.name[first].tolist()
         series = rows.series[first].tolist()
+        shown = [repr(t) for t in cols.thresholds]
+        # One window id per window (its partials differ by score name only); both
+        # ids are hashed here, in the loop that has their parts, and handed to the
+        # partial's cached properties.
+        window_ids: dict[tuple[int, int, int], str] = {}
         out = []
         at = 0
         for i, (gi, si) in enumerate(layout):
-            g, spec, name = cfg.groupings[gi], cfg.specs[si], cols.names[names[i]]
+            g, spec, code = cfg.groupings[gi], cfg.specs[si], names[i]
             n = counts[i]
-            out.append(
-                QualityPartial(
-                    window_start_ms=starts[i],
-                    window_seconds=spec.length_s,
-                    hop_seconds=spec.hop_s,
-                    grouping=g.name,
-                    dims=dict(zip(g.dims, cols.series[series[i]][1], strict=True)),
-                    score_name=name,
-                    threshold=cols.thresholds[names[i]],
-                    count=n,
-                    value_sum=sums[i],
-                    value_sq_sum=sqs[i],
-                    below=belows[i],
-                    score_ids=tuple(ids[at : at + n]),
-                )
+            dims = dict(zip(g.dims, cols.series[series[i]][1], strict=True))
+            wkey = (starts[i], si, series[i])
+            wid = window_ids.get(wkey)
+            if wid is None:
+                wid = window_ids[wkey] = window_id_of(starts[i], spec.length_s, g.name, dims)
+            score_ids = tuple(ids[at : at + n])
+            part = QualityPartial(
+                window_start_ms=starts[i],
+                window_seconds=spec.length_s,
+                hop_seconds=spec.hop_s,
+                grouping=g.name,
+                dims=dims,
+                score_name=cols.names[code],
+                threshold=cols.thresholds[code],
+                count=n,
+                value_sum=sums[i],
+                value_sq_sum=sqs[i],
+                below=belows[i],
+                score_ids=score_ids,
             )
+            vars(part).update(
+                window_id=wid,
+                partial_id=_partial_id(wid, cols.names[code], shown[code], score_ids),
+            )
+            out.append(part)
             at += n
         return out
 
