@@ -14,6 +14,11 @@ window, name, threshold and score ids, so a retried insert collapses; the
 score ids let the stage recognise a score already folded when Kafka redelivers
 it in a different batch (see ``stage``).
 
+The fold itself runs over numpy columns (``scores.fold``): one row per
+(score, grouping, spec, window start), grouped by a sort, with sums that add
+the values in the same order as a loop would, so the partials and their ids
+are exactly those of the per-score loop it replaced (``tests/test_score_fold.py``).
+
 Alerting reads one window length (``signal_window_s``): its windows are held
 in memory until the event-time watermark passes their end by
 ``alert_delay_ms`` (time for late scores to arrive), then their quality goes
@@ -44,8 +49,11 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
+from itertools import chain
 from typing import Any, Final, Literal
 
+import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from llmpulse.alerts.signals import Signal
@@ -53,6 +61,7 @@ from llmpulse.processors.windows import GroupingSet, WindowSpec, window_id_of
 from llmpulse.schemas.batch import from_ms, to_ms
 from llmpulse.schemas.event import DIMENSIONS
 from llmpulse.schemas.rows import WINDOW_SCORE_COLUMNS, names
+from llmpulse.scores.fold import F64, I64, Groups, combine, dense, group, window_starts_of
 from llmpulse.scores.records import CallInfo, ScoreRecord
 
 WINDOW_SCORE_NAMES: Final = names(WINDOW_SCORE_COLUMNS)
@@ -106,39 +115,122 @@ class QualityPartial:
     below: int
     score_ids: tuple[str, ...]
 
-    @property
+    # Cached: the stage and the table builder both read them. One update of the
+    # joined parts hashes the same bytes as an update per part and separator.
+    @cached_property
     def window_id(self) -> str:
         return window_id_of(self.window_start_ms, self.window_seconds, self.grouping, self.dims)
 
-    @property
+    @cached_property
     def partial_id(self) -> str:
-        h = hashlib.blake2b(digest_size=16)
-        for part in (self.window_id, self.score_name, repr(self.threshold), *self.score_ids):
-            h.update(part.encode())
-            h.update(b"\x1f")
-        return h.hexdigest()
+        return _partial_id(self.window_id, self.score_name, repr(self.threshold), self.score_ids)
+
+
+def _partial_id(window_id: str, name: str, threshold: str, score_ids: Sequence[str]) -> str:
+    parts = (window_id, name, threshold, *score_ids, "")
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 class _Acc:
-    __slots__ = ("below", "count", "ids", "sq", "total")
+    """An alerting window still open: its scores so far."""
+
+    __slots__ = ("below", "count", "total")
 
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
-        self.sq = 0.0
         self.below = 0
-        self.ids: list[str] = []
-
-    def add(self, value: float, below: bool, score_id: str) -> None:
-        self.count += 1
-        self.total += value
-        self.sq += value * value
-        self.below += below
-        self.ids.append(score_id)
 
 
-# (spec, grouping, series values, window start ms, score name)
-_Key = tuple[WindowSpec, GroupingSet, tuple[str, ...], int, str]
+class _Columns:
+    """A batch of scores as columns, one row per score.
+
+    Series are coded per distinct dims mapping (calls of one series share theirs),
+    score ids by their sorted rank (the partials list them sorted). Equal window
+    specs or groupings listed twice share one index, as they shared dict keys.
+    """
+
+    def __init__(self, cfg: QualityConfig, scored: Sequence[Scored]) -> None:
+        self.n = len(scored)
+        g_index = [cfg.groupings.index(g) for g in cfg.groupings]
+        s_index = [cfg.specs.index(s) for s in cfg.specs]
+        # (grouping index, spec index) of the windows of one score, in loop order
+        self.layout: list[tuple[int, int]] = []
+        for gi in g_index:
+            for si in s_index:
+                spec = cfg.specs[si]
+                width = spec.length_s // spec.hop_s
+                self.layout.extend([(gi, si)] * width)
+        self.names: list[str] = []
+        name_code: dict[str, int] = {}
+        self.series: list[tuple[int, tuple[str, ...]]] = []  # (grouping index, values)
+        series_code: dict[tuple[int, tuple[str, ...]], int] = {}
+        of_dims: dict[int, list[int]] = {}
+        values: list[float] = []
+        names: list[int] = []
+        times: list[int] = []
+        series: list[list[int]] = []
+        ids: list[str] = []
+        for rec, call in scored:
+            values.append(rec.value)
+            ids.append(rec.score_id)
+            times.append(call.timestamp_ms)
+            code = name_code.get(rec.name)
+            if code is None:
+                code = name_code[rec.name] = len(self.names)
+                self.names.append(rec.name)
+            names.append(code)
+            codes = of_dims.get(id(call.dims))
+            if codes is None:
+                codes = of_dims[id(call.dims)] = []
+                for gi in g_index:
+                    key = (
+                        gi,
+                        tuple(str(call.dims.get(d, "") or "") for d in cfg.groupings[gi].dims),
+                    )
+                    c = series_code.get(key)
+                    if c is None:
+                        c = series_code[key] = len(self.series)
+                        self.series.append(key)
+                    codes.append(c)
+            series.append(codes)
+        self.n_names = len(self.names)
+        self.thresholds = [cfg.threshold_of(n) for n in self.names]
+        self.values: F64 = np.array(values, dtype=np.float64)
+        self.name: I64 = np.array(names, dtype=np.int64)
+        self.times: I64 = np.array(times, dtype=np.int64)
+        self.series_of: I64 = np.array(series, dtype=np.int64).reshape(self.n, len(g_index))
+        self.below = self.values < np.array(self.thresholds, dtype=np.float64)[self.name]
+        self.id_table = np.array(sorted(set(ids)), dtype=object)
+        rank = {s: i for i, s in enumerate(self.id_table.tolist())}
+        self.id_rank: I64 = np.array([rank[s] for s in ids], dtype=np.int64)
+
+
+class _Rows:
+    """One row per (score, grouping, spec, window start), score-major, in the
+    order of a loop over scores, groupings, specs and starts."""
+
+    def __init__(self, cfg: QualityConfig, cols: _Columns) -> None:
+        width = len(cols.layout)
+        g_pos = range(len(cfg.groupings))
+        blocks = []
+        series_cols = []
+        for gp in g_pos:
+            for spec in cfg.specs:
+                blocks.append(window_starts_of(cols.times, spec.length_ms, spec.hop_ms))
+                series_cols.extend([gp] * (spec.length_s // spec.hop_s))
+        self.starts: I64 = np.hstack(blocks).reshape(-1)
+        self.series: I64 = cols.series_of[:, series_cols].reshape(-1)
+        spec_of_col = np.array([si for _, si in cols.layout], dtype=np.int64)
+        n_specs = len(cfg.specs)
+        self.series_spec: I64 = (
+            self.series.reshape(cols.n, width) * n_specs + spec_of_col
+        ).reshape(-1)
+        self.n_series_spec = len(cols.series) * n_specs
+        self.name: I64 = np.repeat(cols.name, width)
+        self.values: F64 = np.repeat(cols.values, width)
+        self.below = np.repeat(cols.below, width)
+        self.id_rank: I64 = np.repeat(cols.id_rank, width)
 
 
 def window_starts(t_ms: int, spec: WindowSpec) -> range:
@@ -165,62 +257,125 @@ class QualityFolder:
         self.late_for_alerts = 0  # scores whose signal window had already been alerted on
 
     def fold(self, scored: Iterable[Scored]) -> list[QualityPartial]:
-        """Partials of ``scored`` (each score must be folded once: the stage checks)."""
+        """Partials of ``scored`` (each score must be folded once: the stage checks).
+
+        Same partials, in the same order, with the same sums as a loop adding each
+        score to a dict of accumulators per window (see ``scores.fold``)."""
         cfg = self.config
-        accs: dict[_Key, _Acc] = {}
-        for rec, call in scored:
-            threshold = cfg.threshold_of(rec.name)
-            below = rec.value < threshold
-            self.folded += 1
-            alerted = False
-            for g in cfg.groupings:
-                series = tuple(str(call.dims.get(d, "") or "") for d in g.dims)
-                for spec in cfg.specs:
-                    for start in window_starts(call.timestamp_ms, spec):
-                        key = (spec, g, series, start, rec.name)
-                        acc = accs.get(key)
-                        if acc is None:
-                            acc = accs[key] = _Acc()
-                        acc.add(rec.value, below, rec.score_id)
-                        if spec == self._signal_spec:
-                            alerted |= not self._hold(g, series, start, rec, below)
-            self.late_for_alerts += alerted
+        scored = list(scored)
+        self.folded += len(scored)
+        cols = _Columns(cfg, scored)
+        if not cols.n or not cols.layout:
+            return []
+        rows = _Rows(cfg, cols)
+        starts = rows.starts
+        start_codes, n_starts = dense(starts)
+        key, n_key = combine(rows.series_spec, rows.n_series_spec, start_codes, n_starts)
+        key, _ = combine(key, n_key, rows.name, cols.n_names)
+        groups = group(key)
+        self._hold_rows(cols, rows, start_codes, n_starts)
+        return self._partials(cols, rows, groups)
+
+    def _partials(self, cols: _Columns, rows: _Rows, groups: Groups) -> list[QualityPartial]:
+        cfg = self.config
+        counts = groups.count.tolist()
+        sums = groups.sum(rows.values).tolist()
+        with np.errstate(over="ignore"):  # inf, as a float product in Python gives
+            sqs = groups.sum(rows.values * rows.values).tolist()
+        belows = groups.sum(rows.below.astype(np.float64)).astype(np.int64).tolist()
+        by_id = groups.rows_by(rows.id_rank)
+        ids = cols.id_table[rows.id_rank[by_id]].tolist()
+        first = groups.first
+        starts = rows.starts[first].tolist()
+        layout = [cols.layout[c] for c in (first % len(cols.layout)).tolist()]
+        names = rows.name[first].tolist()
+        series = rows.series[first].tolist()
+        shown = [repr(t) for t in cols.thresholds]
+        # One window id per window (its partials differ by score name only); both
+        # ids are hashed here, in the loop that has their parts, and handed to the
+        # partial's cached properties.
+        window_ids: dict[tuple[int, int, int], str] = {}
         out = []
-        for (spec, g, series, start, name), acc in accs.items():
-            ids = tuple(sorted(acc.ids))
-            out.append(
-                QualityPartial(
-                    window_start_ms=start,
-                    window_seconds=spec.length_s,
-                    hop_seconds=spec.hop_s,
-                    grouping=g.name,
-                    dims=dict(zip(g.dims, series, strict=True)),
-                    score_name=name,
-                    threshold=cfg.threshold_of(name),
-                    count=acc.count,
-                    value_sum=acc.total,
-                    value_sq_sum=acc.sq,
-                    below=acc.below,
-                    score_ids=ids,
-                )
+        at = 0
+        for i, (gi, si) in enumerate(layout):
+            g, spec, code = cfg.groupings[gi], cfg.specs[si], names[i]
+            n = counts[i]
+            dims = dict(zip(g.dims, cols.series[series[i]][1], strict=True))
+            wkey = (starts[i], si, series[i])
+            wid = window_ids.get(wkey)
+            if wid is None:
+                wid = window_ids[wkey] = window_id_of(starts[i], spec.length_s, g.name, dims)
+            score_ids = tuple(ids[at : at + n])
+            part = QualityPartial(
+                window_start_ms=starts[i],
+                window_seconds=spec.length_s,
+                hop_seconds=spec.hop_s,
+                grouping=g.name,
+                dims=dims,
+                score_name=cols.names[code],
+                threshold=cols.thresholds[code],
+                count=n,
+                value_sum=sums[i],
+                value_sq_sum=sqs[i],
+                below=belows[i],
+                score_ids=score_ids,
             )
+            vars(part).update(
+                window_id=wid,
+                partial_id=_partial_id(wid, cols.names[code], shown[code], score_ids),
+            )
+            out.append(part)
+            at += n
         return out
 
-    def _hold(
-        self, g: GroupingSet, series: tuple[str, ...], start: int, rec: ScoreRecord, below: bool
-    ) -> bool:
-        """Count the score in an alerting window still open; False if already alerted."""
-        assert self._signal_spec is not None
-        if start + self._signal_spec.length_ms <= self._emitted_ms:
-            return False
-        key = (g, series, start, rec.name)
-        acc = self._open.get(key)
-        if acc is None:
-            acc = self._open[key] = _Acc()
-        acc.count += 1
-        acc.total += rec.value
-        acc.below += below
-        return True
+    def _hold_rows(self, cols: _Columns, rows: _Rows, start_codes: I64, n_starts: int) -> None:
+        """Count the rows of the alerting windows still open into ``_open``; count the
+        scores with a window already alerted on in ``late_for_alerts``."""
+        spec = self._signal_spec
+        if spec is None:
+            return
+        signal_cols = np.array([self.config.specs[si] == spec for _, si in cols.layout])
+        if not signal_cols.any():
+            return
+        width = len(cols.layout)
+        signal = np.tile(signal_cols, cols.n)
+        open_ = signal & (rows.starts + spec.length_ms > self._emitted_ms)
+        self.late_for_alerts += int((signal & ~open_).reshape(cols.n, width).any(axis=1).sum())
+        if not open_.any():
+            return
+        # The series code names the grouping; the spec is the signal spec on every row.
+        series = rows.series[open_]
+        key, n_key = combine(series, len(cols.series), start_codes[open_], n_starts)
+        key, _ = combine(key, n_key, rows.name[open_], cols.n_names)
+        groups = group(key)
+        first = groups.first
+        held = np.flatnonzero(open_)[first]
+        keys = [
+            (self.config.groupings[gi], tup, start, cols.names[name])
+            for (gi, tup), start, name in zip(
+                [cols.series[s] for s in series[first].tolist()],
+                rows.starts[held].tolist(),
+                rows.name[held].tolist(),
+                strict=True,
+            )
+        ]
+        accs = [self._open.get(k) for k in keys]
+        # Totals go on from the stored ones: each prior total is the first weight
+        # of its group, so the additions are those of a loop over the rows.
+        prior = [i for i, a in enumerate(accs) if a is not None]
+        of_row = np.concatenate([np.array(prior, dtype=np.int64), groups.of_row])
+        weights = np.concatenate(
+            [np.array([accs[i].total for i in prior], dtype=np.float64), rows.values[open_]]  # type: ignore[union-attr]
+        )
+        totals = np.bincount(of_row, weights=weights, minlength=groups.size).tolist()
+        belows = groups.sum(rows.below[open_].astype(np.float64)).astype(np.int64).tolist()
+        for k, found, n, total, below in zip(
+            keys, accs, groups.count.tolist(), totals, belows, strict=True
+        ):
+            acc = found if found is not None else self._open.setdefault(k, _Acc())
+            acc.count += n
+            acc.total = total
+            acc.below += below
 
     def advance(self, watermark_ms: int) -> list[Signal]:
         """Move event time on (the latest call time seen); signals of the windows
@@ -303,15 +458,19 @@ def window_signals(
 def partials_table(partials: Sequence[QualityPartial], emitted_at: datetime) -> pa.Table:
     """``window_scores`` rows (``WINDOW_SCORE_COLUMNS``) of ``partials``."""
     ts = pa.timestamp("s", tz="UTC")
-    starts = [p.window_start_ms // 1000 for p in partials]
+    n = len(partials)
+    starts = np.array([p.window_start_ms for p in partials], dtype=np.int64) // 1000
+    seconds = np.array([p.window_seconds for p in partials], dtype=np.int64)
+    counts = np.array([len(p.score_ids) for p in partials], dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    flat_ids = pa.array(list(chain.from_iterable(p.score_ids for p in partials)), pa.string())
     cols: dict[str, Any] = {
         "partial_id": pa.array([p.partial_id for p in partials], pa.string()),
         "window_id": pa.array([p.window_id for p in partials], pa.string()),
         "window_start": pa.array(starts, pa.int64()).cast(ts),
-        "window_end": pa.array(
-            [s + p.window_seconds for s, p in zip(starts, partials, strict=True)], pa.int64()
-        ).cast(ts),
-        "window_seconds": pa.array([p.window_seconds for p in partials], pa.uint32()),
+        "window_end": pa.array(starts + seconds, pa.int64()).cast(ts),
+        "window_seconds": pa.array(seconds, pa.uint32()),
         "hop_seconds": pa.array([p.hop_seconds for p in partials], pa.uint32()),
         "grouping": pa.array([p.grouping for p in partials], pa.string()),
     }
@@ -323,8 +482,8 @@ def partials_table(partials: Sequence[QualityPartial], emitted_at: datetime) -> 
     cols["value_sum"] = pa.array([p.value_sum for p in partials], pa.float64())
     cols["value_sq_sum"] = pa.array([p.value_sq_sum for p in partials], pa.float64())
     cols["below_count"] = pa.array([p.below for p in partials], pa.uint64())
-    cols["score_ids"] = pa.array([list(p.score_ids) for p in partials], pa.list_(pa.string()))
-    cols["emitted_at"] = pa.array([to_ms(emitted_at)] * len(partials), pa.int64()).cast(
+    cols["score_ids"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat_ids)
+    cols["emitted_at"] = pa.array(np.full(n, to_ms(emitted_at), dtype=np.int64), pa.int64()).cast(
         pa.timestamp("ms", tz="UTC")
     )
-    return pa.table({n: cols[n] for n in WINDOW_SCORE_NAMES})
+    return pa.table({name: cols[name] for name in WINDOW_SCORE_NAMES})

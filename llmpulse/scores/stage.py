@@ -141,6 +141,15 @@ class CallIndex:
             if old is not None and self._by_span.get(old) == eid:
                 del self._by_span[old]
 
+    def get_all(self, records: Sequence[ScoreRecord]) -> list[CallInfo | None]:
+        """``get`` of each record, in one loop (a call per score showed in profiles)."""
+        by_id, by_span = self._by_id, self._by_span
+        out: list[CallInfo | None] = []
+        for rec in records:
+            eid = rec.event_id or by_span.get(rec.span)
+            out.append(None if eid is None else by_id.get(eid))
+        return out
+
     def get(self, rec: ScoreRecord) -> CallInfo | None:
         if rec.event_id:
             return self._by_id.get(rec.event_id)
@@ -342,8 +351,7 @@ class ScoreStage:
     def _resolve(self, records: Sequence[ScoreRecord]) -> tuple[list[Scored], list[ScoreRecord]]:
         resolved: list[Scored] = []
         missing: list[ScoreRecord] = []
-        for r in records:
-            call = self.calls.get(r)
+        for r, call in zip(records, self.calls.get_all(records), strict=True):
             if call is None:
                 missing.append(r)
             else:

@@ -7,7 +7,8 @@ of callers, as ``store.writer.MemoryStore`` is for the trace pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,26 @@ _CALL_SQL = (
 )
 
 
+# Id lists are written into the SQL here, escaped as the client's own binding
+# escapes strings (backslash, quote, backtick, tab, newline): the client does it
+# a character at a time in Python, 0.4 s for the ids of 12,000 scores.
+_ESCAPES = str.maketrans({c: "\\" + c for c in ("\\", "'", "`", "\t", "\n")})
+
+
+def strings_literal(values: Iterable[str]) -> str:
+    """A ClickHouse ``Array(String)`` literal of ``values``.
+
+    >>> print(strings_literal(["a", "it's", "{x:String}"]))
+    ['a', 'it\\'s', '{x:String}']
+    """
+    return "[" + ", ".join(["'" + v.translate(_ESCAPES) + "'" for v in values]) + "]"
+
+
+def _seconds(t: datetime) -> int:
+    """Whole epoch seconds of ``t`` (what a bound ``DateTime`` keeps of it)."""
+    return math.floor(t.timestamp())
+
+
 def _call(row: Sequence[Any]) -> tuple[str, str, str, CallInfo]:
     eid, trace, span, ms = row[0], row[1], row[2], int(row[3])
     dims = {d: str(v) for d, v in zip(DIMENSIONS, row[4:], strict=True) if v}
@@ -40,8 +61,8 @@ class ClickHouseScoreStore:
         found: set[str] = set()
         for i in range(0, len(ids), _CHUNK):
             rows = self.client.rows(
-                "SELECT score_id FROM scores WHERE score_id IN {ids:Array(String)}",
-                {"ids": list(ids[i : i + _CHUNK])},
+                "SELECT score_id FROM scores WHERE score_id IN "
+                + strings_literal(ids[i : i + _CHUNK])
             )
             found.update(r[0] for r in rows)
         return found
@@ -53,16 +74,15 @@ class ClickHouseScoreStore:
             return set()
         wanted = set(ids)
         found: set[str] = set()
+        lo = _seconds(start_min - timedelta(seconds=1))
+        hi = _seconds(start_max + timedelta(seconds=1))
         for i in range(0, len(ids), _CHUNK):
+            # ARRAY JOIN then IN (a hash set) rather than hasAny(score_ids, ids): with
+            # 5,000 ids hasAny took seconds per query once the windows held partials.
             rows = self.client.rows(
-                "SELECT DISTINCT arrayJoin(score_ids) FROM window_scores "
-                "WHERE window_start >= {lo:DateTime} AND window_start <= {hi:DateTime} "
-                "AND hasAny(score_ids, {ids:Array(String)})",
-                {
-                    "lo": start_min - timedelta(seconds=1),
-                    "hi": start_max + timedelta(seconds=1),
-                    "ids": list(ids[i : i + _CHUNK]),
-                },
+                "SELECT DISTINCT id FROM window_scores ARRAY JOIN score_ids AS id "
+                f"WHERE window_start >= toDateTime({lo}) AND window_start <= toDateTime({hi}) "
+                f"AND id IN {strings_literal(ids[i : i + _CHUNK])}"
             )
             found.update(r[0] for r in rows if r[0] in wanted)
         return found
@@ -73,15 +93,15 @@ class ClickHouseScoreStore:
         by_id: dict[str, CallInfo] = {}
         by_span: dict[tuple[str, str], CallInfo] = {}
         for i in range(0, len(event_ids), _CHUNK):
-            sql = _CALL_SQL.format(cond="event_id IN {ids:Array(String)}")
-            for row in self.client.rows(sql, {"ids": list(event_ids[i : i + _CHUNK])}):
+            sql = _CALL_SQL.format(cond="event_id IN " + strings_literal(event_ids[i : i + _CHUNK]))
+            for row in self.client.rows(sql):
                 eid, _, _, info = _call(row)
                 by_id[eid] = info
         wanted = set(spans)
         traces = sorted({t for t, _ in spans})
         for i in range(0, len(traces), _CHUNK):
-            sql = _CALL_SQL.format(cond="trace_id IN {t:Array(String)}")
-            for row in self.client.rows(sql, {"t": traces[i : i + _CHUNK]}):
+            sql = _CALL_SQL.format(cond="trace_id IN " + strings_literal(traces[i : i + _CHUNK]))
+            for row in self.client.rows(sql):
                 _, trace, span, info = _call(row)
                 if (trace, span) in wanted:
                     by_span[(trace, span)] = info
