@@ -59,13 +59,21 @@ class AlertStage(Stage):
     def _evaluate(self, ctx: Context) -> Output:
         if not ctx.signals and not self.engine.has_orphans:
             return Output()
+        # Compute, then commit (llmpulse.topology.isolation): the engine moves its
+        # states as it evaluates, so a raise half-way (a summary template, a row)
+        # must put them back, or the retry finds no transition and the page is lost.
+        saved = self.engine.export_state()
+        try:
+            found = self.engine.evaluate(ctx.signals, ctx.now)
+            rows = [transition_row(t, notified=t.notify and self.send) for t in found]
+        except Exception:
+            self.engine.import_state(saved)
+            raise
         self._dirty = True
-        found = self.engine.evaluate(ctx.signals, ctx.now)
         if not found:
             return Output()
         self.transitions += len(found)
         ctx.stats.alert_transitions += len(found)
-        rows = [transition_row(t, notified=t.notify and self.send) for t in found]
         out = Output(rows=[Rows("alerts", rows, ALERT_COLUMNS)])
         if self.notify is not None:
             out.after_write = [partial(self.notify, t) for t in found]
