@@ -75,6 +75,8 @@ from llmpulse.schemas.batch import from_ms, to_ms
 TimeLike = datetime | int | float
 
 SEGMENTS: tuple[int, ...] = (32, 64, 128)
+# Calibration events per partial sum of the null statistics (see _Evidence._calibrate).
+_NULL_BLOCK = 64
 
 
 def _times(times: Sequence[TimeLike] | IntArray, n: int) -> IntArray:
@@ -213,6 +215,7 @@ class _Evidence(ABC):
         self._tail_values = np.zeros(0, dtype=np.float64)
         self._null_sum: FloatArray | None = None
         self._null_sq: FloatArray | None = None
+        self._null_rows: FloatArray | None = None  # calibration rows not yet in a block
         self._null_count = 0
 
     @property
@@ -277,10 +280,19 @@ class _Evidence(ABC):
         if self._null_sum is None or self._null_sq is None:
             self._null_sum = np.zeros(rows.shape[1])
             self._null_sq = np.zeros((rows.shape[1], rows.shape[1]))
-        self._null_sum += part.sum(axis=0)
-        self._null_sq += part.T @ part
         self._null_count += part.shape[0]
-        if self._null_n() + self._null_count >= self.null_target:
+        done = self._null_n() + self._null_count >= self.null_target
+        # Summed in fixed blocks of the calibration events, whatever batches brought
+        # them: floating-point sums over other boundaries differ in their last bits,
+        # and the reference's id (part of every drift_id, the dedup key) with them.
+        held = part if self._null_rows is None else np.vstack([self._null_rows, part])
+        upto = held.shape[0] if done else held.shape[0] // _NULL_BLOCK * _NULL_BLOCK
+        for lo in range(0, upto, _NULL_BLOCK):
+            block = np.ascontiguousarray(held[lo : min(lo + _NULL_BLOCK, upto)])
+            self._null_sum += block.sum(axis=0)
+            self._null_sq += block.T @ block
+        self._null_rows = held[upto:].copy() if upto < held.shape[0] else None
+        if done:
             self._absorb_null(self._null_sum, self._null_sq, self._null_count)
             self._null_sum = self._null_sq = None
             self._null_count = 0

@@ -75,21 +75,36 @@ class AlertStage(Stage):
         return self._evaluate(ctx)
 
     def _evaluate(self, ctx: Context) -> Output:
-        found = []
-        if ctx.signals or self.engine.has_orphans:
-            self._dirty = True
-            found = self.engine.evaluate(ctx.signals, ctx.now)
         moved = ctx.source_time_ms is not None and ctx.source_time_ms != self._frontier_ms
-        if self.no_data and (ctx.signals or moved):
-            self._dirty = True
+        rules = bool(ctx.signals or self.engine.has_orphans)
+        silence = bool(self.no_data and (ctx.signals or moved))
+        if not rules and not silence:
+            return Output()
+        # Compute, then commit (llmpulse.topology.isolation): the engine and the
+        # silence monitor move their states as they evaluate, so a raise half-way (a
+        # summary template, a row) must put them back, or the retry finds no
+        # transition and the page is lost.
+        saved = self.engine.export_state() if rules else None
+        saved_silence = self.no_data.export_state() if silence else None
+        try:
+            found = self.engine.evaluate(ctx.signals, ctx.now) if rules else []
+            if silence:
+                wm = None if ctx.source_time_ms is None else ctx.source_time_ms - self.lateness_ms
+                found.extend(self.no_data.evaluate(ctx.signals, wm, ctx.now))
+            rows = [transition_row(t, notified=t.notify and self.send) for t in found]
+        except Exception:
+            if saved is not None:
+                self.engine.import_state(saved)
+            if saved_silence is not None:
+                self.no_data.import_state(saved_silence)
+            raise
+        self._dirty = True
+        if silence:
             self._frontier_ms = ctx.source_time_ms
-            wm = None if ctx.source_time_ms is None else ctx.source_time_ms - self.lateness_ms
-            found.extend(self.no_data.evaluate(ctx.signals, wm, ctx.now))
         if not found:
             return Output()
         self.transitions += len(found)
         ctx.stats.alert_transitions += len(found)
-        rows = [transition_row(t, notified=t.notify and self.send) for t in found]
         out = Output(rows=[Rows("alerts", rows, ALERT_COLUMNS)])
         if self.notify is not None:
             out.after_write = [partial(self.notify, t) for t in found]

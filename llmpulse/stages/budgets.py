@@ -13,11 +13,11 @@ from datetime import date, timedelta
 import numpy as np
 import orjson
 
-from llmpulse._types import ObjArray
+from llmpulse._types import IntArray, ObjArray
 from llmpulse.alerts.signals import signals_from_budget
 from llmpulse.processors.budgets import Budget, BudgetStatus, BudgetTracker
 from llmpulse.schemas.batch import TraceBatch, from_ms
-from llmpulse.stages.base import Context, Output, Stage, StoreReader
+from llmpulse.stages.base import BoolMatrix, Context, Output, Stage, StoreReader
 
 _SCOPES = ("tenant", "team")
 _DAY_MS = 86_400_000
@@ -50,6 +50,18 @@ class BudgetStage(Stage):
         rows = np.flatnonzero((batch.cost > 0) & owned.any(axis=1))  # NaN compares False
         if not rows.size:
             return Output()
+        saved = self.tracker.statuses()
+        try:
+            return self._add(batch, rows, owned)
+        except Exception:
+            # The totals as they were (llmpulse.topology.isolation retries the batch,
+            # then its halves: spend added before the raise would count twice).
+            self.tracker = BudgetTracker(self.tracker.budgets)
+            for st in saved:
+                self.tracker.restore(st.budget, st.period_start, st.spent_usd)
+            raise
+
+    def _add(self, batch: TraceBatch, rows: IntArray, owned: BoolMatrix) -> Output:
         changed: dict[tuple[object, object], BudgetStatus] = {}
         tenants = batch.objects["tenant"][rows].tolist()
         teams = batch.objects["team"][rows].tolist()

@@ -85,6 +85,10 @@ class TraceStage(Stage):
         if not len(batch):
             return Output(batch=batch)
         price_batch(self.prices, batch)
+        # Compute first, then commit: an event that breaks the encoding raises here,
+        # before its id is remembered, so the retry of llmpulse.topology.isolation
+        # does not take the batch for duplicates and drop it.
+        table = traces_table(batch, ctx.now, store_text=self.store_text)
         ids = batch.event_id.tolist()
         self.recent.add_all(ids)
         stats.accepted += len(ids)
@@ -92,7 +96,6 @@ class TraceStage(Stage):
         stats.cost_sources.update(sources)
         if "unpriced" in stats.cost_sources:
             stats.unpriced_models.update(batch.objects["model"][batch.cost_source == "unpriced"])
-        table = traces_table(batch, ctx.now, store_text=self.store_text)
         return Output(rows=[Rows("traces", table)], batch=batch)
 
     def rebuild(self, batch: TraceBatch, ctx: Context) -> None:
