@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit integration bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,10 @@ test: lint typecheck
 	$(BIN)/pytest -q
 
 unit: setup
-	$(BIN)/pytest -q -m "not kafka"
+	$(BIN)/pytest -q tests/unit -m "not slow"
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
 
 bench: setup
 	$(BIN)/llmpulse bench pipeline

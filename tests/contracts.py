@@ -3,7 +3,7 @@
 In the spirit of river's ``perform_test`` (``river/utils/estimator_checks``): one
 list of checks, each a plain function taking the thing under test (or a way to
 build a fresh one) and raising ``AssertionError`` when the contract is broken.
-``tests/test_contracts.py`` finds the classes by walking the packages and runs
+``tests/integration/test_contracts.py`` finds the classes by walking the packages and runs
 every check on every one, so a new stage, detector or sink is checked without
 anyone remembering to add it.
 """

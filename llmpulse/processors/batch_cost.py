@@ -3,7 +3,7 @@
 The price lookup runs once per distinct (model, provider, day) of the batch and
 the formula runs on numpy columns in the same order of operations as
 ``cost_of_call``, so every cost is bit-for-bit the one the per-event function
-gives (tests/test_batch_validate.py checks this on random batches).
+gives (tests/unit/processors/test_validate_batch.py checks this on random batches).
 
 >>> from llmpulse.processors.cost import PriceTable
 >>> from llmpulse.processors.batch_validate import validate_batch

@@ -9,7 +9,7 @@ of events per second. Any row that is not plainly valid there -- a wrong type, a
 value out of range, an RFC 3339 timestamp, an embedding, invalid JSON -- goes
 through ``validate_raw`` exactly as before, which accepts it with the same
 values or rejects it with the usual field, rule and value. The two paths agree
-by construction and by a property test (tests/test_batch_validate.py).
+by construction and by a property test (tests/unit/processors/test_validate_batch.py).
 
 >>> out = validate_batch([
 ...     b'{"schema_version":1,"event_id":"a","timestamp":1767225600000,'

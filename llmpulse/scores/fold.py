@@ -14,7 +14,7 @@ row order, because partial ids and alert signals are derived from them:
   dict filled in row order would list them;
 * sums use ``np.bincount`` with weights, which adds each weight to its bin in
   input order, starting from 0.0: the same float additions, in the same order,
-  as ``total += value`` in a loop (``tests/test_score_fold.py`` checks it).
+  as ``total += value`` in a loop (``tests/unit/scores/test_fold.py`` checks it).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ it in a different batch (see ``stage``).
 The fold itself runs over numpy columns (``scores.fold``): one row per
 (score, grouping, spec, window start), grouped by a sort, with sums that add
 the values in the same order as a loop would, so the partials and their ids
-are exactly those of the per-score loop it replaced (``tests/test_score_fold.py``).
+are exactly those of the per-score loop it replaced (``tests/unit/scores/test_fold.py``).
 
 Alerting reads one window length (``signal_window_s``): its windows are held
 in memory until the event-time watermark passes their end by

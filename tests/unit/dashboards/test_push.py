@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from llmpulse.dashboards import DASHBOARDS, render_files
 from llmpulse.dashboards.testing import GrafanaDouble
 
@@ -28,6 +30,7 @@ def cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_push_twice_with_a_token_is_idempotent(tmp_path: Path) -> None:
     with GrafanaDouble(token="glsa_test") as grafana:
         args = ["dashboards", "push", "--url", grafana.url, "--token", "glsa_test"]
@@ -69,6 +72,7 @@ def test_push_twice_with_a_token_is_idempotent(tmp_path: Path) -> None:
     assert len(saves) == 2 * len(DASHBOARDS) and all(r.body["overwrite"] for r in saves)
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_push_with_basic_auth_into_a_named_folder_without_datasource() -> None:
     with GrafanaDouble(user="ops", password="pw") as grafana:
         proc = cli(
@@ -83,6 +87,7 @@ def test_push_with_basic_auth_into_a_named_folder_without_datasource() -> None:
         )
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_push_errors_are_clear() -> None:
     with GrafanaDouble(token="right") as grafana:
         wrong = cli(["dashboards", "push", "--url", grafana.url, "--token", "wrong",

@@ -22,8 +22,8 @@ from llmpulse.errors import ReadOnlyQueryError, StoreError
 from llmpulse.otlp import encode_request
 from llmpulse.store.readonly import query_worker
 from llmpulse.worker.process import WorkerProcess
+from tests.integration.test_status_page import CHROMEDRIVER, CHROMIUM, browser_or_skip, refreshes
 from tests.otlp_builders import agent_run
-from tests.test_status_page import CHROMEDRIVER, CHROMIUM, browser_or_skip, refreshes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

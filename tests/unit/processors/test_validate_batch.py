@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,6 +96,7 @@ def _column_value(batch: TraceBatch, name: str, row: int) -> Any:
     return batch.numbers[name][row].item()
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_message(), min_size=1, max_size=40))
 def test_batch_validation_matches_per_event_validation(messages: list[bytes]) -> None:
@@ -110,6 +112,7 @@ _LIMITS = st.builds(
 )
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_message(), min_size=1, max_size=40), _LIMITS)
 def test_batch_validation_matches_per_event_validation_under_limits(
@@ -169,6 +172,7 @@ def _agree(messages: list[bytes], limits: EventLimits) -> Any:
     return out
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_message(), min_size=1, max_size=40))
 def test_batch_pricing_matches_cost_of_call(messages: list[bytes]) -> None:

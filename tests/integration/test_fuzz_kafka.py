@@ -21,7 +21,7 @@ from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.privacy import RedactionPolicy, scrub_raw
 from llmpulse.worker.process import WorkerProcess
 from tests.garbage import GARBAGE, REAL_WORLD, valid_line
-from tests.test_worker_kafka import consume_all
+from tests.integration.test_worker_kafka import consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -24,7 +24,7 @@ from llmpulse.store.readonly import run_readonly
 from tests.seed import opened
 
 STORED_PERCENTILE = re.compile(r"(?<!AS )\b(latency|ttft)_p\d+_ms\b")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
 IDS = [f"{d.uid}:{p.title}" for d, p in PANELS]
 EVERYTHING = {

@@ -34,12 +34,12 @@ from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.synth.messy import MessyStream, messy_stream
 from llmpulse.worker.process import WorkerProcess
-from tests.test_worker_kafka import consume_all
+from tests.integration.test_worker_kafka import consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 4
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = "[[60, 10]]"
 
 WINDOW_ROWS = (

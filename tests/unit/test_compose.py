@@ -20,7 +20,7 @@ from llmpulse.dashboards import CONTAINER_DASHBOARD_DIR
 from llmpulse.errors import ConfigError
 from llmpulse.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 LLMPULSE = {name for name, s in SERVICES.items() if s.get("build") == "."}

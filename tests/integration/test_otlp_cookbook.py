@@ -17,10 +17,10 @@ import pytest
 from llmpulse.otlp import OtlpDecoder, encode_request
 from llmpulse.processors.cost import PriceTable, cost_of_call
 from llmpulse.settings import OtlpSettings
+from tests.integration.test_cli import run
 from tests.otlp_builders import MS, Scope, request, span
-from tests.test_cli import run
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "otlp.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "otlp.md"
 RUN_A = 0x4BF92F3577B34DA6A3CE929D0E0E4736  # the trace id the docs' "steps" query names
 AGENT_OPS = ("invoke_agent", "create_agent", "invoke_workflow")
 

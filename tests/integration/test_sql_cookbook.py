@@ -22,7 +22,7 @@ from llmpulse.synth.scenarios import showcase_events
 from llmpulse.synth.traffic import write_jsonl
 from tests.seed import budgets_toml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FENCED_SQL = re.compile(r"```sql\n(.*?)```", re.S)
 
 

@@ -51,6 +51,7 @@ def feed(det: DriftDetector, x: np.ndarray, start: int = 0, batch: int = 1000) -
 # -- embedder ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_embedder_is_deterministic_across_processes_and_instances() -> None:
     text = "Résumé: how do I rotate my API key? 🙂"
     here = HashingEmbedder(dim=128, seed=3).embed(text)
@@ -168,6 +169,7 @@ DELAY_BOUND = {
 }
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "stationary"])
 def test_scenario_detected_within_delay(scenario: str) -> None:
     x, t0 = make_stream(384, scenario, seed=11)
@@ -180,6 +182,7 @@ def test_scenario_detected_within_delay(scenario: str) -> None:
     assert found[0].baseline_id == det.reference.baseline_id  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_stationary_streams_raise_no_alarm() -> None:
     # 200,000 events at 64 dimensions and 40,000 at 768, with different seeds.
     for dim, n, seed in ((64, 200_000, 21), (768, 40_000, 22)):
@@ -200,6 +203,7 @@ def test_detection_is_deterministic_and_single_updates_match_batches() -> None:
     assert c[0].event_id == f"id{to_ms(c[0].event_time)}"
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_cooldown_refires_persisting_drift_and_rebaseline_stops_it() -> None:
     x, t0 = make_stream(64, "topic_shift_30", seed=4, n_pre=2000, n_post=6000)
     det = DriftDetector(seed=0, cooldown=2000)
@@ -232,6 +236,7 @@ def test_pinned_reference_skips_warmup_and_bad_vectors_are_skipped() -> None:
         DriftDetector(detector="cusum")
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @pytest.mark.parametrize("kind", ["kswin", "page_hinkley"])
 def test_other_online_detectors_are_selectable(kind: str) -> None:
     x, t0 = make_stream(64, "covariance", seed=5, n_pre=1500, n_post=1500)
@@ -318,6 +323,7 @@ def _events(
     ]
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_monitor_isolates_series() -> None:
     drifting, t0 = make_stream(64, "topic_shift_30", seed=7, n_pre=2000, n_post=1500)
     steady = make_stream(64, "stationary", seed=8, n_pre=t0 - 500 + 1500, n_post=0)[0]

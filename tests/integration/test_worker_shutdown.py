@@ -17,7 +17,7 @@ import pytest
 from llmpulse.devkafka import broker
 from llmpulse.devkafka.testing import cache_dir
 from llmpulse.synth.messy import MessyStream, messy_stream
-from tests.test_topology_kafka import (
+from tests.integration.test_topology_kafka import (
     PARTITIONS,
     Cluster,
     assert_union_equals_replay,

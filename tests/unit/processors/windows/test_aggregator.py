@@ -227,6 +227,7 @@ def canonical(results: Sequence[WindowResult]) -> list[tuple[Any, ...]]:
 # --- properties ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @SETTINGS
 @given(events=event_lists(), lateness_s=st.sampled_from([0, 3, 10, 30]), data=st.data())
 def test_windows_match_the_model(
@@ -248,6 +249,7 @@ def test_windows_match_the_model(
     assert ends == sorted(ends)
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @SETTINGS
 @given(events=event_lists(max_events=120), lateness_s=st.sampled_from([0, 5, 30]), data=st.data())
 def test_any_batch_split_gives_the_same_results(
@@ -283,6 +285,7 @@ def feed_with(
         return feed(WindowAggregator(SPECS, GROUPINGS, **kwargs), events, cuts)
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @SETTINGS
 @given(
     events=event_lists(max_events=120),
@@ -619,6 +622,7 @@ def test_batch_helpers() -> None:
     assert WindowAggregator().add(EventBatch.from_records([])) == []
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_bench_runs_every_method_on_a_small_stream() -> None:
     from llmpulse.bench.windows import format_table, run_windows_bench
 

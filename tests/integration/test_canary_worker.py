@@ -19,8 +19,8 @@ from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.worker.process import WorkerProcess
 from tests.helpers import event
-from tests.test_evaluators import ChatServer
-from tests.test_scores_worker import consume, produce, wait_until
+from tests.integration.test_scores_worker import consume, produce, wait_until
+from tests.unit.evaluators.test_evaluators import ChatServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

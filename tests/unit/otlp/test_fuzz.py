@@ -10,6 +10,7 @@ import tracemalloc
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -138,6 +139,7 @@ JSON_VALUES = st.recursive(
 )
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @FUZZ
 @given(st.dictionaries(st.sampled_from(OTLP_KEYS), JSON_VALUES, max_size=4))
 def test_random_otlp_shaped_json(doc: dict[str, Any]) -> None:
@@ -219,6 +221,7 @@ def genai_spans(draw: st.DrawFn) -> Any:
     return s
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @FUZZ
 @given(st.lists(genai_spans(), min_size=1, max_size=4), st.dictionaries(ATTR_KEYS, ATTR_VALUES))
 def test_random_genai_spans(spans: list[Any], resource: dict[str, Any]) -> None:
@@ -243,6 +246,7 @@ async def test_receiver_never_raises(payload: bytes, content_type: str) -> None:
         assert answer.status in (200, 400)
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_memory_stays_bounded_at_the_size_limit() -> None:
     """Worst shapes near the default 4 MiB limit: many tiny spans (both encodings),
     deep JSON nesting, one huge attribute. Python-side allocations stay linear in the

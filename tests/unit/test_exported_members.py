@@ -1,6 +1,6 @@
 """The front door: what ``llmpulse`` exports, where it comes from, and what it costs.
 
-Modelled on httpx's tests/test_exported_members.py: ``__all__`` is the whole
+Modelled on httpx's tests/unit/test_exported_members.py: ``__all__`` is the whole
 public surface of the package, every name in it resolves, and nothing public
 is left out.
 """
@@ -17,7 +17,7 @@ from types import ModuleType
 
 import llmpulse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_everything() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -279,6 +280,7 @@ def open_state(folder: QualityFolder | RefFolder) -> list[tuple[Any, ...]]:
     return [(k, a.count, a.total, a.below) for k, a in folder._open.items()]
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs(), batches())
 def test_fold_matches_the_loop(cfg: QualityConfig, plan: list[tuple[list[Scored], int]]) -> None:

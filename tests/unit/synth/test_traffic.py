@@ -127,6 +127,7 @@ def test_events_between_is_a_slice_of_events(t0: int, width: int) -> None:
     assert list(gen.events_between(START + t0, START + t0 + width)) == expected
 
 
+@pytest.mark.slow  # seconds long: run by `make test`, not by `make unit`
 def test_events_are_valid_ordered_and_poisson() -> None:
     events = list(_gen(9, rate=200.0, config=TrafficConfig(embeddings=True)).events(20_000))
     for e in events[:3000]:
