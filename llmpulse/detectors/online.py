@@ -21,7 +21,6 @@ KSWIN's p-value is checked at every event, so its alpha must be tiny; it also
 costs about 200 µs per update against 0.2 µs for ADWIN.
 
 >>> import numpy as np
-import numpy.typing as npt
 >>> from llmpulse.detectors.reference import Reference
 >>> rng = np.random.default_rng(0)
 >>> topics = 3.0 * np.eye(16)[:3]  # events are noisy copies of topic directions
