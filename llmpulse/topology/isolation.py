@@ -86,8 +86,14 @@ def isolate(stage: Stage, batch: TraceBatch, ctx: Context, *, retries: int) -> O
 def _isolate_part(
     stage: Stage, batch: TraceBatch, ctx: Context, rows: np.ndarray[Any, Any], retries: int
 ) -> Output:
-    part_ctx = dataclasses.replace(ctx, owned={k: v[rows] for k, v in ctx.owned.items()})
-    return isolate(stage, batch.select(rows), part_ctx, retries=retries if len(rows) == 1 else 0)
+    return isolate(
+        stage, batch.select(rows), _part_ctx(ctx, rows), retries=retries if len(rows) == 1 else 0
+    )
+
+
+def _part_ctx(ctx: Context, rows: np.ndarray[Any, Any]) -> Context:
+    """``ctx`` for the rows ``rows`` of its batch (their ownership, the rest shared)."""
+    return dataclasses.replace(ctx, owned={k: v[rows] for k, v in ctx.owned.items()})
 
 
 def rebuild(stage: Stage, batch: TraceBatch, ctx: Context) -> None:
@@ -103,8 +109,7 @@ def rebuild(stage: Stage, batch: TraceBatch, ctx: Context) -> None:
             return
     middle = len(batch) // 2
     for rows in (np.arange(0, middle), np.arange(middle, len(batch))):
-        part_ctx = dataclasses.replace(ctx, owned={k: v[rows] for k, v in ctx.owned.items()})
-        rebuild(stage, batch.select(rows), part_ctx)
+        rebuild(stage, batch.select(rows), _part_ctx(ctx, rows))
 
 
 def poison_rejection(p: Poisoned, retries: int) -> Rejection:

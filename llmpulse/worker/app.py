@@ -203,7 +203,6 @@ def create_app(
             runner = holder.runner
             if runner is not None:
                 metrics.observe_lag(runner.lag())
-                metrics.observe_store(runner.store, now_s=time.time())
             return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     class Sql(View):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from llmpulse.stages.base import IngestStats
-from llmpulse.worker.store_health import StoreHealth
 
 if TYPE_CHECKING:
     from llmpulse.worker.runner import TopologyRunner
@@ -28,24 +28,12 @@ class WorkerMetrics:
             "llmpulse_unpriced_events", "Stored events whose model has no price", registry=r
         )
         self.windows = Counter("llmpulse_windows", "Window statistics rows written", registry=r)
-        self.store_errors = Counter(
-            "llmpulse_store_errors", "Failed store writes (each one retried)", registry=r
-        )
-        self.store_up = Gauge(
-            "llmpulse_store_up", "1 while the store takes writes, 0 during an outage", registry=r
-        )
-        self.store_outage = Gauge(
-            "llmpulse_store_outage_seconds",
-            "How long the current store outage has lasted",
-            registry=r,
-        )
         self.write_seconds = Histogram(
             "llmpulse_store_write_seconds", "Time to store one batch's rows", registry=r
         )
         self.late = Counter(
             "llmpulse_late_events", "Events later than the allowed lateness", registry=r
         )
-        self._store_failures_seen = 0
         self.dlq_errors = Counter(
             "llmpulse_dlq_errors", "Rejected events not sent to the DLQ topic", registry=r
         )
@@ -79,19 +67,14 @@ class WorkerMetrics:
         for partition, n in lag.items():
             self.lag.labels(partition).set(n)
 
-    def observe_store(self, health: StoreHealth, *, now_s: float) -> None:
-        self.store_up.set(1 if health.up else 0)
-        self.store_outage.set(health.outage_s(now_s=now_s))
-        self.store_errors.inc(health.failures - self._store_failures_seen)
-        self._store_failures_seen = health.failures
-
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class RunnerCollector(Collector):
-    """What the runner's stages hold, read at scrape time: PII redactions (counted
-    by the intake) and the series the windows of this worker's keyed tasks hold."""
+    """What the runner holds, read at scrape time: the store's health (derived from
+    its ``StoreHealth``, so nothing is counted twice), PII redactions (counted by
+    the intake) and the series the windows of this worker's keyed tasks hold."""
 
     def __init__(self, runner: Callable[[], TopologyRunner | None]) -> None:
         self.runner = runner
@@ -119,6 +102,20 @@ class RunnerCollector(Collector):
             "llmpulse_pseudonymised_user_ids",
             "user_id values replaced by a keyed hash",
             value=counts.pseudonymised,
+        )
+        store = runner.store
+        yield GaugeMetricFamily(
+            "llmpulse_store_up",
+            "1 while the store takes writes, 0 during an outage",
+            value=1 if store.up else 0,
+        )
+        yield GaugeMetricFamily(
+            "llmpulse_store_outage_seconds",
+            "How long the current store outage has lasted",
+            value=store.outage_s(now_s=time.time()),
+        )
+        yield CounterMetricFamily(
+            "llmpulse_store_errors", "Failed store writes (each one retried)", value=store.failures
         )
         series = GaugeMetricFamily(
             "llmpulse_active_series",
