@@ -242,7 +242,10 @@ def signals_from_window(
     end = result.window_end
     n = result.requests
     priced = n - result.unpriced_requests
-    ttft_n = result.ttft_sketch.count
+    # Reading the ttft sketch builds it (results hold their sketches as shared
+    # columns until then): only when some rule reads a ttft signal.
+    wants_ttft = names is None or any(name.startswith("ttft_") for name in names)
+    ttft_n = result.ttft_sketch.count if wants_ttft else 0
     extra = {"errors": float(result.errors), "late_events": float(result.late_events)}
     candidates: list[tuple[str, float, int]] = [
         ("latency_p50_ms", result.latency_p50_ms, n),

@@ -59,7 +59,7 @@ from llmpulse.processors.windows._kernels import (
 from llmpulse.processors.windows._panes import (
     Grouping,
     bucket_rows,
-    window_stats,
+    window_cells,
 )
 from llmpulse.processors.windows._results import (
     LAT_Q_FIELDS,
@@ -600,13 +600,11 @@ class WindowAggregator:
         ]
         if not any(chosen):
             return out
-        ints, sums, mins, maxs = window_stats(chosen, width)
         # Results in window order, series in dims order (ids depend on arrival).
-        by_rank = np.argsort(g.registry.rank(), kind="stable")
-        item, pos = np.nonzero(ints[:, REQ, by_rank] > 0)
+        cells = window_cells(chosen, width, g.registry.rank())
+        item, sid = cells.item, cells.sid
         if item.size == 0:
             return out
-        sid = by_rank[pos]
         first = np.searchsorted(item, np.arange(len(work) + 1)).tolist()
         late = np.zeros(sid.size, dtype=np.int64)
         for t, (e, i) in enumerate(work):
@@ -615,21 +613,19 @@ class WindowAggregator:
                 late[a:b] = self._take_late(g, i, e, sid[a:b])
         m = sid.size
         keys, counts, starts, ends = bucket_rows(g, chosen, [i for _, i in work], item, sid, width)
-        both = np.concatenate((item, item)), np.concatenate((sid, sid))
-        which = np.repeat([LAT, TTFT], m)
         sketches = SketchColumns(
             self._params,
             keys,
             counts,
             starts=starts,
             ends=ends,
-            n=np.concatenate((ints[item, REQ, sid], ints[item, TTFT_N, sid])),
-            total=sums[both[0], which, both[1]],
-            lo=mins[both[0], which, both[1]],
-            hi=maxs[both[0], which, both[1]],
+            n=np.concatenate((cells.ints[:, REQ], cells.ints[:, TTFT_N])),
+            total=np.concatenate((cells.sums[:, LAT], cells.sums[:, TTFT])),
+            lo=np.concatenate((cells.mins[:, LAT], cells.mins[:, TTFT])),
+            hi=np.concatenate((cells.maxs[:, LAT], cells.maxs[:, TTFT])),
         )
         q_all = sketches.quantiles(ALL_QUANTILES)
-        sel = ints[item, :, sid].T  # (fields, m)
+        sel = cells.ints.T  # (fields, m)
         item_l = item.tolist()
         opens, closes, lengths, hops = zip(*(self._bounds(e, i) for e, i in work), strict=True)
         columns: dict[str, Iterable[Any]] = {
@@ -643,7 +639,7 @@ class WindowAggregator:
             "errors": sel[ERR].tolist(),
             "error_rate": (sel[ERR] / sel[REQ]).tolist(),
             **dict(zip(LAT_Q_FIELDS, q_all[LAT_Q_ROWS, :m].tolist(), strict=True)),
-            "latency_max_ms": maxs[item, LAT, sid].tolist(),
+            "latency_max_ms": cells.maxs[:, LAT].tolist(),
             **dict(zip(TTFT_Q_FIELDS, q_all[TTFT_Q_ROWS, m:].tolist(), strict=True)),
             "input_tokens": sel[IN_TOK].tolist(),
             "output_tokens": sel[OUT_TOK].tolist(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -33,6 +34,9 @@ from llmpulse.processors.windows._series import (
 # in blocks of series of at most _MAX_GRID_CELLS cells (bounds the scratch memory).
 _DENSE_CELLS_PER_ROW: Final = 32
 _MAX_GRID_CELLS: Final = 1 << 21
+# A window's counters are gathered cell by cell when fewer than this share of the
+# (pane, series) grid it covers holds requests (see window_cells).
+_GATHER_BELOW: Final = 0.25
 
 
 # --- panes ---------------------------------------------------------------------------
@@ -181,32 +185,75 @@ def _combine(parts: list[BucketRows], n_series: int) -> BucketRows:
     )
 
 
-def window_stats(
-    chosen: Sequence[list[_Pane]], width: int
-) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
-    """Counters, sums, minima and maxima of each window (item ``t`` merges the
-    panes ``chosen[t]``), shaped ``(items, rows, width)``."""
-    n_items = len(chosen)
-    ints = np.zeros((n_items, N_INTS, width), dtype=np.int64)
-    sums = np.zeros((n_items, 2, width))
-    mins = np.full((n_items, 2, width), np.inf)
-    maxs = np.full((n_items, 2, width), -np.inf)
+@dataclass(frozen=True)
+class WindowCells:
+    """The non-empty (window, series) cells of an emission pass, in window order
+    and, within a window, in the order of ``rank``: window ``item[j]`` of series
+    ``sid[j]`` has counters ``ints[j]`` and latency/ttft sums, minima and maxima
+    ``sums[j]``, ``mins[j]``, ``maxs[j]``."""
+
+    item: IntArray
+    sid: IntArray
+    ints: IntArray
+    sums: FloatArray
+    mins: FloatArray
+    maxs: FloatArray
+
+
+def window_cells(chosen: Sequence[list[_Pane]], width: int, rank: IntArray) -> WindowCells:
+    """Merge the panes ``chosen[t]`` of each window ``t``, for the series holding
+    requests in them.
+
+    A window merges its panes column by column, in pane order. With a few hundred
+    series every pane holds most of them, and one dense stack per window is the
+    cheapest way; with thousands of series each pane holds a few, and a window's
+    cells are gathered from its panes' occupied columns and merged after one sort
+    (a dense stack would copy panes x width per window, mostly zeros).
+    """
     panes = list({id(p): p for ps in chosen for p in ps}.values())
     index = {id(p): k for k, p in enumerate(panes)}
-    for p in panes:
-        p.ensure(width)  # panes made before the last new series are narrower
     filled = [t for t, ps in enumerate(chosen) if ps]
     take = [index[id(p)] for t in filled for p in chosen[t]]
-    # One reduceat per array merges every window at once: the panes of window t
-    # are rows cuts[t]:cuts[t+1] of the gathered stack (adding in pane order, as
-    # a per-window sum would).
-    cuts = np.cumsum([0] + [len(chosen[t]) for t in filled[:-1]])
-    ints[filled] = np.add.reduceat(np.stack([p.ints[:, :width] for p in panes])[take], cuts)
-    floats = np.stack([p.floats[:, :width] for p in panes])[take]
-    sums[filled] = np.add.reduceat(floats[:, 0:2], cuts)
-    mins[filled] = np.minimum.reduceat(floats[:, 2:4], cuts)
-    maxs[filled] = np.maximum.reduceat(floats[:, 4:6], cuts)
-    return ints, sums, mins, maxs
+    if not take:
+        return _no_cells()
+    occupied = [np.flatnonzero(p.ints[REQ] > 0) for p in panes]
+    n_cells = sum(occupied[k].size for k in take)
+    item_of_take = np.repeat(filled, [len(chosen[t]) for t in filled])
+    if n_cells < _GATHER_BELOW * len(take) * width:
+        lens = [occupied[k].size for k in take]
+        sid = np.concatenate([occupied[k] for k in take])
+        ints = np.concatenate([panes[k].ints[:, occupied[k]] for k in take], axis=1).T
+        floats = np.concatenate([panes[k].floats[:, occupied[k]] for k in take], axis=1).T
+        item = np.repeat(item_of_take, lens)
+    else:
+        for p in panes:
+            p.ensure(width)  # panes made before the last new series are narrower
+        ints = np.stack([p.ints[:, :width].T for p in panes])[take].reshape(-1, N_INTS)
+        floats = np.stack([p.floats[:, :width].T for p in panes])[take].reshape(-1, 6)
+        sid = np.tile(np.arange(width), len(take))
+        item = np.repeat(item_of_take, width)
+        busy = ints[:, REQ] > 0
+        ints, floats, sid, item = ints[busy], floats[busy], sid[busy], item[busy]
+    # Stable: a cell's panes stay in pane order, so its sums add as a dense merge would.
+    key = item * width + rank[sid]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    floats = floats[order]
+    return WindowCells(
+        item=key[starts] // width,
+        sid=sid[order][starts],
+        ints=np.add.reduceat(ints[order], starts, axis=0),
+        sums=np.add.reduceat(floats[:, 0:2], starts, axis=0),
+        mins=np.minimum.reduceat(floats[:, 2:4], starts, axis=0),
+        maxs=np.maximum.reduceat(floats[:, 4:6], starts, axis=0),
+    )
+
+
+def _no_cells() -> WindowCells:
+    none = np.zeros(0, dtype=np.int64)
+    empty = np.zeros((0, 2))
+    return WindowCells(none, none, np.zeros((0, N_INTS), dtype=np.int64), empty, empty, empty)
 
 
 def bucket_rows(

@@ -48,10 +48,13 @@ class _SketchesOnDemand:
             # aggregator, that is one of the two sketches before its first read.
             if name not in ("latency_sketch", "ttft_sketch"):
                 raise AttributeError(name)
+            # Only the one asked for: alert rules on latency never read the ttft one.
             columns, j = self._sketch_columns, self._sketch_index
-            _SET_SKETCH["latency_sketch"](self, columns.sketch(j))
-            _SET_SKETCH["ttft_sketch"](self, columns.sketch(columns.size // 2 + j))
-            return getattr(self, name)
+            if name == "ttft_sketch":
+                j += columns.size // 2
+            sketch = columns.sketch(j)
+            _SET_SKETCH[name](self, sketch)
+            return sketch
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -246,18 +249,25 @@ def window_ids(results: Sequence[WindowResult]) -> list[str]:
     >>> window_ids(rs) == [window_id(r) for r in rs]
     True
     """
-    series: dict[int, str] = {}
-    starts = start_millis(results)
+    # Per row only the hash remains: a series' part of the text is shared by its
+    # results (one dims mapping each) and the window's part by the results closing
+    # together (one start datetime object each).
+    series: dict[int, bytes] = {}
+    windows: dict[tuple[int, int], bytes] = {}
     out = []
     blake = hashlib.blake2b
-    for r, start in zip(results, starts, strict=True):
+    for r in results:
         key = series.get(id(r.dims))
         if key is None:
             key = series[id(r.dims)] = "\x1f".join(
                 [r.grouping, *(str(r.dims.get(d, "")) for d in DIMENSIONS)]
-            )
-        text = f"{start}\x1f{int(r.window_seconds)}\x1f{key}"
-        out.append(blake(text.encode(), digest_size=16).hexdigest())
+            ).encode()
+        start, seconds = r.window_start, r.window_seconds
+        head = windows.get((id(start), seconds))
+        if head is None:
+            ms = round(start.timestamp() * 1000)
+            head = windows[id(start), seconds] = f"{ms}\x1f{int(seconds)}\x1f".encode()
+        out.append(blake(head + key, digest_size=16).hexdigest())
     return out
 
 

@@ -267,8 +267,9 @@ def test_any_batch_split_gives_the_same_results(
 # number of grid cells per row), sorting (forced by allowing none), and dense
 # grids taken in blocks of series (a tiny cell budget).
 MERGE_STRATEGIES = {
-    "grid": {"_DENSE_CELLS_PER_ROW": 10**9},
-    "sorted": {"_DENSE_CELLS_PER_ROW": 0},
+    # Each also picks one way to merge a window's counters (dense or cell by cell).
+    "grid": {"_DENSE_CELLS_PER_ROW": 10**9, "_GATHER_BELOW": 0.0},
+    "sorted": {"_DENSE_CELLS_PER_ROW": 0, "_GATHER_BELOW": 2.0},
     "blocks": {"_DENSE_CELLS_PER_ROW": 10**9, "_MAX_GRID_CELLS": 64},
 }
 
