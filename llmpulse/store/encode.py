@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from llmpulse.processors.windows import sketch_rows, start_millis
+from llmpulse.processors.windows import (
+    INT_FIELDS,
+    NUMBER_FIELDS,
+    emission_runs,
+    sketch_rows,
+    start_millis,
+)
 from llmpulse.schemas.batch import (
     EMBEDDING_FIELDS,
     OPTIONAL_FLOAT_FIELDS,
@@ -105,28 +110,6 @@ def traces_table(batch: TraceBatch, ingested_at: datetime, *, store_text: bool) 
     return pa.table(cols)
 
 
-_INT_FIELDS: Final = (
-    "window_seconds",
-    "hop_seconds",
-    "requests",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "unpriced_requests",
-    "late_events",
-)
-_FLOAT_FIELDS: Final = (
-    "error_rate",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "latency_max_ms",
-    "ttft_p50_ms",
-    "ttft_p95_ms",
-    "ttft_p99_ms",
-    "cost_usd",
-)
 _NULLABLE: Final = frozenset({"ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms"})
 
 
@@ -135,34 +118,46 @@ def windows_table(
 ) -> pa.Table:
     """``window_stats`` rows (``WINDOW_COLUMNS``) of closed windows with their ids."""
     n = len(results)
-    # One attribute pass per result for all numbers, then whole columns.
-    ints = np.array(list(map(attrgetter(*_INT_FIELDS), results)), dtype=np.uint64)
-    floats = np.array(list(map(attrgetter(*_FLOAT_FIELDS), results)), dtype=np.float64)
-    ints, floats = ints.reshape(n, len(_INT_FIELDS)), floats.reshape(n, len(_FLOAT_FIELDS))
-    # A series' dims mapping is shared by its results: look each one up once.
-    seen: dict[int, tuple[str, ...]] = {}
-    dims = [
-        seen.get(id(m)) or seen.setdefault(id(m), tuple(m.get(d, "") for d in DIMENSIONS))
-        for m in (r.dims for r in results)
-    ]
-    starts = np.array(start_millis(results), dtype=np.int64).reshape(n) // 1000
-    lat, ttft = sketch_rows(results)
+    # Results of the aggregator are gathered column by column from their emission
+    # passes; only the others (read back from the store) are read field by field.
+    runs, own = found = emission_runs(results)
+    numbers = {
+        name: np.empty(n, dtype=np.uint64 if name in INT_FIELDS else np.float64)
+        for name in NUMBER_FIELDS
+    }
+    starts = np.empty(n, dtype=np.int64)
+    dims = np.empty((n, len(DIMENSIONS)), dtype=object)
+    grouping = np.empty(n, dtype=object)
+    for em, where, js in runs:
+        for name, values in numbers.items():
+            values[where] = em.numbers[name][js]
+        starts[where] = em.start_ms[js]
+        dims[where] = em.dims[js]
+        grouping[where] = em.grouping
+    if own:
+        others = [results[i] for i in own]
+        for name, values in numbers.items():
+            values[own] = [getattr(r, name) for r in others]
+        starts[own] = start_millis(others)
+        dims[own] = [tuple(r.dims.get(d, "") for d in DIMENSIONS) for r in others]
+        grouping[own] = [r.grouping for r in others]
+    starts //= 1000
+    lat, ttft = sketch_rows(results, found)
     cols: dict[str, Any] = {
         "window_id": pa.array(list(ids), pa.string()),
         "window_start": pa.array(starts).cast(_DT),
-        "window_end": pa.array(starts + ints[:, 0].astype(np.int64)).cast(_DT),
+        "window_end": pa.array(starts + numbers["window_seconds"].astype(np.int64)).cast(_DT),
+        "grouping": _strings(grouping),
     }
-    for k, name in enumerate(("window_seconds", "hop_seconds")):
-        cols[name] = pa.array(ints[:, k].astype(np.uint32))
-    cols["grouping"] = pa.array([r.grouping for r in results], pa.string())
     for k, d in enumerate(DIMENSIONS):
-        cols[d] = pa.array([t[k] for t in dims], pa.string())
-    numbers: dict[str, npt.NDArray[Any]] = {name: ints[:, k] for k, name in enumerate(_INT_FIELDS)}
-    numbers.update((name, floats[:, k]) for k, name in enumerate(_FLOAT_FIELDS))
+        cols[d] = _strings(dims[:, k])
     for name, values in numbers.items():
-        if name not in cols:
-            x = np.ascontiguousarray(values)
-            cols[name] = pa.array(x, mask=np.isnan(x)) if name in _NULLABLE else pa.array(x)
+        if name in ("window_seconds", "hop_seconds"):
+            cols[name] = pa.array(values.astype(np.uint32))
+        elif name in _NULLABLE:
+            cols[name] = pa.array(values, mask=np.isnan(values))
+        else:
+            cols[name] = pa.array(values)
     offsets = pa.array(lat.offsets)
     cols["latency_sketch_keys"] = pa.ListArray.from_arrays(offsets, pa.array(lat.keys))
     cols["latency_sketch_counts"] = pa.ListArray.from_arrays(offsets, pa.array(lat.counts))

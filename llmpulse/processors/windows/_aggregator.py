@@ -64,6 +64,7 @@ from llmpulse.processors.windows._panes import (
 from llmpulse.processors.windows._results import (
     LAT_Q_FIELDS,
     TTFT_Q_FIELDS,
+    Emission,
     WindowResult,
     build_results,
 )
@@ -626,28 +627,39 @@ class WindowAggregator:
         )
         q_all = sketches.quantiles(ALL_QUANTILES)
         sel = cells.ints.T  # (fields, m)
-        item_l = item.tolist()
         opens, closes, lengths, hops = zip(*(self._bounds(e, i) for e, i in work), strict=True)
+        numbers: dict[str, npt.NDArray[Any]] = {
+            "window_seconds": np.asarray(lengths, dtype=np.int64)[item],
+            "hop_seconds": np.asarray(hops, dtype=np.int64)[item],
+            "requests": sel[REQ],
+            "errors": sel[ERR],
+            "error_rate": sel[ERR] / sel[REQ],
+            **dict(zip(LAT_Q_FIELDS, q_all[LAT_Q_ROWS, :m], strict=True)),
+            "latency_max_ms": cells.maxs[:, LAT],
+            **dict(zip(TTFT_Q_FIELDS, q_all[TTFT_Q_ROWS, m:], strict=True)),
+            "input_tokens": sel[IN_TOK],
+            "output_tokens": sel[OUT_TOK],
+            "cost_usd": sel[COST] / PICO,
+            "unpriced_requests": sel[UNPRICED],
+            "late_events": late,
+        }
+        series, at = np.unique(sid, return_inverse=True)
+        templates = [g.registry.template(s) for s in series.tolist()]
+        dims = np.empty((series.size, len(DIMENSIONS)), dtype=object)
+        dims[:] = [tuple(t[d] for d in DIMENSIONS) for t in templates]
+        start_ms = np.asarray(
+            [e * self._base_ms - self._specs[i].length_ms for e, i in work], dtype=np.int64
+        )
+        emission = Emission(sketches, g.spec.name, start_ms[item], numbers, dims[at])
+        item_l = item.tolist()
         columns: dict[str, Iterable[Any]] = {
             "window_start": map(opens.__getitem__, item_l),
             "window_end": map(closes.__getitem__, item_l),
-            "window_seconds": map(lengths.__getitem__, item_l),
-            "hop_seconds": map(hops.__getitem__, item_l),
             "grouping": repeat(g.spec.name, m),
-            "dims": map(g.registry.template, sid.tolist()),
-            "requests": sel[REQ].tolist(),
-            "errors": sel[ERR].tolist(),
-            "error_rate": (sel[ERR] / sel[REQ]).tolist(),
-            **dict(zip(LAT_Q_FIELDS, q_all[LAT_Q_ROWS, :m].tolist(), strict=True)),
-            "latency_max_ms": cells.maxs[:, LAT].tolist(),
-            **dict(zip(TTFT_Q_FIELDS, q_all[TTFT_Q_ROWS, m:].tolist(), strict=True)),
-            "input_tokens": sel[IN_TOK].tolist(),
-            "output_tokens": sel[OUT_TOK].tolist(),
-            "cost_usd": (sel[COST] / PICO).tolist(),
-            "unpriced_requests": sel[UNPRICED].tolist(),
-            "late_events": late.tolist(),
-            "_sketch_columns": repeat(sketches, m),
-            "_sketch_index": range(m),
+            "dims": map(templates.__getitem__, at.tolist()),
+            **{name: values.tolist() for name, values in numbers.items()},
+            "_emission": repeat(emission, m),
+            "_index": range(m),
         }
         results = build_results(m, columns)
         return [results[a:b] for a, b in itertools.pairwise(first)]

@@ -28,8 +28,8 @@ from llmpulse.schemas.event import DIMENSIONS
 
 
 class _SketchesOnDemand:
-    """Lets a WindowResult hold its sketches as sketch ``j`` (latency; ttft is
-    ``size // 2 + j``) of shared ``SketchColumns`` until first read.
+    """Lets a WindowResult hold its sketches as result ``j`` of the shared columns
+    of its emission pass (``Emission``) until first read.
 
     The aggregator builds ~100k results per million events; many consumers read
     a few fields only, and the two sketch objects would triple the allocations
@@ -37,9 +37,9 @@ class _SketchesOnDemand:
     ``SketchColumns``); only the LogHistogram objects wait.
     """
 
-    __slots__ = ("_sketch_columns", "_sketch_index")
-    _sketch_columns: SketchColumns
-    _sketch_index: int
+    __slots__ = ("_emission", "_index")
+    _emission: Emission
+    _index: int
 
     if not TYPE_CHECKING:  # hidden from mypy, so misspelt fields stay errors
 
@@ -49,12 +49,30 @@ class _SketchesOnDemand:
             if name not in ("latency_sketch", "ttft_sketch"):
                 raise AttributeError(name)
             # Only the one asked for: alert rules on latency never read the ttft one.
-            columns, j = self._sketch_columns, self._sketch_index
+            columns, j = self._emission.sketches, self._index
             if name == "ttft_sketch":
                 j += columns.size // 2
             sketch = columns.sketch(j)
             _SET_SKETCH[name](self, sketch)
             return sketch
+
+
+@dataclass(frozen=True, eq=False)
+class Emission:
+    """The columns of the results of one emission pass (one grouping), which they
+    share: result ``j`` is row ``j`` of each. The store encodes whole columns from
+    here instead of reading every result field by field.
+
+    ``sketches`` holds the latency sketch of result ``j`` at ``j`` and its ttft
+    sketch at ``m + j``; ``numbers`` holds each of ``NUMBER_FIELDS``; ``dims`` is
+    ``(m, len(DIMENSIONS))`` strings ("" where the grouping has no such dimension).
+    """
+
+    sketches: SketchColumns
+    grouping: str
+    start_ms: npt.NDArray[np.int64]
+    numbers: Mapping[str, npt.NDArray[Any]]
+    dims: npt.NDArray[np.object_]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -100,10 +118,28 @@ class WindowResult(_SketchesOnDemand):
 
 LAT_Q_FIELDS: Final = tuple(f"latency_p{round(100 * q)}_ms" for q in LATENCY_QUANTILES)
 TTFT_Q_FIELDS: Final = tuple(f"ttft_p{round(100 * q)}_ms" for q in TTFT_QUANTILES)
+INT_FIELDS: Final = (
+    "window_seconds",
+    "hop_seconds",
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "unpriced_requests",
+    "late_events",
+)
+FLOAT_FIELDS: Final = (
+    "error_rate",
+    *LAT_Q_FIELDS,
+    "latency_max_ms",
+    *TTFT_Q_FIELDS,
+    "cost_usd",
+)
+NUMBER_FIELDS: Final = (*INT_FIELDS, *FLOAT_FIELDS)
 # Slot setters of WindowResult, which bypass the frozen __setattr__.
 _RESULT_SETTERS: Final = {
     name: getattr(WindowResult, name).__set__
-    for name in (*WindowResult.__dataclass_fields__, "_sketch_columns", "_sketch_index")
+    for name in (*WindowResult.__dataclass_fields__, "_emission", "_index")
     if name not in ("latency_sketch", "ttft_sketch")
 }
 _SET_SKETCH: Final = {
@@ -138,40 +174,57 @@ class SketchRows:
     mins: FloatArray
 
 
-def sketch_rows(results: Sequence[WindowResult]) -> tuple[SketchRows, SketchRows]:
-    """The latency and the ttft sketches of ``results`` as ``SketchRows``.
+Run = tuple[Emission, npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
-    Results from the aggregator are read straight from the bucket arrays of their
-    emission pass (no LogHistogram is built); any other result through its sketches.
-    """
+
+def emission_runs(results: Sequence[WindowResult]) -> tuple[list[Run], list[int]]:
+    """``results`` by emission pass: ``(emission, where, js)`` says that
+    ``results[where[k]]`` is row ``js[k]`` of ``emission``; the positions of the
+    results built another way (read back from the store, say) come second."""
     # One group per emission pass (their results may interleave).
-    groups: dict[int, tuple[Any, list[int], list[int]]] = {}
+    groups: dict[int, tuple[Emission, list[int], list[int]]] = {}
     own: list[int] = []
     last: Any = None
     where: list[int] = []
     js: list[int] = []
     for i, r in enumerate(results):
-        cols = getattr(r, "_sketch_columns", None)
-        if cols is None:
+        em = getattr(r, "_emission", None)
+        if em is None:
             own.append(i)
             continue
-        if cols is not last:
-            group = groups.get(id(cols))
+        if em is not last:
+            group = groups.get(id(em))
             if group is None:
-                group = groups[id(cols)] = (cols, [], [])
-            last, where, js = cols, group[1], group[2]
+                group = groups[id(em)] = (em, [], [])
+            last, where, js = em, group[1], group[2]
         where.append(i)
-        js.append(r._sketch_index)
-    runs = list(groups.values())
+        js.append(r._index)
+    runs = [
+        (em, np.asarray(w, dtype=np.int64), np.asarray(j, dtype=np.int64))
+        for em, w, j in groups.values()
+    ]
+    return runs, own
+
+
+def sketch_rows(
+    results: Sequence[WindowResult], runs: tuple[list[Run], list[int]] | None = None
+) -> tuple[SketchRows, SketchRows]:
+    """The latency and the ttft sketches of ``results`` as ``SketchRows``.
+
+    Results from the aggregator are read straight from the bucket arrays of their
+    emission pass (no LogHistogram is built); any other result through its sketches.
+    ``runs`` is ``emission_runs(results)`` when the caller has it already.
+    """
+    found, own = emission_runs(results) if runs is None else runs
     return (
-        _gather_rows(results, runs, own, second=False),
-        _gather_rows(results, runs, own, second=True),
+        _gather_rows(results, found, own, second=False),
+        _gather_rows(results, found, own, second=True),
     )
 
 
 def _gather_rows(
     results: Sequence[WindowResult],
-    runs: list[tuple[Any, list[int], list[int]]],
+    runs: list[Run],
     own: list[int],
     *,
     second: bool,
@@ -181,28 +234,29 @@ def _gather_rows(
     zeros = np.zeros(n, dtype=np.uint64)
     mins = np.zeros(n)
     if runs:
+        cols = [em.sketches for em, _, _ in runs]
         # Every pass's arrays end to end, so one gather serves all the runs.
-        key_base = np.cumsum([0] + [c.keys.size for c, _, _ in runs[:-1]])
-        sk_base = np.cumsum([0] + [c.size for c, _, _ in runs[:-1]])
-        where = np.concatenate([np.asarray(w, dtype=np.int64) for _, w, _ in runs])
+        key_base = np.cumsum([0] + [c.keys.size for c in cols[:-1]])
+        sk_base = np.cumsum([0] + [c.size for c in cols[:-1]])
+        where = np.concatenate([w for _, w, _ in runs])
         j = np.concatenate(
             [
-                np.asarray(js, dtype=np.int64) + base + (c.size // 2 if second else 0)
-                for (c, _, js), base in zip(runs, sk_base.tolist(), strict=True)
+                js + base + (c.size // 2 if second else 0)
+                for (_, _, js), c, base in zip(runs, cols, sk_base.tolist(), strict=True)
             ]
         )
         starts = np.concatenate(
-            [c.starts + base for (c, _, _), base in zip(runs, key_base.tolist(), strict=True)]
+            [c.starts + base for c, base in zip(cols, key_base.tolist(), strict=True)]
         )[j]
         ends = np.concatenate(
-            [c.ends + base for (c, _, _), base in zip(runs, key_base.tolist(), strict=True)]
+            [c.ends + base for c, base in zip(cols, key_base.tolist(), strict=True)]
         )[j]
-        z = np.concatenate([c.zeros for c, _, _ in runs])[j]
+        z = np.concatenate([c.zeros for c in cols])[j]
         first = starts + (z > 0)  # the zero row, when present, comes first
         lens[where] = ends - first
         zeros[where] = z
-        count = np.concatenate([c.n for c, _, _ in runs])[j]
-        lo = np.concatenate([c.lo for c, _, _ in runs])[j]
+        count = np.concatenate([c.n for c in cols])[j]
+        lo = np.concatenate([c.lo for c in cols])[j]
         mins[where] = np.where(count > 0, lo, 0.0)
     arrays = {}
     for i in own:
@@ -218,8 +272,8 @@ def _gather_rows(
         rel = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln)
         dst = np.repeat(offsets[where], ln) + rel
         src = np.repeat(first, ln) + rel
-        keys[dst] = np.concatenate([c.keys for c, _, _ in runs])[src]
-        counts[dst] = np.concatenate([c.counts for c, _, _ in runs])[src]
+        keys[dst] = np.concatenate([c.keys for c in cols])[src]
+        counts[dst] = np.concatenate([c.counts for c in cols])[src]
     for i, (k, c) in arrays.items():
         keys[offsets[i] : offsets[i + 1]] = k
         counts[offsets[i] : offsets[i + 1]] = c
