@@ -132,7 +132,7 @@ def windows_table(
         for name, values in numbers.items():
             values[where] = em.numbers[name][js]
         starts[where] = em.start_ms[js]
-        dims[where] = em.dims[js]
+        dims[where] = em.dims[em.series[js]]
         grouping[where] = em.grouping
     if own:
         others = [results[i] for i in own]

@@ -650,7 +650,7 @@ class WindowAggregator:
         start_ms = np.asarray(
             [e * self._base_ms - self._specs[i].length_ms for e, i in work], dtype=np.int64
         )
-        emission = Emission(sketches, g.spec.name, start_ms[item], numbers, dims[at])
+        emission = Emission(sketches, g.spec.name, start_ms[item], numbers, at, dims)
         item_l = item.tolist()
         columns: dict[str, Iterable[Any]] = {
             "window_start": map(opens.__getitem__, item_l),

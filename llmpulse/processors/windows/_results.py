@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final
 
@@ -64,15 +65,34 @@ class Emission:
     here instead of reading every result field by field.
 
     ``sketches`` holds the latency sketch of result ``j`` at ``j`` and its ttft
-    sketch at ``m + j``; ``numbers`` holds each of ``NUMBER_FIELDS``; ``dims`` is
-    ``(m, len(DIMENSIONS))`` strings ("" where the grouping has no such dimension).
+    sketch at ``m + j``; ``numbers`` holds each of ``NUMBER_FIELDS``; result ``j``
+    belongs to series ``series[j]``, whose values of ``DIMENSIONS`` are the row
+    ``dims[series[j]]`` ("" where the grouping has no such dimension).
     """
 
     sketches: SketchColumns
     grouping: str
     start_ms: npt.NDArray[np.int64]
     numbers: Mapping[str, npt.NDArray[Any]]
+    series: npt.NDArray[np.int64]
     dims: npt.NDArray[np.object_]
+
+    @cached_property
+    def ids(self) -> npt.NDArray[np.object_]:
+        """``window_id`` of every result (computed on first use, then kept)."""
+        keys = ["\x1f".join((self.grouping, *row)).encode() for row in self.dims.tolist()]
+        heads: dict[tuple[int, int], bytes] = {}
+        out = np.empty(self.series.size, dtype=object)
+        seconds = self.numbers["window_seconds"].tolist()
+        blake = hashlib.blake2b
+        for j, (start, length, k) in enumerate(
+            zip(self.start_ms.tolist(), seconds, self.series.tolist(), strict=True)
+        ):
+            head = heads.get((start, length))
+            if head is None:
+                head = heads[start, length] = f"{start}\x1f{length}\x1f".encode()
+            out[j] = blake(head + keys[k], digest_size=16).hexdigest()
+        return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -291,8 +311,8 @@ def window_id(result: WindowResult) -> str:
 
 
 def window_ids(results: Sequence[WindowResult]) -> list[str]:
-    """``window_id`` of many results: a series' part of the key (grouping and
-    dimensions) is built once per series, since its results share one dims mapping.
+    """``window_id`` of many results (those of the aggregator from their
+    emission pass, which hashes each series' part of the text once).
 
     >>> from llmpulse.processors.windows import WindowAggregator, WindowSpec, GroupingSet
     >>> from llmpulse.processors.windows._batch import EventBatch
@@ -303,26 +323,22 @@ def window_ids(results: Sequence[WindowResult]) -> list[str]:
     >>> window_ids(rs) == [window_id(r) for r in rs]
     True
     """
-    # Per row only the hash remains: a series' part of the text is shared by its
-    # results (one dims mapping each) and the window's part by the results closing
-    # together (one start datetime object each).
-    series: dict[int, bytes] = {}
-    windows: dict[tuple[int, int], bytes] = {}
-    out = []
-    blake = hashlib.blake2b
-    for r in results:
+    runs, own = emission_runs(results)
+    out = np.empty(len(results), dtype=object)
+    for em, where, js in runs:
+        out[where] = em.ids[js]
+    # Results built another way: a series' part of the text is shared by its
+    # results (one dims mapping each), the window's part computed per result.
+    series: dict[int, str] = {}
+    for i in own:
+        r = results[i]
         key = series.get(id(r.dims))
         if key is None:
-            key = series[id(r.dims)] = "\x1f".join(
-                [r.grouping, *(str(r.dims.get(d, "")) for d in DIMENSIONS)]
-            ).encode()
-        start, seconds = r.window_start, r.window_seconds
-        head = windows.get((id(start), seconds))
-        if head is None:
-            ms = round(start.timestamp() * 1000)
-            head = windows[id(start), seconds] = f"{ms}\x1f{int(seconds)}\x1f".encode()
-        out.append(blake(head + key, digest_size=16).hexdigest())
-    return out
+            key = series[id(r.dims)] = "\x1f".join(str(r.dims.get(d, "")) for d in DIMENSIONS)
+        text = f"{r.window_start_ms}\x1f{int(r.window_seconds)}\x1f{r.grouping}\x1f{key}"
+        out[i] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    ids: list[str] = out.tolist()
+    return ids
 
 
 def start_millis(results: Sequence[WindowResult]) -> list[int]:
