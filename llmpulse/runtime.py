@@ -173,7 +173,9 @@ class Stages:
         )
         self.dispatcher = self._dispatcher() if self.rules is not None else None
         # One engine answers which window signals the rules read, for every task.
-        self._signals = AlertEngine(self.rules).signals_for if self.rules is not None else None
+        self._signals = (
+            AlertEngine(self.rules).signals_for_windows if self.rules is not None else None
+        )
         self.quality = quality_config(settings)
         self._publisher: KafkaPublisher | None = None
         self._control: ThreadPoolExecutor | None = None

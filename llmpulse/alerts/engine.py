@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import orjson
 
 from llmpulse.alerts.estimators import BurnRateTracker, TrailingBaseline
@@ -73,6 +74,7 @@ from llmpulse.alerts.state import (
 )
 from llmpulse.alerts.urls import render_url
 from llmpulse.alerts.verdicts import CompiledRule, Judge, Series, SeriesKey, Verdict
+from llmpulse.processors.windows import emission_runs
 
 if TYPE_CHECKING:
     from llmpulse.processors.windows import WindowResult
@@ -323,6 +325,29 @@ class AlertEngine:
         if not names and not thresholds:
             return []
         return signals_from_window(result, names=names, latency_thresholds_ms=thresholds)
+
+    def signals_for_windows(self, results: Sequence[WindowResult]) -> list[Signal]:
+        """``signals_for`` of many results, in order. The aggregator's results are
+        screened on the columns of their emission pass first: with thousands of
+        series most windows are too small for every rule and not a burn-rate tile,
+        and they cost no call here."""
+        runs, own = emission_runs(results)
+        keep = np.zeros(len(results), dtype=np.bool_)
+        keep[own] = True
+        for em, where, js in runs:
+            seconds = em.numbers["window_seconds"][js]
+            requests = em.numbers["requests"][js]
+            for length in np.unique(seconds).tolist():
+                needs = self._needs(length, em.grouping)
+                if needs.empty:
+                    continue
+                rows = seconds == length
+                least = min(needs.names.values(), default=None)
+                read = rows & (requests >= least) if least is not None else np.zeros_like(rows)
+                if needs.burn_names or needs.thresholds:
+                    read |= rows & (em.start_ms[js] % (length * 1000) == 0)
+                keep[where[read]] = True
+        return [s for i in np.flatnonzero(keep).tolist() for s in self.signals_for(results[i])]
 
     def _needs(self, window_seconds: int, grouping: str) -> _Needs:
         key = (window_seconds, grouping)

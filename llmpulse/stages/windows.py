@@ -96,7 +96,7 @@ class WindowStage(Stage):
         self,
         config: WindowConfig,
         *,
-        to_signals: Callable[[WindowResult], list[Signal]] | None = None,
+        to_signals: Callable[[Sequence[WindowResult]], list[Signal]] | None = None,
         resume_hours: float = 6.0,
     ) -> None:
         self.config = config
@@ -144,7 +144,7 @@ class WindowStage(Stage):
         ids = window_ids(results)
         out = Output(rows=[Rows("window_stats", windows_table(results, ids, ctx.now))])
         if self.to_signals is not None:
-            out.signals = [s for r in results for s in self.to_signals(r)]
+            out.signals = self.to_signals(results)
         return out
 
     # -- checkpoints ----------------------------------------------------------------------
