@@ -337,33 +337,26 @@ class _Evidence(ABC):
         id_offset: int,
     ) -> tuple[list[DriftEvent], int]:
         """Process active events; returns the detections and how many events were consumed
-        (fewer than given when an automatic re-baseline sends the rest to warm-up).
-        ``channels``: the online detectors' inputs, one row per event."""
-        n = rows.shape[0]
-        need = self.null_target - self._null_n() - self._null_count
-        if 0 < need < n:
-            # The null statistics change at one exact event, whatever the batch
-            # boundaries, so a replay reproduces the live detections. The caller
-            # prepares the rest of the batch again: its rows may depend on them.
-            return self._loop(
-                channels[:need], rows[:need], values[:need], times[:need], ids, id_offset
-            )
-        return self._loop(channels, rows, values, times, ids, id_offset)
+        (fewer than given when an automatic re-baseline sends the rest to warm-up, or
+        when the null statistics change within the batch). ``channels``: the online
+        detectors' inputs, one row per event.
 
-    def _loop(
-        self,
-        channels: FloatArray,
-        rows: FloatArray,
-        values: FloatArray,
-        times: IntArray,
-        ids: Sequence[str] | None,
-        id_offset: int,
-    ) -> tuple[list[DriftEvent], int]:
-        """The events in order, exactly as one at a time, but without a Python step per
+        The events in order, exactly as one at a time, but without a Python step per
         event: the online detectors see the whole batch first (``DetectorBank.scan``,
         redone from an event that resets them), and only events where something can
         happen are visited (an alarm, a window boundary, a re-test of a pending
         alarm); between them only the counters move."""
+        need = self.null_target - self._null_n() - self._null_count
+        if 0 < need < rows.shape[0]:
+            # The null statistics change at one exact event, whatever the batch
+            # boundaries, so a replay reproduces the live detections. The caller
+            # prepares the rest of the batch again: its rows may depend on them.
+            channels, rows, values, times = (
+                channels[:need],
+                rows[:need],
+                values[:need],
+                times[:need],
+            )
         assert self._bank is not None
         n = rows.shape[0]
         tail = self._tail_rows if self._tail_rows is not None else np.zeros((0, rows.shape[1]))
