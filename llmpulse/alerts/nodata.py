@@ -64,11 +64,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import quote
 
 from llmpulse.alerts.rules import NoDataRule, render_summary, template_context
 from llmpulse.alerts.signals import Signal
 from llmpulse.alerts.state import AlertState, SeriesState, Transition, dedup_key
+from llmpulse.alerts.urls import render_url
 
 __all__ = ["NoDataMonitor"]
 
@@ -348,7 +348,7 @@ class NoDataMonitor:
             summary
         )
         st.summary, st.severity = summary, rule.severity
-        st.runbook_url = _url(rule.runbook_url, st.labels, self.dashboard_base_url)
+        st.runbook_url = render_url(rule.runbook_url, st.labels, self.dashboard_base_url)
         return Transition(
             rule=rule.name,
             labels={**rule.labels, **st.labels},
@@ -363,7 +363,7 @@ class NoDataMonitor:
             severity=rule.severity,
             summary=summary,
             runbook_url=st.runbook_url,
-            dashboard_url=_url(rule.dashboard_url, st.labels, self.dashboard_base_url)
+            dashboard_url=render_url(rule.dashboard_url, st.labels, self.dashboard_base_url)
             or self.dashboard_base_url,
             actions=tuple(rule.actions),
             signal=rule.signal_name,
@@ -428,21 +428,3 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def _numbers(row: Mapping[str, Any]) -> dict[str, Any]:
     return {**row, **{k: math.nan for k in ("value", "threshold") if row.get(k) is None}}
-
-
-class _Quoted(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _url(template: str | None, labels: Mapping[str, str], base: str | None) -> str | None:
-    """A rule URL with ``{labels[x]}`` (URL-quoted) and ``{dashboard_base_url}`` filled."""
-    if template is None or "{" not in template:
-        return template
-    if "{dashboard_base_url}" in template and base is None:
-        return None
-    quoted = _Quoted({k: quote(v, safe="") for k, v in labels.items()})
-    try:
-        return template.format_map({"labels": quoted, "dashboard_base_url": base or ""})
-    except (KeyError, IndexError, AttributeError, ValueError):
-        return None

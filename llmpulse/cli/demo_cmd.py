@@ -6,9 +6,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -19,6 +19,10 @@ from rich.text import Text
 from llmpulse.cli.context import console, out, reports_errors, state
 from llmpulse.cli.datadir import check_state_dirs
 from llmpulse.settings import Settings
+
+if TYPE_CHECKING:
+    from llmpulse.client import Emitter
+    from llmpulse.synth.traffic import TrafficGenerator
 
 # (kind, start s, duration s, service, magnitude): one of each incident the
 # later issues alert on, spaced so each shows up alone in the charts.
@@ -80,8 +84,7 @@ def demo(
     from llmpulse.client import kafka_emitter
     from llmpulse.devkafka.ensure import lease_broker
     from llmpulse.devkafka.lifetime import die_with_parent
-    from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, malformed_events
+    from llmpulse.synth.traffic import malformed_events
     from llmpulse.worker.process import WorkerProcess
 
     settings = state(ctx).settings()
@@ -104,8 +107,7 @@ def demo(
         f"Kafka at [bold]{lease.bootstrap}[/bold]"
         + (" (started for the demo)" if lease.started_here else "")
     )
-    t = settings.topics
-    ensure_topics_sync(lease.bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+    _ensure_topics(settings, lease.bootstrap)
     worker = WorkerProcess(
         _env_for_worker(settings, lease.bootstrap),
         settings.data_dir / "demo-worker.log",
@@ -113,33 +115,21 @@ def demo(
     )
     worker.preexec = die_with_parent()
     emitter = None
-    stopping = False
     broken_pipe = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = _StopRequest()
+    previous = signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         with console.status("starting the worker (migrates the store)..."):
             worker.start()
             worker.wait_healthy()
         start_ms = int(time.time() * 1000)
         planned = _planned(incidents)
-        gen = TrafficGenerator(
-            TrafficConfig(embeddings=True),
-            seed=seed,
-            start_ms=start_ms,
-            rate_per_s=rate,
-            incidents=planned,
-        )
+        gen = _traffic(start_ms, rate, seed, planned)
         emitter = kafka_emitter(lease.bootstrap, settings.topics.traces)
         _print_intro(settings, planned)
         # A few malformed messages show the DLQ and rejected_events at work.
         _send_malformed(lease.bootstrap, settings.topics.traces, malformed_events(5, seed=seed))
-        cursor = start_ms
         # In a terminal the status table updates in place; piped, it is printed
         # every 15 s like a log.
         live: Live | None = None
@@ -149,13 +139,7 @@ def demo(
         next_status = time.monotonic() + (2.0 if live is not None else every)
         view_cm: AbstractContextManager[Any] = live if live is not None else nullcontext()
         with view_cm:
-            while not stopping:
-                now_ms = int(time.time() * 1000)
-                for e in gen.events_between(cursor, now_ms):
-                    emitter.emit(e)
-                cursor = now_ms
-                if duration is not None and now_ms - start_ms >= duration * 1000:
-                    break
+            for now_ms in _emit_until(gen, emitter, start_ms, duration, stop):
                 if time.monotonic() >= next_status:
                     next_status += every
                     view = status_view(page, *_status(worker), (now_ms - start_ms) / 1000)
@@ -163,7 +147,6 @@ def demo(
                         live.update(view, refresh=True)
                     else:
                         out.print(view)
-                time.sleep(0.2)
                 if not worker.alive:
                     console.print(f"[red]the worker stopped:[/red]\n{worker.log_tail()}")
                     raise typer.Exit(1)
@@ -226,6 +209,57 @@ def _send_malformed(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
     asyncio.run(go())
 
 
+class _StopRequest:
+    """A SIGINT/SIGTERM handler that only asks the emitting loop to end, so that
+    the cleanup after it still runs."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def _ensure_topics(settings: Settings, bootstrap: str) -> None:
+    from llmpulse.devkafka.topics import ensure_topics_sync
+
+    t = settings.topics
+    ensure_topics_sync(bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+
+
+def _traffic(start_ms: int, rate: float, seed: int, planned: list[Any]) -> TrafficGenerator:
+    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+
+    return TrafficGenerator(
+        TrafficConfig(embeddings=True),
+        seed=seed,
+        start_ms=start_ms,
+        rate_per_s=rate,
+        incidents=planned,
+    )
+
+
+def _emit_until(
+    gen: TrafficGenerator,
+    emitter: Emitter,
+    start_ms: int,
+    duration: float | None,
+    stop: _StopRequest,
+) -> Iterator[int]:
+    """Emit the traffic due so far every 0.2 s until a stop is requested or
+    ``duration`` seconds have passed; yields the time (epoch ms) after each batch."""
+    cursor = start_ms
+    while not stop.requested:
+        now_ms = int(time.time() * 1000)
+        for e in gen.events_between(cursor, now_ms):
+            emitter.emit(e)
+        cursor = now_ms
+        if duration is not None and now_ms - start_ms >= duration * 1000:
+            return
+        yield now_ms
+        time.sleep(0.2)
+
+
 def _planned(incidents: bool) -> list[Any]:
     from llmpulse.synth.traffic import Incident
 
@@ -242,43 +276,23 @@ def _emit_traffic(
 ) -> None:
     """The synthetic traffic alone, to the configured broker, until Ctrl-C or ``duration``."""
     from llmpulse.client import kafka_emitter
-    from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
 
-    t = settings.topics
+    traces = settings.topics.traces
     bootstrap = settings.kafka.bootstrap
-    ensure_topics_sync(bootstrap, {t.traces: t.partitions, t.dlq: t.partitions, t.control: 1})
+    _ensure_topics(settings, bootstrap)
     start_ms = int(time.time() * 1000)
-    gen = TrafficGenerator(
-        TrafficConfig(embeddings=True),
-        seed=seed,
-        start_ms=start_ms,
-        rate_per_s=rate,
-        incidents=_planned(incidents),
-    )
-    emitter = kafka_emitter(bootstrap, t.traces)
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    out.print(f"emitting {rate:g} calls/s to {t.traces} at {bootstrap} (Ctrl-C stops)")
-    cursor, next_report = start_ms, time.monotonic() + 15
+    gen = _traffic(start_ms, rate, seed, _planned(incidents))
+    emitter = kafka_emitter(bootstrap, traces)
+    stop = _StopRequest()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    out.print(f"emitting {rate:g} calls/s to {traces} at {bootstrap} (Ctrl-C stops)")
+    next_report = time.monotonic() + 15
     try:
-        while not stopping:
-            now_ms = int(time.time() * 1000)
-            for e in gen.events_between(cursor, now_ms):
-                emitter.emit(e)
-            cursor = now_ms
-            if duration is not None and now_ms - start_ms >= duration * 1000:
-                break
+        for now_ms in _emit_until(gen, emitter, start_ms, duration, stop):
             if time.monotonic() >= next_report:
                 next_report += 15
                 out.print(f"+{(now_ms - start_ms) / 1000:.0f}s: {emitter.sent:,} events sent")
-            time.sleep(0.2)
     finally:
         emitter.close(timeout=10)
     out.print(f"emitted {emitter.sent:,} events ({emitter.dropped} dropped)")

@@ -33,8 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 
 from pydantic import BaseModel
 
@@ -55,6 +54,18 @@ __all__ = ["DEFAULT_TOPIC", "AsyncEmitter", "Emitter", "kafka_emitter"]
 DEFAULT_TOPIC = "llm.traces"
 
 _SHUTDOWN = "shut down before sent"
+
+
+class _Options(TypedDict, total=False):
+    """Keyword options of :class:`Emitter` that its wrappers pass on unchanged."""
+
+    delivery: Delivery
+    limits: Limits
+    logger: logging.Logger | None
+
+
+class _KafkaOptions(_Options, total=False):
+    close_at_exit: bool
 
 
 class _Reporter(SenderListener[Record]):
@@ -231,12 +242,7 @@ class Emitter:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- the sender thread
@@ -269,7 +275,8 @@ class AsyncEmitter:
     """The :class:`Emitter` for asyncio code: the same sender, awaitable flush and close.
 
     ``emit`` never blocks the event loop (nor any thread); the transport runs in
-    the sender's own thread and loop, never on the caller's.
+    the sender's own thread and loop, never on the caller's. ``options`` are the
+    :class:`Emitter`'s ``delivery``, ``limits`` and ``logger``.
 
     >>> from llmpulse.client.transports import MemoryTransport
     >>> async def demo() -> list[bytes | None]:
@@ -283,15 +290,9 @@ class AsyncEmitter:
     """
 
     def __init__(
-        self,
-        transport: Transport,
-        topic: str = DEFAULT_TOPIC,
-        *,
-        delivery: Delivery = DEFAULT_DELIVERY,
-        limits: Limits = DEFAULT_LIMITS,
-        logger: logging.Logger | None = None,
+        self, transport: Transport, topic: str = DEFAULT_TOPIC, **options: Unpack[_Options]
     ) -> None:
-        self._inner = Emitter(transport, topic, delivery=delivery, limits=limits, logger=logger)
+        self._inner = Emitter(transport, topic, **options)
 
     @property
     def transport(self) -> Transport:
@@ -355,12 +356,7 @@ class AsyncEmitter:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 
@@ -369,21 +365,12 @@ def kafka_emitter(
     topic: str = DEFAULT_TOPIC,
     *,
     kafka: KafkaOptions = DEFAULT_KAFKA_OPTIONS,
-    delivery: Delivery = DEFAULT_DELIVERY,
-    limits: Limits = DEFAULT_LIMITS,
-    logger: logging.Logger | None = None,
-    close_at_exit: bool = False,
+    **options: Unpack[_KafkaOptions],
 ) -> Emitter:
-    """An :class:`Emitter` publishing to Kafka at ``bootstrap``.
+    """An :class:`Emitter` publishing to Kafka at ``bootstrap``; ``options`` are the
+    emitter's (``delivery``, ``limits``, ``logger``, ``close_at_exit``).
 
     The producer connects in the background: an unreachable broker shows as
     ``failed`` events and logged warnings, never as an exception.
     """
-    return Emitter(
-        KafkaTransport(bootstrap, kafka),
-        topic,
-        delivery=delivery,
-        limits=limits,
-        logger=logger,
-        close_at_exit=close_at_exit,
-    )
+    return Emitter(KafkaTransport(bootstrap, kafka), topic, **options)

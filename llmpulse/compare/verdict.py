@@ -204,13 +204,15 @@ def _finite(x: FloatArray) -> FloatArray:
 
 
 def _distribution(name: str) -> _Builder:
+    metric = "latency" if name == "latency_ms" else "ttft"
+
     def build(base: Arm, cand: Arm, m: MetricSettings, ctx: _Ctx) -> MetricResult | str:
         a = _finite(getattr(base, name))
         b = _finite(getattr(cand, name))
         if a.size == 0 and b.size == 0:
             return "no values in either arm"
         if a.size < 2 or b.size < 2:
-            return _one_sided(name, "mann_whitney", "relative", m, a.size, b.size)
+            return _unmeasured(metric, "mann_whitney", "relative", m, a.size, b.size, need=2)
         rank = mann_whitney(a, b)
         sa, sb = Sample.of(a), Sample.of(b)
         qd = quantile_ci(sa, sb, QUANTILES, draws=ctx.settings.bootstrap, rng=ctx.rng)
@@ -225,7 +227,6 @@ def _distribution(name: str) -> _Builder:
             / 0.955
         )
         details: dict[str, Any] = {}
-        metric = "latency" if name == "latency_ms" else "ttft"
         for arm, side in ((base, "baseline"), (cand, "candidate")):
             if metric in arm.sources:
                 details[f"{side}_source"] = arm.sources[metric]
@@ -257,13 +258,13 @@ def _distribution(name: str) -> _Builder:
     return build
 
 
-def _one_sided(
-    name: str, test: str, unit: str, m: MetricSettings, na: int, nb: int
+def _unmeasured(
+    metric: str, test: str, unit: str, m: MetricSettings, na: int, nb: int, *, need: int
 ) -> MetricResult:
-    metric = {"latency_ms": "latency", "ttft_ms": "ttft"}.get(name, name)
+    """An arm has too few values for ``test``: no effect, p = 1, and the sample it needs."""
     return MetricResult(
         metric, test, unit, math.nan, math.nan, math.nan, m.tolerance, m.min_effect, 1.0,
-        na, nb, math.nan, math.nan, needed_per_arm=2,
+        na, nb, math.nan, math.nan, needed_per_arm=need,
     )  # fmt: skip
 
 
@@ -305,7 +306,7 @@ def _mean_metric(metric: str, values: Callable[[Arm], FloatArray]) -> _Builder:
         if a.size == 0 and b.size == 0:
             return "no values in either arm"
         if a.size < 2 or b.size < 2:
-            return _one_sided(metric, "welch", "relative", m, a.size, b.size)
+            return _unmeasured(metric, "welch", "relative", m, a.size, b.size, need=2)
         r = welch(a, b)
         scale = abs(r.baseline) if r.baseline else math.nan
         need = n_for_means(
@@ -349,10 +350,9 @@ def _embedding(attr: str, metric: str) -> _Builder:
         ua, ub = ua[oka], ub[okb]
         need = ctx.settings.min_embeddings
         if ua.shape[0] < need or ub.shape[0] < need or ua.shape[1] != ub.shape[1]:
-            return MetricResult(
-                metric, "mmd", "mmd2", math.nan, math.nan, math.nan, m.tolerance, m.min_effect,
-                1.0, int(ua.shape[0]), int(ub.shape[0]), math.nan, math.nan, needed_per_arm=need,
-            )  # fmt: skip
+            return _unmeasured(
+                metric, "mmd", "mmd2", m, int(ua.shape[0]), int(ub.shape[0]), need=need
+            )
         # The drift detectors' test: a reference fit on the baseline (geometry on
         # one half, null statistics on the other) and the candidate's feature mean.
         ref = Reference.fit(ua, seed=ctx.settings.seed)

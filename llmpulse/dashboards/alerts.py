@@ -14,8 +14,9 @@ from llmpulse.dashboards.common import (
     PanelSpec,
     RowSpec,
     labels_text,
+    stat_tile,
 )
-from llmpulse.dashboards.overview import FIRING_NOW
+from llmpulse.dashboards.overview import firing_now
 
 NOTE: Final = "Filters: service, endpoint, model, tenant (alerts carrying that label)."
 
@@ -42,37 +43,25 @@ ALERTS: Final = DashboardSpec(
         RowSpec(
             "Now",
             (
-                PanelSpec(
+                stat_tile(
                     "Transitions in range",
                     "SELECT count() AS transitions FROM alerts"
                     f" WHERE $__timeFilter(event_time) AND {ALERT_LABEL_FILTERS}",
-                    ("transitions",),
-                    kind="stat",
-                    unit="short",
-                    width=6,
-                    height=4,
-                    description=NOTE,
+                    "transitions",
+                    NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Incidents resolved in range",
                     f"SELECT count() AS resolved FROM ({RESOLUTIONS})",
-                    ("resolved",),
-                    kind="stat",
-                    unit="short",
-                    width=6,
-                    height=4,
-                    description=NOTE,
+                    "resolved",
+                    NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Median time to resolve",
                     f"SELECT median(seconds_to_resolve) AS median_seconds FROM ({RESOLUTIONS})",
-                    ("median_seconds",),
-                    kind="stat",
+                    "median_seconds",
+                    "From firing to resolved, for incidents resolved in the range. " + NOTE,
                     unit="s",
-                    width=6,
-                    height=4,
-                    description="From firing to resolved, for incidents resolved in the range. "
-                    + NOTE,
                 ),
                 PanelSpec(
                     "Transitions by state",
@@ -86,14 +75,7 @@ ALERTS: Final = DashboardSpec(
                     height=4,
                     description=NOTE,
                 ),
-                PanelSpec(
-                    "Alerts firing now",
-                    FIRING_NOW,
-                    ("since", "rule", "severity", "series", "value", "threshold", "summary"),
-                    kind="table",
-                    width=24,
-                    description=NOTE,
-                ),
+                firing_now(NOTE, width=24),
             ),
         ),
         RowSpec(

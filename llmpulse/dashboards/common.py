@@ -141,6 +141,32 @@ class PanelSpec:
         return FORMAT_TIME_SERIES if self.kind in ("timeseries", "bars") else FORMAT_TABLE
 
 
+def stat_tile(
+    title: str,
+    sql: str,
+    column: str,
+    description: str,
+    *,
+    unit: str = "short",
+    decimals: int | None = None,
+    thresholds: tuple[tuple[float, str], ...] = (),
+    width: int = 6,
+) -> PanelSpec:
+    """One number (``column``, the query's only one) in a short tile of a dashboard's top row."""
+    return PanelSpec(
+        title,
+        sql,
+        (column,),
+        kind="stat",
+        unit=unit,
+        description=description,
+        width=width,
+        height=4,
+        decimals=decimals,
+        thresholds=thresholds,
+    )
+
+
 @dataclass(frozen=True)
 class RowSpec:
     title: str

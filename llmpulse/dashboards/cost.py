@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from llmpulse.dashboards.common import TRACE_FILTERS, DashboardSpec, PanelSpec, RowSpec
+from llmpulse.dashboards.common import TRACE_FILTERS, DashboardSpec, PanelSpec, RowSpec, stat_tile
 
 CALLS: Final = f"FROM traces WHERE $__timeFilter(timestamp) AND {TRACE_FILTERS}"
 NOTE: Final = "Filters: service, endpoint, model, tenant, team."
@@ -55,49 +55,35 @@ COST: Final = DashboardSpec(
         RowSpec(
             "Spend over the selected range",
             (
-                PanelSpec(
+                stat_tile(
                     "Cost",
                     f"SELECT sum(cost_usd) AS cost_usd {CALLS}",
-                    ("cost_usd",),
-                    kind="stat",
+                    "cost_usd",
+                    NOTE,
                     unit="currencyUSD",
                     decimals=2,
-                    width=6,
-                    height=4,
-                    description=NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Cost per 1k tokens",
                     f"SELECT {PER_1K} AS usd_per_1k_tokens {CALLS} AND cost_usd IS NOT NULL",
-                    ("usd_per_1k_tokens",),
-                    kind="stat",
+                    "usd_per_1k_tokens",
+                    "Input and output tokens of priced calls. " + NOTE,
                     unit="currencyUSD",
                     decimals=4,
-                    width=6,
-                    height=4,
-                    description="Input and output tokens of priced calls. " + NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Tokens",
                     f"SELECT sum(input_tokens) + sum(output_tokens) AS tokens {CALLS}",
-                    ("tokens",),
-                    kind="stat",
-                    unit="short",
-                    width=6,
-                    height=4,
-                    description=NOTE,
+                    "tokens",
+                    NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Unpriced calls",
                     f"SELECT countIf(cost_source = 'unpriced') AS unpriced_calls {CALLS}",
-                    ("unpriced_calls",),
-                    kind="stat",
-                    unit="short",
-                    thresholds=((1, "orange"),),
-                    width=6,
-                    height=4,
-                    description="Models missing from the price table: their cost is unknown, "
+                    "unpriced_calls",
+                    "Models missing from the price table: their cost is unknown, "
                     "not zero (llmpulse prices import). " + NOTE,
+                    thresholds=((1, "orange"),),
                 ),
             ),
         ),

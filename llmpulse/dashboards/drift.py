@@ -17,6 +17,7 @@ from llmpulse.dashboards.common import (
     PanelSpec,
     RowSpec,
     conds,
+    stat_tile,
 )
 
 DRIFT_FILTERS: Final = conds(endpoint="endpoint", model="model")
@@ -35,31 +36,23 @@ DRIFT: Final = DashboardSpec(
         RowSpec(
             "Drift now",
             (
-                PanelSpec(
+                stat_tile(
                     "Drift events",
                     f"SELECT count() AS drift_events {EVENTS}",
-                    ("drift_events",),
-                    kind="stat",
-                    unit="short",
+                    "drift_events",
+                    "In the selected range. " + NOTE,
                     thresholds=((1, "orange"),),
-                    width=6,
-                    height=4,
-                    description="In the selected range. " + NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Series drifting now",
                     f"""SELECT count() AS drifting
 FROM ({LATEST_ALERTS})
 WHERE rule = 'drift-detected' AND state = 'firing'
   AND $__conditionalAll(labels['endpoint'] IN (${{endpoint:singlequote}}), $endpoint)
   AND $__conditionalAll(labels['model'] IN (${{model:singlequote}}), $model)""",
-                    ("drifting",),
-                    kind="stat",
-                    unit="short",
+                    "drifting",
+                    "Series and signals whose drift alert fires now. " + NOTE,
                     thresholds=((1, "red"),),
-                    width=6,
-                    height=4,
-                    description="Series and signals whose drift alert fires now. " + NOTE,
                 ),
                 PanelSpec(
                     "Drift events by signal",

@@ -21,6 +21,7 @@ from llmpulse.dashboards.common import (
     RowSpec,
     labels_text,
     quantile,
+    stat_tile,
 )
 
 TILES: Final = (
@@ -39,6 +40,34 @@ ORDER BY severity = 'critical' DESC, since DESC"""
 
 VARIABLE_NOTE: Final = "Filters: service, endpoint, model."
 
+
+def firing_now(description: str, width: int = 12) -> PanelSpec:
+    """The alerts whose latest transition is to firing, most severe and newest first."""
+    return PanelSpec(
+        "Alerts firing now",
+        FIRING_NOW,
+        ("since", "rule", "severity", "series", "value", "threshold", "summary"),
+        kind="table",
+        width=width,
+        description=description,
+    )
+
+
+def _by(
+    title: str, column: str, value: str, name: str, *, unit: str, stacked: bool = False
+) -> PanelSpec:
+    """``value`` over time, one series per ``column``."""
+    return PanelSpec(
+        title,
+        f"SELECT {BUCKET}, {column}, {value} AS {name} {TILES}"
+        f" GROUP BY time, {column} ORDER BY time",
+        ("time", column, name),
+        unit=unit,
+        stacked=stacked,
+        description=VARIABLE_NOTE,
+    )
+
+
 OVERVIEW: Final = DashboardSpec(
     uid="llmpulse-overview",
     title="llmpulse / Overview",
@@ -47,95 +76,78 @@ OVERVIEW: Final = DashboardSpec(
         RowSpec(
             "Now, over the selected range",
             (
-                PanelSpec(
+                stat_tile(
                     "Requests",
                     f"SELECT sum(requests) AS requests {TILES}",
-                    ("requests",),
-                    kind="stat",
-                    unit="short",
+                    "requests",
+                    VARIABLE_NOTE,
                     width=4,
-                    height=4,
-                    description=VARIABLE_NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Error rate",
                     f"SELECT sum(errors) / sum(requests) AS error_rate {TILES}",
-                    ("error_rate",),
-                    kind="stat",
+                    "error_rate",
+                    VARIABLE_NOTE,
                     unit="percentunit",
                     decimals=2,
                     thresholds=((0.01, "orange"), (0.05, "red")),
                     width=4,
-                    height=4,
-                    description=VARIABLE_NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "p99 latency",
                     f"SELECT {quantile(0.99)} AS p99_ms {TILES}",
-                    ("p99_ms",),
-                    kind="stat",
+                    "p99_ms",
+                    "Merged sketches of every window in the range: a true p99. " + VARIABLE_NOTE,
                     unit="ms",
                     thresholds=((800, "red"),),
                     width=4,
-                    height=4,
-                    description="Merged sketches of every window in the range: a true p99. "
-                    + VARIABLE_NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "p99 time to first token",
                     f"SELECT {quantile(0.99, 'ttft')} AS ttft_p99_ms {TILES}",
-                    ("ttft_p99_ms",),
-                    kind="stat",
+                    "ttft_p99_ms",
+                    VARIABLE_NOTE,
                     unit="ms",
                     width=4,
-                    height=4,
-                    description=VARIABLE_NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Cost",
                     f"SELECT sum(cost_usd) AS cost_usd {TILES}",
-                    ("cost_usd",),
-                    kind="stat",
+                    "cost_usd",
+                    "Priced calls only (unpriced calls have no cost). " + VARIABLE_NOTE,
                     unit="currencyUSD",
                     decimals=2,
                     width=4,
-                    height=4,
-                    description="Priced calls only (unpriced calls have no cost). " + VARIABLE_NOTE,
                 ),
-                PanelSpec(
+                stat_tile(
                     "Alerts firing",
                     f"SELECT count() AS firing FROM ({LATEST_ALERTS}) WHERE state = 'firing'"
                     f" AND {ALERT_LABEL_FILTERS}",
-                    ("firing",),
-                    kind="stat",
-                    unit="short",
+                    "firing",
+                    "Now, whatever the range. Filters: service, endpoint, model, "
+                    "tenant (alerts carrying that label).",
                     thresholds=((1, "red"),),
                     width=4,
-                    height=4,
-                    description="Now, whatever the range. Filters: service, endpoint, model, "
-                    "tenant (alerts carrying that label).",
                 ),
             ),
         ),
         RowSpec(
             "Traffic and errors",
             (
-                PanelSpec(
+                _by(
                     "Requests per second by service",
-                    f"SELECT {BUCKET}, service, sum(requests) / {PER_SECOND} AS rps {TILES}"
-                    " GROUP BY time, service ORDER BY time",
-                    ("time", "service", "rps"),
+                    "service",
+                    f"sum(requests) / {PER_SECOND}",
+                    "rps",
                     unit="reqps",
                     stacked=True,
-                    description=VARIABLE_NOTE,
                 ),
-                PanelSpec(
+                _by(
                     "Error rate by service",
-                    f"SELECT {BUCKET}, service, sum(errors) / sum(requests) AS error_rate {TILES}"
-                    " GROUP BY time, service ORDER BY time",
-                    ("time", "service", "error_rate"),
+                    "service",
+                    "sum(errors) / sum(requests)",
+                    "error_rate",
                     unit="percentunit",
-                    description=VARIABLE_NOTE,
                 ),
             ),
         ),
@@ -215,22 +227,15 @@ GROUP BY model, endpoint ORDER BY requests DESC""",
         RowSpec(
             "Cost and alerts",
             (
-                PanelSpec(
+                _by(
                     "Cost rate by model (USD per hour)",
-                    f"SELECT {BUCKET}, model, sum(cost_usd) * 3600 / {PER_SECOND} AS usd_per_hour"
-                    f" {TILES} GROUP BY time, model ORDER BY time",
-                    ("time", "model", "usd_per_hour"),
+                    "model",
+                    f"sum(cost_usd) * 3600 / {PER_SECOND}",
+                    "usd_per_hour",
                     unit="currencyUSD",
                     stacked=True,
-                    description=VARIABLE_NOTE,
                 ),
-                PanelSpec(
-                    "Alerts firing now",
-                    FIRING_NOW,
-                    ("since", "rule", "severity", "series", "value", "threshold", "summary"),
-                    kind="table",
-                    description="The latest transition of each alert is 'firing'.",
-                ),
+                firing_now("The latest transition of each alert is 'firing'."),
             ),
         ),
     ),

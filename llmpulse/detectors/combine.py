@@ -54,7 +54,7 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -138,6 +138,33 @@ class WindowScore:
     grouping: str = ""
 
 
+class DetectorOptions(TypedDict, total=False):
+    """The options every drift detector takes, with the defaults of ``_Evidence``:
+    ``warmup`` events (500) fit the reference; the online ``detector`` ("adwin",
+    with ``delta`` and ``clock``) and the windowed test on tumbling windows of
+    ``window`` events (200) vote as the module doc describes (``confirm_p``,
+    ``window_alpha``, ``consecutive``, ``cooldown``, ``stride``, ``null_target``,
+    ``auto_rebaseline``); ``labels`` and ``grouping`` name the series,
+    ``max_window_scores`` bounds the window scores kept."""
+
+    warmup: int
+    detector: str
+    window: int
+    seed: int
+    delta: float
+    clock: int
+    confirm_p: float
+    window_alpha: float
+    consecutive: int
+    cooldown: int
+    stride: int
+    null_target: int
+    auto_rebaseline: bool
+    labels: Mapping[str, str] | None
+    grouping: str
+    max_window_scores: int
+
+
 class _Evidence(ABC):
     """The detection logic shared by embedding and scalar detectors.
 
@@ -148,28 +175,31 @@ class _Evidence(ABC):
 
     window_detector: str = "window"
     min_segment: int = 32
+    min_warmup: int | None = None
 
     def __init__(
         self,
         signal: str,
         *,
-        warmup: int,
-        window: int,
-        detector: str,
-        delta: float,
-        clock: int,
-        confirm_p: float,
-        window_alpha: float,
-        consecutive: int,
-        cooldown: int,
-        stride: int,
-        null_target: int,
-        auto_rebaseline: bool,
-        seed: int,
-        labels: Mapping[str, str] | None,
-        grouping: str,
-        max_window_scores: int,
+        warmup: int = 500,
+        detector: str = "adwin",
+        window: int = 200,
+        seed: int = 0,
+        delta: float = DEFAULT_DELTA,
+        clock: int = DEFAULT_CLOCK,
+        confirm_p: float = 1e-3,
+        window_alpha: float = 1e-3,
+        consecutive: int = 2,
+        cooldown: int = 2000,
+        stride: int = 16,
+        null_target: int = 2000,
+        auto_rebaseline: bool = False,
+        labels: Mapping[str, str] | None = None,
+        grouping: str = "",
+        max_window_scores: int = 1000,
     ) -> None:
+        if self.min_warmup is not None and warmup < self.min_warmup:
+            raise ConfigError("drift.warmup", f"must be >= {self.min_warmup}, got {warmup}")
         if detector not in DETECTORS:
             raise ConfigError(
                 "drift.detector", f"unknown detector {detector!r}; choose one of {DETECTORS}"
@@ -307,33 +337,26 @@ class _Evidence(ABC):
         id_offset: int,
     ) -> tuple[list[DriftEvent], int]:
         """Process active events; returns the detections and how many events were consumed
-        (fewer than given when an automatic re-baseline sends the rest to warm-up).
-        ``channels``: the online detectors' inputs, one row per event."""
-        n = rows.shape[0]
-        need = self.null_target - self._null_n() - self._null_count
-        if 0 < need < n:
-            # The null statistics change at one exact event, whatever the batch
-            # boundaries, so a replay reproduces the live detections. The caller
-            # prepares the rest of the batch again: its rows may depend on them.
-            return self._loop(
-                channels[:need], rows[:need], values[:need], times[:need], ids, id_offset
-            )
-        return self._loop(channels, rows, values, times, ids, id_offset)
+        (fewer than given when an automatic re-baseline sends the rest to warm-up, or
+        when the null statistics change within the batch). ``channels``: the online
+        detectors' inputs, one row per event.
 
-    def _loop(
-        self,
-        channels: FloatArray,
-        rows: FloatArray,
-        values: FloatArray,
-        times: IntArray,
-        ids: Sequence[str] | None,
-        id_offset: int,
-    ) -> tuple[list[DriftEvent], int]:
-        """The events in order, exactly as one at a time, but without a Python step per
+        The events in order, exactly as one at a time, but without a Python step per
         event: the online detectors see the whole batch first (``DetectorBank.scan``,
         redone from an event that resets them), and only events where something can
         happen are visited (an alarm, a window boundary, a re-test of a pending
         alarm); between them only the counters move."""
+        need = self.null_target - self._null_n() - self._null_count
+        if 0 < need < rows.shape[0]:
+            # The null statistics change at one exact event, whatever the batch
+            # boundaries, so a replay reproduces the live detections. The caller
+            # prepares the rest of the batch again: its rows may depend on them.
+            channels, rows, values, times = (
+                channels[:need],
+                rows[:need],
+                values[:need],
+                times[:need],
+            )
         assert self._bank is not None
         n = rows.shape[0]
         tail = self._tail_rows if self._tail_rows is not None else np.zeros((0, rows.shape[1]))
@@ -537,34 +560,18 @@ class DriftDetector(_Evidence):
     """
 
     window_detector = "mmd"
+    min_warmup = 2 * 20
 
     def __init__(
         self,
         signal: str = "prompt_embedding",
         *,
-        warmup: int = 500,
-        detector: str = "adwin",
-        window: int = 200,
-        seed: int = 0,
-        delta: float = DEFAULT_DELTA,
-        clock: int = DEFAULT_CLOCK,
-        confirm_p: float = 1e-3,
-        window_alpha: float = 1e-3,
-        consecutive: int = 2,
-        cooldown: int = 2000,
-        stride: int = 16,
-        null_target: int = 2000,
-        auto_rebaseline: bool = False,
         k: int = 8,
         projection_dim: int = 16,
         rff_features: int = 48,
         reference: Reference | None = None,
-        labels: Mapping[str, str] | None = None,
-        grouping: str = "",
-        max_window_scores: int = 1000,
+        **options: Unpack[DetectorOptions],
     ) -> None:
-        if warmup < 2 * 20:
-            raise ConfigError("drift.warmup", f"must be >= 40, got {warmup}")
         self.k = k
         self.projection_dim = projection_dim
         self.rff_features = rff_features
@@ -574,25 +581,7 @@ class DriftDetector(_Evidence):
         self._buffered = 0
         self.reference: Reference | None = None
         self._test_state: MMDTest | None = None
-        super().__init__(
-            signal,
-            warmup=warmup,
-            window=window,
-            detector=detector,
-            delta=delta,
-            clock=clock,
-            confirm_p=confirm_p,
-            window_alpha=window_alpha,
-            consecutive=consecutive,
-            cooldown=cooldown,
-            stride=stride,
-            null_target=null_target,
-            auto_rebaseline=auto_rebaseline,
-            seed=seed,
-            labels=labels,
-            grouping=grouping,
-            max_window_scores=max_window_scores,
-        )
+        super().__init__(signal, **options)
         self.baselines: deque[Reference] = deque(maxlen=8)
         if reference is not None:
             self.set_reference(reference)
@@ -742,24 +731,9 @@ class ScalarDriftDetector(_Evidence):
         signal: str,
         *,
         kind: str = "numeric",
-        warmup: int = 500,
-        detector: str = "adwin",
-        window: int = 200,
-        seed: int = 0,
-        delta: float = DEFAULT_DELTA,
-        clock: int = DEFAULT_CLOCK,
-        confirm_p: float = 1e-3,
-        window_alpha: float = 1e-3,
-        consecutive: int = 2,
-        cooldown: int = 2000,
-        stride: int = 16,
-        null_target: int = 2000,
-        auto_rebaseline: bool = False,
         max_categories: int = 12,
         categories: Sequence[str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        grouping: str = "",
-        max_window_scores: int = 1000,
+        **options: Unpack[DetectorOptions],
     ) -> None:
         if kind not in ("numeric", "categorical"):
             raise ConfigError("drift.kind", f"must be numeric or categorical, got {kind!r}")
@@ -782,25 +756,7 @@ class ScalarDriftDetector(_Evidence):
         self._n0 = 0
         self.window_detector = "ztest" if kind == "numeric" else "fisher"
         self.min_segment = 32 if kind == "numeric" else 64
-        super().__init__(
-            signal,
-            warmup=warmup,
-            window=window,
-            detector=detector,
-            delta=delta,
-            clock=clock,
-            confirm_p=confirm_p,
-            window_alpha=window_alpha,
-            consecutive=consecutive,
-            cooldown=cooldown,
-            stride=stride,
-            null_target=null_target,
-            auto_rebaseline=auto_rebaseline,
-            seed=seed,
-            labels=labels,
-            grouping=grouping,
-            max_window_scores=max_window_scores,
-        )
+        super().__init__(signal, **options)
 
     @property
     def _ranked(self) -> bool:

@@ -39,7 +39,10 @@ class Embedder(Protocol):
     @property
     def name(self) -> str: ...
 
-    def embed(self, text: str) -> FloatArray: ...
+    def embed(self, text: str) -> FloatArray:
+        """One text: the one row of ``embed_many([text])``."""
+        row: FloatArray = self.embed_many([text])[0]
+        return row
 
     def embed_many(self, texts: Sequence[str]) -> FloatArray: ...
 
@@ -55,7 +58,7 @@ def _splitmix(h: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dty
     return h
 
 
-class HashingEmbedder:
+class HashingEmbedder(Embedder):
     """Signed feature hashing of character n-grams, L2-normalised.
 
     Deterministic across processes and machines (no use of Python's salted
@@ -84,13 +87,9 @@ class HashingEmbedder:
     def name(self) -> str:
         return f"hashing-{self.dim}-{self.ngram[0]}-{self.ngram[1]}-s{self.seed}"
 
-    def embed(self, text: str) -> FloatArray:
-        """One text as a unit vector (all zeros for text without any n-gram)."""
-        row: FloatArray = self.embed_many([text])[0]
-        return row
-
     def embed_many(self, texts: Sequence[str]) -> FloatArray:
-        """Rows of unit vectors, one per text, computed in one vectorised pass."""
+        """Rows of unit vectors (all zeros for a text without any n-gram), one per
+        text, computed in one vectorised pass."""
         n = len(texts)
         out = np.zeros(n * self.dim, dtype=np.float64)
         if n == 0:
@@ -123,7 +122,7 @@ class HashingEmbedder:
         return mat
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model (optional extra). Give a local path or a
     model already in the Hugging Face cache: otherwise sentence-transformers
     downloads it on first use.
@@ -152,10 +151,6 @@ class SentenceTransformerEmbedder:
     @property
     def name(self) -> str:
         return f"st-{self.model_name}"
-
-    def embed(self, text: str) -> FloatArray:
-        row: FloatArray = self.embed_many([text])[0]
-        return row
 
     def embed_many(self, texts: Sequence[str]) -> FloatArray:
         vecs = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)

@@ -361,19 +361,13 @@ _FIELDS: tuple[str, ...] = (
     "feature_cov",
     "null_n",
 )
-_ARRAYS = frozenset(
-    {
-        "centroid",
-        "components",
-        "component_scale",
-        "view_mean",
-        "view_scale",
-        "rff_freq",
-        "rff_phase",
-        "scalar_mean",
-        "scalar_std",
-        "scalar_quantiles",
-        "feature_mean",
-        "feature_cov",
-    }
-)
+# Every field but these scalars is a float64 array.
+_ARRAYS = frozenset(_FIELDS) - {
+    "n",
+    "dim",
+    "seed",
+    "projection_dim",
+    "projection_check",
+    "bandwidth",
+    "null_n",
+}

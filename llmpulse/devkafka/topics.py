@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import TypedDict, Unpack
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError as AioKafkaError
@@ -87,18 +88,19 @@ async def ensure_topics(
         await admin.close()
 
 
+class _EnsureOptions(TypedDict, total=False):
+    """The keyword options of :func:`ensure_topics`."""
+
+    replication: int
+    timeout: float
+    configs: Mapping[str, Mapping[str, str]] | None
+
+
 def ensure_topics_sync(
-    bootstrap: str,
-    topics: Mapping[str, int],
-    *,
-    replication: int = 1,
-    timeout: float = 30.0,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
+    bootstrap: str, topics: Mapping[str, int], **options: Unpack[_EnsureOptions]
 ) -> None:
-    """:func:`ensure_topics` for code that runs no event loop (CLI, fixtures)."""
-    asyncio.run(
-        ensure_topics(bootstrap, topics, replication=replication, timeout=timeout, configs=configs)
-    )
+    """:func:`ensure_topics`, same options, for code that runs no event loop (CLI, fixtures)."""
+    asyncio.run(ensure_topics(bootstrap, topics, **options))
 
 
 async def partition_counts(

@@ -39,7 +39,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmpulse.errors import FieldProblem, ValidationError
-from llmpulse.schemas.event import SCHEMA_VERSION
+from llmpulse.schemas.event import SCHEMA_VERSION, TOKEN_FIELDS
 
 Attrs = Mapping[str, AnyValue]
 
@@ -93,13 +93,6 @@ SOURCES: Final[dict[str, tuple[str, ...]]] = {
     ),
     "error_type": ("error.type",),
 }
-TOKEN_FIELDS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_creation_input_tokens",
-    "reasoning_tokens",
-)
 # Legacy names whose values were capitalised ("Anthropic"); the convention's are lowercase.
 _LEGACY_PROVIDER: Final = frozenset({"gen_ai.system", "llm.vendor"})
 # OpenLLMetry's llm.request.type values -> gen_ai.operation.name values.

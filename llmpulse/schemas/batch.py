@@ -31,6 +31,9 @@ import numpy.typing as npt
 from llmpulse._types import FloatArray, IntArray, ObjArray
 from llmpulse.schemas.event import LABEL_FIELDS, TraceEvent
 
+# Re-exported: a batch's token columns are the event's token fields.
+from llmpulse.schemas.event import TOKEN_FIELDS as TOKEN_FIELDS  # noqa: PLC0414
+
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 
@@ -38,13 +41,6 @@ _MS: Final = timedelta(milliseconds=1)
 STRING_FIELDS: Final = ("event_id", "service", "model", *LABEL_FIELDS, "status")
 FLOAT_FIELDS: Final = ("latency_ms",)
 OPTIONAL_FLOAT_FIELDS: Final = ("ttft_ms", "cost_usd")
-TOKEN_FIELDS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_creation_input_tokens",
-    "reasoning_tokens",
-)
 TEXT_FIELDS: Final = ("prompt", "response")
 EMBEDDING_FIELDS: Final = ("prompt_embedding", "response_embedding")
 MAP_FIELDS: Final = ("scores", "attributes")

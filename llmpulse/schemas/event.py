@@ -18,11 +18,13 @@ output including reasoning tokens. The cost module prices each part at its rate.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -60,6 +62,31 @@ def _epoch_ms(value: Any) -> Any:
     return value
 
 
+def _normalise_input(data: Any, label_fields: Iterable[str]) -> Any:
+    """The raw input of an event model, before field validation.
+
+    One Python call per event instead of one per field keeps validation
+    cheap: emitters commonly send null for "not set" labels (the store uses
+    ""), and numeric timestamps are epoch milliseconds.
+    """
+    if not isinstance(data, dict):
+        return data
+    for name in label_fields:
+        if name in data and data[name] is None:
+            data[name] = ""
+    ts = data.get("timestamp")
+    if ts is not None and not isinstance(ts, str):
+        data["timestamp"] = _epoch_ms(ts)
+    return data
+
+
+def _plausible_time(v: datetime) -> datetime:
+    v = v.astimezone(UTC)
+    if not MIN_EVENT_TIME <= v < MAX_EVENT_TIME:
+        raise ValueError("must be between 2000-01-01 and 2200-01-01 (check the unit: epoch ms)")
+    return v
+
+
 @dataclass(frozen=True, slots=True)
 class EventLimits:
     """Configurable limits on one event (settings section ``limits``): an event
@@ -84,7 +111,14 @@ Required = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_L
 Tokens = Annotated[int, Field(ge=0, le=2**40)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Embedding = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1)]
-EventTime = AwareDatetime
+EventTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+TOKEN_FIELDS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
 
 
 class TraceEvent(BaseModel):
@@ -132,18 +166,7 @@ class TraceEvent(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: Any) -> Any:
-        # One Python call per event instead of one per field keeps validation
-        # cheap: emitters commonly send null for "not set" labels (the store
-        # uses ""), and numeric timestamps are epoch milliseconds.
-        if not isinstance(data, dict):
-            return data
-        for name in LABEL_FIELDS:
-            if name in data and data[name] is None:
-                data[name] = ""
-        ts = data.get("timestamp")
-        if ts is not None and not isinstance(ts, str):
-            data["timestamp"] = _epoch_ms(ts)
-        return data
+        return _normalise_input(data, LABEL_FIELDS)
 
     # JSON true equals 1 in Python: pydantic would read it as version 1, one
     # millisecond or one token. A boolean where a number belongs is a wrong type.
@@ -161,26 +184,11 @@ class TraceEvent(BaseModel):
             raise ValueError("must be a number")
         return v
 
-    @field_validator(
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "cache_creation_input_tokens",
-        "reasoning_tokens",
-        mode="before",
-    )
+    @field_validator(*TOKEN_FIELDS, mode="before")
     @classmethod
     def _count_not_bool(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be an integer")
-        return v
-
-    @field_validator("timestamp")
-    @classmethod
-    def _plausible_time(cls, v: datetime) -> datetime:
-        v = v.astimezone(UTC)
-        if not MIN_EVENT_TIME <= v < MAX_EVENT_TIME:
-            raise ValueError("must be between 2000-01-01 and 2200-01-01 (check the unit: epoch ms)")
         return v
 
     @property

@@ -86,8 +86,8 @@ MODEL_PRICE_COLUMNS: tuple[Column, ...] = (
 
 
 _DIMENSION_COLUMNS: tuple[Column, ...] = tuple((d, "LowCardinality(String)") for d in DIMENSIONS)
-
-WINDOW_COLUMNS: tuple[Column, ...] = (
+# A window of one series: what window rows and the score partials of a window share.
+_WINDOW_KEY_COLUMNS: tuple[Column, ...] = (
     ("window_id", "String"),
     ("window_start", "DateTime('UTC')"),
     ("window_end", "DateTime('UTC')"),
@@ -95,6 +95,10 @@ WINDOW_COLUMNS: tuple[Column, ...] = (
     ("hop_seconds", "UInt32"),
     ("grouping", "LowCardinality(String)"),
     *_DIMENSION_COLUMNS,
+)
+
+WINDOW_COLUMNS: tuple[Column, ...] = (
+    *_WINDOW_KEY_COLUMNS,
     ("requests", "UInt64"),
     ("errors", "UInt64"),
     ("error_rate", "Float64"),
@@ -166,13 +170,7 @@ SCORE_COLUMNS: tuple[Column, ...] = (
 
 WINDOW_SCORE_COLUMNS: tuple[Column, ...] = (
     ("partial_id", "String"),
-    ("window_id", "String"),
-    ("window_start", "DateTime('UTC')"),
-    ("window_end", "DateTime('UTC')"),
-    ("window_seconds", "UInt32"),
-    ("hop_seconds", "UInt32"),
-    ("grouping", "LowCardinality(String)"),
-    *_DIMENSION_COLUMNS,
+    *_WINDOW_KEY_COLUMNS,
     ("score_name", "LowCardinality(String)"),
     ("threshold", "Float64"),
     ("score_count", "UInt64"),

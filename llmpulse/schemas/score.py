@@ -27,26 +27,23 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for ScoreEvent
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
 from llmpulse.schemas.batch import to_ms
 from llmpulse.schemas.event import (
-    MAX_EVENT_TIME,
     MAX_ID_LEN,
     MAX_LABEL_LEN,
-    MIN_EVENT_TIME,
-    _epoch_ms,
+    EventTime,
+    Label,
+    _normalise_input,
 )
 
 SCORE_SCHEMA_VERSION: Final = 1
@@ -57,8 +54,6 @@ SCORE_KIND: Final = "score"
 KNOWN_SOURCES: Final = ("eval", "human", "user_feedback", "llm_judge", "api")
 DATA_TYPES: Final = ("numeric", "boolean")
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN)]
-Label = Annotated[str, StringConstraints(max_length=MAX_LABEL_LEN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LEN)]
 Comment = Annotated[str, StringConstraints(max_length=MAX_COMMENT_LEN)]
 # bool first: pydantic would otherwise read true as 1.0 and lose the data type.
@@ -78,7 +73,7 @@ class ScoreEvent(BaseModel):
     name: Name
     value: Value
     source: Name
-    timestamp: AwareDatetime
+    timestamp: EventTime
     score_id: Label = ""
     comment: Comment = ""
     author: Label = ""
@@ -87,23 +82,9 @@ class ScoreEvent(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        for name in ("event_id", "trace_id", "span_id", "score_id", "comment", "author"):
-            if name in data and data[name] is None:
-                data[name] = ""
-        ts = data.get("timestamp")
-        if ts is not None and not isinstance(ts, str):
-            data["timestamp"] = _epoch_ms(ts)
-        return data
-
-    @field_validator("timestamp")
-    @classmethod
-    def _plausible_time(cls, v: datetime) -> datetime:
-        v = v.astimezone(UTC)
-        if not MIN_EVENT_TIME <= v < MAX_EVENT_TIME:
-            raise ValueError("must be between 2000-01-01 and 2200-01-01 (check the unit: epoch ms)")
-        return v
+        return _normalise_input(
+            data, ("event_id", "trace_id", "span_id", "score_id", "comment", "author")
+        )
 
     @model_validator(mode="after")
     def _has_target(self) -> ScoreEvent:

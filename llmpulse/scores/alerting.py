@@ -53,7 +53,7 @@ import orjson
 
 from llmpulse.alerts.signals import Signal
 from llmpulse.processors.windows import GroupingSet
-from llmpulse.scores.quality import QualityConfig, Scored, window_signals
+from llmpulse.scores.quality import QualityConfig, Scored, _Acc, window_signals
 
 __all__ = ["Contribution", "QualityAlerts", "contributions", "decode", "encode", "series_key"]
 
@@ -103,15 +103,6 @@ def decode(data: bytes) -> list[Contribution]:
         Contribution(str(s), str(n), float(v), int(t), str(g), tuple(str(x) for x in series))
         for s, n, v, t, g, series in orjson.loads(data)
     ]
-
-
-class _Acc:
-    __slots__ = ("below", "count", "total")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.below = 0
 
 
 # (grouping name, series, window start ms, score name)

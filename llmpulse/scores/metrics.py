@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -28,20 +28,20 @@ class ScoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self.path.stats
-        scores = CounterMetricFamily(
-            "llmpulse_scores", "Scores by outcome in the score path", labels=["outcome"]
+        yield _counters(
+            "llmpulse_scores",
+            "Scores by outcome in the score path",
+            "outcome",
+            (
+                ("accepted", s.accepted),
+                ("duplicate", s.duplicates),
+                ("rejected", sum(s.rejected.values())),
+                ("unknown_call", s.unknown_calls),
+                ("resolved_late", s.resolved_late),
+                ("expired", s.expired),
+                ("folded", s.folded),
+            ),
         )
-        for outcome, value in (
-            ("accepted", s.accepted),
-            ("duplicate", s.duplicates),
-            ("rejected", sum(s.rejected.values())),
-            ("unknown_call", s.unknown_calls),
-            ("resolved_late", s.resolved_late),
-            ("expired", s.expired),
-            ("folded", s.folded),
-        ):
-            scores.add_metric([outcome], value)
-        yield scores
         yield GaugeMetricFamily(
             "llmpulse_scores_pending",
             "Scores waiting in memory for their call",
@@ -50,29 +50,41 @@ class ScoreCollector(Collector):
         ev = self.path.evaluators
         if ev is None:
             return
-        calls = CounterMetricFamily(
-            "llmpulse_evaluator_calls", "Calls seen by the online evaluators", labels=["outcome"]
+        yield _counters(
+            "llmpulse_evaluator_calls",
+            "Calls seen by the online evaluators",
+            "outcome",
+            (("evaluated", ev.evaluated), ("skipped", ev.skipped)),
         )
-        calls.add_metric(["evaluated"], ev.evaluated)
-        calls.add_metric(["skipped"], ev.skipped)
-        yield calls
         if ev.judge is None:
             return
         c = ev.judge.counters
-        judge = CounterMetricFamily("llmpulse_judge", "LLM judge outcomes", labels=["outcome"])
-        for outcome, value in (
-            ("submitted", c.submitted),
-            ("not_sampled", c.not_sampled),
-            ("dropped", c.dropped),
-            ("requests", c.calls),
-            ("failures", c.failures),
-            ("results", c.results),
-        ):
-            judge.add_metric([outcome], value)
-        yield judge
-        failures = CounterMetricFamily(
-            "llmpulse_judge_failures", "LLM judge failures by kind", labels=["kind"]
+        yield _counters(
+            "llmpulse_judge",
+            "LLM judge outcomes",
+            "outcome",
+            (
+                ("submitted", c.submitted),
+                ("not_sampled", c.not_sampled),
+                ("dropped", c.dropped),
+                ("requests", c.calls),
+                ("failures", c.failures),
+                ("results", c.results),
+            ),
         )
-        for kind, value in sorted(dict(c.by_failure).items()):
-            failures.add_metric([kind], value)
-        yield failures
+        yield _counters(
+            "llmpulse_judge_failures",
+            "LLM judge failures by kind",
+            "kind",
+            sorted(dict(c.by_failure).items()),
+        )
+
+
+def _counters(
+    name: str, documentation: str, label: str, values: Iterable[tuple[str, float]]
+) -> CounterMetricFamily:
+    """One counter family with a sample per value of its one ``label``."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for label_value, value in values:
+        family.add_metric([label_value], value)
+    return family

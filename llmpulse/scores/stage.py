@@ -333,20 +333,24 @@ class ScoreStage:
         the resolved ones in ``out.resent`` for whatever the caller passes on."""
         resolved, unresolved = self._resolve(records)
         if resolved:
-            times = [c.timestamp_ms for _, c in resolved]
-            longest = max((s.length_ms for s in self.folder.config.specs), default=0)
-            already = self.store.folded_score_ids(
-                [r.score_id for r, _ in resolved],
-                from_ms(min(times) - longest),
-                from_ms(max(times)),
-            )
-            todo = [(r, c) for r, c in resolved if r.score_id not in already]
+            todo = self._not_folded(resolved)
             if todo:
                 self._fold_and_write(todo, [], now, out)
             out.resent.extend(resolved)
         for r in unresolved:
             self._hold(r, out.stats)
         self.recent.add_all(r.score_id for r in records)
+
+    def _not_folded(self, resolved: list[Scored]) -> list[Scored]:
+        """The scores not yet in any stored window (``resolved`` is not empty)."""
+        times = [c.timestamp_ms for _, c in resolved]
+        longest = max((s.length_ms for s in self.folder.config.specs), default=0)
+        already = self.store.folded_score_ids(
+            [r.score_id for r, _ in resolved],
+            from_ms(min(times) - longest),
+            from_ms(max(times)),
+        )
+        return [(r, c) for r, c in resolved if r.score_id not in already]
 
     def _resolve(self, records: Sequence[ScoreRecord]) -> tuple[list[Scored], list[ScoreRecord]]:
         resolved: list[Scored] = []
@@ -379,14 +383,7 @@ class ScoreStage:
         out: ScoreOutcome,
     ) -> None:
         if resolved:
-            times = [c.timestamp_ms for _, c in resolved]
-            longest = max((s.length_ms for s in self.folder.config.specs), default=0)
-            already = self.store.folded_score_ids(
-                [r.score_id for r, _ in resolved],
-                from_ms(min(times) - longest),
-                from_ms(max(times)),
-            )
-            todo = [(r, c) for r, c in resolved if r.score_id not in already]
+            todo = self._not_folded(resolved)
             partials = self.folder.fold(todo)
             if partials:
                 ids = [p.partial_id for p in partials]

@@ -7,12 +7,12 @@ nothing here imports a Kafka client.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from llmpulse.alerts.config import DEFAULT_ACTION_MAP
-from llmpulse.alerts.sinks.base import Publish, clean
+from llmpulse.alerts.sinks.base import Publish
 from llmpulse.alerts.state import AlertState, Transition
 from llmpulse.errors import SinkError
 
@@ -48,23 +48,31 @@ def actions_for(t: Transition, action_map: Mapping[str, str]) -> tuple[str, ...]
     return ()
 
 
+# What a control event says of its transition, in the order it says it: the
+# transition's own JSON form (Transition.to_dict), cut down.
+_TRANSITION_FIELDS: Final = (
+    "state",
+    "rule",
+    "signal",
+    "severity",
+    "labels",
+    "value",
+    "threshold",
+    "dedup_key",
+    "event_time",
+    "wall_time",
+    "summary",
+)
+
+
 def control_event(t: Transition, action: str) -> dict[str, Any]:
     """The JSON body of one control event on ``llm.control``."""
+    fields = t.to_dict()
     return {
         "version": 1,
         "type": "llmpulse.control",
         "action": action,
-        "state": str(t.to_state),
-        "rule": t.rule,
-        "signal": t.signal,
-        "severity": t.severity,
-        "labels": dict(t.labels),
-        "value": clean(t.value),
-        "threshold": clean(t.threshold),
-        "dedup_key": t.dedup_key,
-        "event_time": t.event_time.isoformat(timespec="milliseconds"),
-        "wall_time": t.wall_time.isoformat(timespec="milliseconds"),
-        "summary": t.summary,
+        **{name: fields[name] for name in _TRANSITION_FIELDS},
     }
 
 
