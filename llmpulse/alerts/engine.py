@@ -74,7 +74,7 @@ from llmpulse.alerts.state import (
 )
 from llmpulse.alerts.urls import render_url
 from llmpulse.alerts.verdicts import CompiledRule, Judge, Series, SeriesKey, Verdict
-from llmpulse.processors.windows import emission_runs
+from llmpulse.processors.windows import EmissionRuns, emission_runs
 
 if TYPE_CHECKING:
     from llmpulse.processors.windows import WindowResult
@@ -326,15 +326,18 @@ class AlertEngine:
             return []
         return signals_from_window(result, names=names, latency_thresholds_ms=thresholds)
 
-    def signals_for_windows(self, results: Sequence[WindowResult]) -> list[Signal]:
+    def signals_for_windows(
+        self, results: Sequence[WindowResult], runs: EmissionRuns | None = None
+    ) -> list[Signal]:
         """``signals_for`` of many results, in order. The aggregator's results are
         screened on the columns of their emission pass first: with thousands of
         series most windows are too small for every rule and not a burn-rate tile,
-        and they cost no call here."""
-        runs, own = emission_runs(results)
+        and they cost no call here. ``runs``: ``emission_runs(results)`` when the
+        caller has it already."""
+        found, own = emission_runs(results) if runs is None else runs
         keep = np.zeros(len(results), dtype=np.bool_)
         keep[own] = True
-        for em, where, js in runs:
+        for em, where, js in found:
             seconds = em.numbers["window_seconds"][js]
             requests = em.numbers["requests"][js]
             for length in np.unique(seconds).tolist():

@@ -27,11 +27,13 @@ from llmpulse.alerts.signals import Signal
 from llmpulse.processors.sketch import LogHistogram
 from llmpulse.processors.windows import (
     DIMENSIONS,
+    EmissionRuns,
     EventBatch,
     GroupingSet,
     WindowAggregator,
     WindowResult,
     WindowSpec,
+    emission_runs,
     window_ids,
 )
 from llmpulse.schemas.batch import TraceBatch
@@ -96,7 +98,7 @@ class WindowStage(Stage):
         self,
         config: WindowConfig,
         *,
-        to_signals: Callable[[Sequence[WindowResult]], list[Signal]] | None = None,
+        to_signals: Callable[[Sequence[WindowResult], EmissionRuns], list[Signal]] | None = None,
         resume_hours: float = 6.0,
     ) -> None:
         self.config = config
@@ -141,10 +143,11 @@ class WindowStage(Stage):
         if not results:
             return Output()
         ctx.stats.windows += len(results)
-        ids = window_ids(results)
-        out = Output(rows=[Rows("window_stats", windows_table(results, ids, ctx.now))])
+        runs = emission_runs(results)  # read once, for the ids, the rows and the signals
+        ids = window_ids(results, runs)
+        out = Output(rows=[Rows("window_stats", windows_table(results, ids, ctx.now, runs))])
         if self.to_signals is not None:
-            out.signals = self.to_signals(results)
+            out.signals = self.to_signals(results, runs)
         return out
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from llmpulse.processors.windows import (
     INT_FIELDS,
     NUMBER_FIELDS,
+    EmissionRuns,
     emission_runs,
     sketch_rows,
     start_millis,
@@ -114,13 +115,18 @@ _NULLABLE: Final = frozenset({"ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms"})
 
 
 def windows_table(
-    results: Sequence[WindowResult], ids: Sequence[str], emitted_at: datetime
+    results: Sequence[WindowResult],
+    ids: Sequence[str],
+    emitted_at: datetime,
+    runs: EmissionRuns | None = None,
 ) -> pa.Table:
-    """``window_stats`` rows (``WINDOW_COLUMNS``) of closed windows with their ids."""
+    """``window_stats`` rows (``WINDOW_COLUMNS``) of closed windows with their ids
+    (``runs``: ``emission_runs(results)`` when the caller has it already)."""
     n = len(results)
     # Results of the aggregator are gathered column by column from their emission
     # passes; only the others (read back from the store) are read field by field.
-    runs, own = found = emission_runs(results)
+    found = emission_runs(results) if runs is None else runs
+    runs_, own = found
     numbers = {
         name: np.empty(n, dtype=np.uint64 if name in INT_FIELDS else np.float64)
         for name in NUMBER_FIELDS
@@ -128,7 +134,7 @@ def windows_table(
     starts = np.empty(n, dtype=np.int64)
     dims = np.empty((n, len(DIMENSIONS)), dtype=object)
     grouping = np.empty(n, dtype=object)
-    for em, where, js in runs:
+    for em, where, js in runs_:
         for name, values in numbers.items():
             values[where] = em.numbers[name][js]
         starts[where] = em.start_ms[js]

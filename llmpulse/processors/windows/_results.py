@@ -195,9 +195,11 @@ class SketchRows:
 
 
 Run = tuple[Emission, npt.NDArray[np.int64], npt.NDArray[np.int64]]
+# What emission_runs returns: the runs, and the positions of the other results.
+EmissionRuns = tuple[list[Run], list[int]]
 
 
-def emission_runs(results: Sequence[WindowResult]) -> tuple[list[Run], list[int]]:
+def emission_runs(results: Sequence[WindowResult]) -> EmissionRuns:
     """``results`` by emission pass: ``(emission, where, js)`` says that
     ``results[where[k]]`` is row ``js[k]`` of ``emission``; the positions of the
     results built another way (read back from the store, say) come second."""
@@ -227,7 +229,7 @@ def emission_runs(results: Sequence[WindowResult]) -> tuple[list[Run], list[int]
 
 
 def sketch_rows(
-    results: Sequence[WindowResult], runs: tuple[list[Run], list[int]] | None = None
+    results: Sequence[WindowResult], runs: EmissionRuns | None = None
 ) -> tuple[SketchRows, SketchRows]:
     """The latency and the ttft sketches of ``results`` as ``SketchRows``.
 
@@ -310,9 +312,10 @@ def window_id(result: WindowResult) -> str:
     return window_id_of(result.window_start_ms, result.window_seconds, result.grouping, result.dims)
 
 
-def window_ids(results: Sequence[WindowResult]) -> list[str]:
+def window_ids(results: Sequence[WindowResult], runs: EmissionRuns | None = None) -> list[str]:
     """``window_id`` of many results (those of the aggregator from their
-    emission pass, which hashes each series' part of the text once).
+    emission pass, which hashes each series' part of the text once). ``runs`` is
+    ``emission_runs(results)`` when the caller has it already.
 
     >>> from llmpulse.processors.windows import WindowAggregator, WindowSpec, GroupingSet
     >>> from llmpulse.processors.windows._batch import EventBatch
@@ -323,9 +326,9 @@ def window_ids(results: Sequence[WindowResult]) -> list[str]:
     >>> window_ids(rs) == [window_id(r) for r in rs]
     True
     """
-    runs, own = emission_runs(results)
+    found, own = emission_runs(results) if runs is None else runs
     out = np.empty(len(results), dtype=object)
-    for em, where, js in runs:
+    for em, where, js in found:
         out[where] = em.ids[js]
     # Results built another way: a series' part of the text is shared by its
     # results (one dims mapping each), the window's part computed per result.
