@@ -10,7 +10,7 @@ llmpulse.errors.ValidationError: latency_ms: must be >= 0, got -5
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import pydantic
@@ -44,25 +44,25 @@ def _num(v: Any) -> Any:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+# Rules that carry a limit: pydantic's error context fills the template.
+_LIMIT_RULES: Final = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "literal_error": "must be {expected}",
+}
+
+
 def _rule(err: ErrorDetails) -> str:
     kind = err["type"]
-    ctx: dict[str, Any] = dict(err.get("ctx") or {})
-    if kind == "greater_than_equal":
-        return f"must be >= {_num(ctx['ge'])}"
-    if kind == "greater_than":
-        return f"must be > {_num(ctx['gt'])}"
-    if kind == "less_than_equal":
-        return f"must be <= {_num(ctx['le'])}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "string_too_long":
-        return f"must be at most {ctx['max_length']} characters"
-    if kind == "too_short":
-        return f"must have at least {ctx['min_length']} items"
-    if kind == "too_long":
-        return f"must have at most {ctx['max_length']} items"
-    if kind == "literal_error":
-        return f"must be {ctx['expected']}"
+    ctx: dict[str, Any] = {k: _num(v) for k, v in (err.get("ctx") or {}).items()}
+    template = _LIMIT_RULES.get(kind)
+    if template is not None:
+        return template.format(**ctx)
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return _TYPE_RULES.get(kind, err["msg"])

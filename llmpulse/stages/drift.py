@@ -76,43 +76,25 @@ class DriftStage(Stage):
         drifts = self.monitor.observe(batch) if len(batch) else []
         baselines = self.monitor.drain_baselines()
         scores = self.monitor.drain_window_scores()
-        rows: list[Rows] = []
         if baselines:
             self._remember(baselines)
-            rows.append(
-                Rows(
-                    "drift_baselines",
-                    [
-                        baseline_row(
-                            b.reference, labels=b.labels, grouping=b.grouping, signal=b.signal,
-                            created_at=ctx.now,
-                        )
-                        for b in baselines
-                    ],
-                    names(DRIFT_BASELINE_COLUMNS),
-                )
-            )  # fmt: skip
-        if scores:
-            rows.append(
-                Rows(
-                    "drift_scores",
-                    [drift_score_row(s, ctx.now) for s in scores],
-                    names(DRIFT_SCORE_COLUMNS),
-                )
-            )
         if drifts and self.known is not None:
             # A replay of the same events finds the same drifts: store each once.
             known = self.known([d.drift_id for d in drifts])
             drifts = [d for d in drifts if d.drift_id not in known]
-        if drifts:
-            rows.append(
-                Rows(
-                    "drift_events",
-                    [drift_event_row(d, ctx.now) for d in drifts],
-                    names(DRIFT_EVENT_COLUMNS),
+        self.detections += len(drifts)
+        tables = (
+            ("drift_baselines", DRIFT_BASELINE_COLUMNS, [
+                baseline_row(
+                    b.reference, labels=b.labels, grouping=b.grouping, signal=b.signal,
+                    created_at=ctx.now,
                 )
-            )
-            self.detections += len(drifts)
+                for b in baselines
+            ]),
+            ("drift_scores", DRIFT_SCORE_COLUMNS, [drift_score_row(s, ctx.now) for s in scores]),
+            ("drift_events", DRIFT_EVENT_COLUMNS, [drift_event_row(d, ctx.now) for d in drifts]),
+        )  # fmt: skip
+        rows = [Rows(table, data, names(columns)) for table, columns, data in tables if data]
         signals = _quiet_windows(scores) + alert_signals(drifts, scores)
         if not self.quality_signals:
             signals = [s for s in signals if not _is_quality(s.name)]
