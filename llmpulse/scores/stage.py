@@ -28,9 +28,8 @@ by now (run it at start-up and now and then).
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,6 +44,7 @@ from llmpulse.schemas.batch import TraceBatch, from_ms
 from llmpulse.schemas.event import DIMENSIONS
 from llmpulse.scores.quality import QualityFolder, QualityPartial, Scored, partials_table
 from llmpulse.scores.records import CallInfo, ScoreRecord, score_row
+from llmpulse.stages.intake import batch_token
 
 
 class ScoreStore(Protocol):
@@ -176,14 +176,6 @@ def calls_of(batch: TraceBatch) -> list[tuple[CallInfo, tuple[str, str]]]:
             dims = shared[key] = {n: v for n, v in zip(DIMENSIONS, key, strict=True) if v}
         out.append((CallInfo(eid, int(ts), dims), (trace, span)))
     return out
-
-
-def _token(kind: str, ids: Iterable[str]) -> str:
-    h = hashlib.blake2b(kind.encode(), digest_size=16)
-    for i in sorted(ids):
-        h.update(i.encode())
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def utc_now() -> datetime:
@@ -388,7 +380,7 @@ class ScoreStage:
             if partials:
                 ids = [p.partial_id for p in partials]
                 self.store.write_window_scores(
-                    partials_table(partials, now), _token("window_scores", ids)
+                    partials_table(partials, now), batch_token("window_scores", ids)
                 )
             out.partials.extend(partials)
             out.folded.extend(todo)
@@ -398,7 +390,7 @@ class ScoreStage:
         rows += [score_row(r, None, received_at=now) for r in unresolved]
         if rows:
             keys = [f"{row[0]}:{row[-1]}" for row in rows]
-            self.store.write_scores(rows, _token("scores", keys))
+            self.store.write_scores(rows, batch_token("scores", keys))
 
     def _hold(self, rec: ScoreRecord, stats: ScoreStats) -> None:
         if self.pending_max <= 0:
@@ -428,7 +420,7 @@ class ScoreStage:
                      r.raw_text)
                     for r in new
                 ],
-                _token("rejected", [r.rejection_id for r in new]),
+                batch_token("rejected", [r.rejection_id for r in new]),
             )  # fmt: skip
 
 
