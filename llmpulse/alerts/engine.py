@@ -44,6 +44,7 @@ several times. The engine is not thread-safe: one worker thread feeds it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -148,6 +149,21 @@ def next_state(st: SeriesState, verdict: Verdict, rule: Rule) -> AlertState | No
 # --- the engine --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class SavePoint:
+    """The engine's state at :meth:`AlertEngine.save_point`."""
+
+    series: dict[SeriesKey, SeriesState]
+    restored: dict[str, SeriesState]
+    active: dict[str, SeriesState]
+    baselines: dict[SeriesKey, TrailingBaseline]
+    burns: dict[SeriesKey, BurnRateTracker]
+    stale_base: dict[str, datetime | None]
+    incidents: dict[str, set[str]]
+    clock: datetime | None
+    last_gc: datetime | None
+
+
 class AlertEngine:
     """Evaluates rules over signals; keeps one :class:`SeriesState` per (rule, series).
 
@@ -241,6 +257,40 @@ class AlertEngine:
             "last_gc": _iso_or_none(self._last_gc),
         }
         return orjson.dumps(doc)
+
+    def save_point(self) -> SavePoint:
+        """Everything :meth:`evaluate` may change, copied in memory, for
+        :meth:`roll_back` when an evaluation raises half-way. Far cheaper than
+        :meth:`export_state` (no JSON), which matters with thousands of series:
+        a stage takes one before every evaluation."""
+        clones: dict[int, SeriesState] = {}
+
+        def clone(st: SeriesState) -> SeriesState:
+            # One copy per state object: _active and _restored share the states
+            # of _series, and must still share them after a roll back.
+            found = clones.get(id(st))
+            if found is None:
+                found = clones[id(st)] = copy.copy(st)
+            return found
+
+        return SavePoint(
+            series={k: clone(st) for k, st in self._series.items()},
+            restored={k: clone(st) for k, st in self._restored.items()},
+            active={k: clone(st) for k, st in self._active.items()},
+            baselines={k: b.copy() for k, b in self._judge.baselines.items()},
+            burns={k: b.copy() for k, b in self._judge.burns.items()},
+            stale_base=dict(self._stale_base),
+            incidents={k: set(v) for k, v in self._incidents.items()},
+            clock=self._clock,
+            last_gc=self._last_gc,
+        )
+
+    def roll_back(self, point: SavePoint) -> None:
+        """Back to ``point`` (taken by :meth:`save_point`; use it once)."""
+        self._series, self._restored, self._active = point.series, point.restored, point.active
+        self._judge.baselines, self._judge.burns = point.baselines, point.burns
+        self._stale_base, self._incidents = point.stale_base, point.incidents
+        self._clock, self._last_gc = point.clock, point.last_gc
 
     def import_state(self, blob: bytes) -> None:
         """Resume from :meth:`export_state`. States of rules that no longer exist are

@@ -54,6 +54,13 @@ class TrailingBaseline:
             return self._ewma
         return float(statistics.median(self._values))
 
+    def copy(self) -> TrailingBaseline:
+        """An independent copy (for an in-memory save point of the engine)."""
+        b = object.__new__(TrailingBaseline)
+        b.__dict__.update(self.__dict__)
+        b._values = deque(self._values, maxlen=self.windows)
+        return b
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "windows": self.windows,
@@ -117,6 +124,14 @@ class BurnRateTracker:
         if cut > 0 and cut * 2 >= len(self._ends):
             self._base_t, self._base_b = self._ct[cut - 1], self._cb[cut - 1]
             del self._ends[:cut], self._ct[:cut], self._cb[:cut]
+
+    def copy(self) -> BurnRateTracker:
+        """An independent copy (for an in-memory save point of the engine)."""
+        t = object.__new__(BurnRateTracker)
+        t.horizon_s, t.first_end = self.horizon_s, self.first_end
+        t._ends, t._ct, t._cb = self._ends[:], self._ct[:], self._cb[:]
+        t._base_t, t._base_b = self._base_t, self._base_b
+        return t
 
     def to_dict(self) -> dict[str, Any]:
         return {

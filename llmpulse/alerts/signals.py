@@ -222,6 +222,9 @@ def fraction_above(result: WindowResult, threshold_ms: float) -> float:
     return above / n
 
 
+_TTFT_SIGNALS: Final = frozenset(n for n in SIGNAL_NAMES if n.startswith("ttft_"))
+
+
 def signals_from_window(
     result: WindowResult,
     *,
@@ -244,7 +247,7 @@ def signals_from_window(
     priced = n - result.unpriced_requests
     # Reading the ttft sketch builds it (results hold their sketches as shared
     # columns until then): only when some rule reads a ttft signal.
-    wants_ttft = names is None or any(name.startswith("ttft_") for name in names)
+    wants_ttft = names is None or not _TTFT_SIGNALS.isdisjoint(names)
     ttft_n = result.ttft_sketch.count if wants_ttft else 0
     extra = {"errors": float(result.errors), "late_events": float(result.late_events)}
     candidates: list[tuple[str, float, int]] = [

@@ -84,7 +84,7 @@ class AlertStage(Stage):
         # silence monitor move their states as they evaluate, so a raise half-way (a
         # summary template, a row) must put them back, or the retry finds no
         # transition and the page is lost.
-        saved = self.engine.export_state() if rules else None
+        saved = self.engine.save_point() if rules else None
         saved_silence = self.no_data.export_state() if silence else None
         try:
             found = self.engine.evaluate(ctx.signals, ctx.now) if rules else []
@@ -94,7 +94,7 @@ class AlertStage(Stage):
             rows = [transition_row(t, notified=t.notify and self.send) for t in found]
         except Exception:
             if saved is not None:
-                self.engine.import_state(saved)
+                self.engine.roll_back(saved)
             if saved_silence is not None:
                 self.no_data.import_state(saved_silence)
             raise
