@@ -39,7 +39,6 @@ def topology_config(
         idle_s=settings.windows.allowed_lateness_s
         if settings.windows.idle_timeout_s is None
         else settings.windows.idle_timeout_s,
-        dedup_capacity=w.dedup_cache,
     )
 
 
