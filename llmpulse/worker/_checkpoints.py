@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from llmpulse.store.writer import StoreWriter
 from llmpulse.topology.checkpoint import Checkpoint
 from llmpulse.worker._tasks import TaskState, TopologyConfig, replay_start
-from llmpulse.worker._wire import MAX_MESSAGE_BYTES, Sender
+from llmpulse.worker._wire import MAX_MESSAGE_BYTES, Message, Sender
 
 log = logging.getLogger("llmpulse.worker")
 
@@ -51,9 +51,10 @@ class Changelog:
 
     async def _send(self, cps: Sequence[tuple[int, Checkpoint]]) -> None:
         n = self.config.partitions
+        topic = self.config.changelog_topic
         futures = [
             await self.sender.send(
-                self.config.changelog_topic, cp.encode(), key=cp.task.encode(), partition=p % n
+                Message(topic, cp.encode(), key=cp.task.encode(), partition=p % n)
             )
             for p, cp in cps
         ]

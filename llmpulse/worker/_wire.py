@@ -32,20 +32,6 @@ REPARTITION_BATCH_BYTES = 2 * _MAX_MESSAGE
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class Sender(Protocol):
-    """Hands one message to Kafka; the awaitable resolves when the broker has it."""
-
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]: ...
-
-
 @dataclass
 class Message:
     topic: str
@@ -53,6 +39,12 @@ class Message:
     key: bytes | None = None
     partition: int | None = None
     headers: Headers = field(default_factory=list)
+
+
+class Sender(Protocol):
+    """Hands one message to Kafka; the awaitable resolves when the broker has it."""
+
+    async def send(self, message: Message) -> Awaitable[Any]: ...
 
 
 def progress_headers(sender: str, reports: Iterable[Report]) -> Headers:

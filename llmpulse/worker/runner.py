@@ -76,6 +76,7 @@ __all__ = [
     "REPARTITION_BATCH_BYTES",
     "SWEEP_INTERVAL_S",
     "Headers",
+    "Message",
     "Sender",
     "TopologyConfig",
     "TopologyRunner",
@@ -106,15 +107,15 @@ class TopologyRunner(Takeover):
         store_health: StoreHealth | None = None,
     ) -> None:
         self.config = config
-        self.stages = stages
+        self.stages = stages  # a factory: each task taken over gets stages of its own
         self.writer = writer
         self.sender = sender
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.security = dict(security or {})  # SASL/TLS settings of every client
         self.clock = clock
         self.wall = wall
         self.on_iteration = on_iteration
-        self.security = dict(security or {})  # SASL/TLS settings of every client
         self.store = store_health or StoreHealth()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -319,11 +320,7 @@ class TopologyRunner(Takeover):
         checkpoint (:meth:`_acked`), not here, so the next batch is processed while
         the broker acknowledges this one. The producer keeps each partition's order."""
         for m in messages:
-            self._unacked.append(
-                await self.sender.send(
-                    m.topic, m.value, key=m.key, partition=m.partition, headers=m.headers
-                )
-            )
+            self._unacked.append(await self.sender.send(m))
 
     async def _acked(self) -> None:
         """Every message sent so far is acknowledged (or this raises, and no
