@@ -40,6 +40,8 @@ from llmpulse.worker._wire import (
 
 
 class Hops:
+    """The processing of the input, events and keyed tasks of one iteration."""
+
     def __init__(
         self,
         config: TopologyConfig,
@@ -49,7 +51,7 @@ class Hops:
     ) -> None:
         self.config = config
         self.intake = intake
-        self.otlp = otlp
+        self.otlp = otlp  # None: no input topic carries OTLP export requests
         # Stage instances used only for their keys() (routing needs no state).
         self.keyed_keys = keyed_keys
         self.layout = [(s.name, len(s.keys(TraceBatch.empty()))) for s in keyed_keys]

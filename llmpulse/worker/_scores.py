@@ -31,11 +31,14 @@ SWEEP_INTERVAL_S = 60.0
 
 
 class ScoreHop:
+    """The score path's part of one iteration, run after the hops' processing."""
+
     def __init__(
         self,
         path: ScorePath,
         config: TopologyConfig,
         retry: StoreRetry,
+        tasks: Mapping[TopicPartition, TaskState],
         *,
         groupings: Sequence[GroupingSet],
         sender: str,
@@ -43,18 +46,17 @@ class ScoreHop:
         self.path = path
         self.config = config
         self.retry = retry
+        # The runner's own, kept up to date by it: the scores tasks are among them.
+        self.tasks = tasks
         self.groupings = groupings
-        self.sender = sender
+        self.sender = sender  # named as the sender of its contribution messages
         self._last_sweep = -float("inf")
 
     def has_work(
-        self,
-        tasks: Mapping[TopicPartition, TaskState],
-        records: Mapping[TopicPartition, list[Any]],
-        plan: Plan,
-        wall: float,
+        self, records: Mapping[TopicPartition, list[Any]], plan: Plan, wall: float
     ) -> bool:
         """Whether this iteration has anything for the score path."""
+        tasks = self.tasks
         return bool(
             plan.written
             or self.path.evaluators is not None
@@ -62,13 +64,7 @@ class ScoreHop:
             or any(tasks[tp].kind == "scores" for tp in records if tp in tasks)
         )
 
-    def run(
-        self,
-        tasks: Mapping[TopicPartition, TaskState],
-        records: Mapping[TopicPartition, list[Any]],
-        plan: Plan,
-        wall: float,
-    ) -> None:
+    def run(self, records: Mapping[TopicPartition, list[Any]], plan: Plan, wall: float) -> None:
         """After the iteration's rows are written: the stored calls, the score messages
         and the judge's results through the score path; rejected score messages to
         the scores DLQ; the folded scores to the keyed partitions of their series."""
@@ -77,7 +73,7 @@ class ScoreHop:
         for batch in plan.written:
             result.add(retry("scoring stored calls", partial(path.calls, batch)))
         for tp, msgs in records.items():
-            st = tasks.get(tp)
+            st = self.tasks.get(tp)
             if st is None or st.kind != "scores":
                 continue
             result.add(retry("storing scores", partial(path.messages, raw_messages(tp, msgs))))

@@ -27,8 +27,8 @@ def topology_config(
     w, t, windows = settings.worker, settings.topics, settings.windows
     return TopologyConfig(
         app_id=w.app_id,
-        inputs=inputs,
-        partitions=t.partitions,
+        inputs=inputs,  # as the broker has them: a topic may have more than configured
+        partitions=t.partitions,  # the internal topics are created with this many
         dlq=t.dlq,
         otlp_topic=otlp_topic,
         scores_topic=t.scores,

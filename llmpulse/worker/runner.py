@@ -121,6 +121,7 @@ class TopologyRunner(Takeover):
         self._stopped = asyncio.Event()
         self.retry = StoreRetry(self.store, wall, self._stopping)
         self._unacked: list[Awaitable[Any]] = []  # sends not yet acknowledged
+        self.tasks: dict[TopicPartition, TaskState] = {}
         self.intake = stages.intake()
         self.hops = Hops(config, self.intake, stages.keyed(), otlp)
         # This worker's score path (see the module docstring).
@@ -131,12 +132,12 @@ class TopologyRunner(Takeover):
                 scores,
                 config,
                 self.retry,
+                self.tasks,
                 groupings=stages.quality.groupings,
                 sender=client_id,
             )
         )
         self.changelog = Changelog(config, sender, writer)
-        self.tasks: dict[TopicPartition, TaskState] = {}
         self.stats = IngestStats()
         self.consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
@@ -256,11 +257,11 @@ class TopologyRunner(Takeover):
         # same origins again, which the keyed tasks drop as already seen.
         writing = asyncio.ensure_future(self._write(plan.rows)) if plan.rows else None
         try:
-            if self.scores is not None and self.scores.has_work(self.tasks, records, plan, wall):
+            if self.scores is not None and self.scores.has_work(records, plan, wall):
                 # Its contributions go out ahead of this iteration's progress; it
                 # keeps the calls it needs in memory (its store reads and writes
                 # queue behind the rows on the store client).
-                await asyncio.to_thread(self.scores.run, self.tasks, records, plan, wall)
+                await asyncio.to_thread(self.scores.run, records, plan, wall)
             scored = time.perf_counter()
             await self._send(plan.messages)
         finally:
