@@ -45,9 +45,8 @@ class ScoreHop:
     ) -> None:
         self.path = path
         self.config = config
-        self.retry = retry
-        # The runner's own, kept up to date by it: the scores tasks are among them.
-        self.tasks = tasks
+        self.retry = retry  # each step needs the store, which may be out for a while
+        self.tasks = tasks  # the runner's own (it keeps them current), scores tasks included
         self.groupings = groupings
         self.sender = sender  # named as the sender of its contribution messages
         self._last_sweep = -float("inf")
