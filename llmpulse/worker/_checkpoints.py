@@ -25,6 +25,9 @@ log = logging.getLogger("llmpulse.worker")
 
 
 class Changelog:
+    """Checkpoints in and out of ``<app>-changelog``. Its reader, outside the group,
+    also replays a task's input for a rebuild (:meth:`read` takes any partition)."""
+
     def __init__(self, config: TopologyConfig, sender: Sender, writer: StoreWriter) -> None:
         self.config = config
         self.sender = sender

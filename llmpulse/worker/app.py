@@ -69,10 +69,14 @@ class FaustSender:
         self.app = app
 
     async def send(self, message: Message) -> Awaitable[Any]:
-        m = message
         # Faust's producer takes positional arguments; no headers is None, not [].
         fut: Awaitable[Any] = await self.app.producer.send(
-            m.topic, m.key, m.value, m.partition, None, m.headers or None
+            message.topic,
+            message.key,
+            message.value,
+            message.partition,
+            None,  # timestamp: the producer takes its clock
+            message.headers or None,
         )
         return fut
 
