@@ -47,13 +47,24 @@ class LlmpulseError(Exception):
     """Base class of every error raised on purpose by llmpulse."""
 
 
-class ConfigError(LlmpulseError):
+class _Named(LlmpulseError):
+    """An error about one named thing (a setting, a broker, a file...): it reads
+    ``<what> <name>: <problem>``, and ``problem`` is kept apart for adapters
+    that show it without the name (an HTTP answer, a form field)."""
+
+    _what = ""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{self._what} {name}: {problem}" if self._what else f"{name}: {problem}")
+
+
+class ConfigError(_Named):
     """A setting is missing or invalid."""
 
     def __init__(self, setting: str, problem: str) -> None:
         self.setting = setting
-        self.problem = problem
-        super().__init__(f"{setting}: {problem}")
+        super().__init__(setting, problem)
 
 
 class FieldProblem:
@@ -119,14 +130,15 @@ class DecodeError(ValidationError):
         super().__init__([FieldProblem("$", rule, value)])
 
 
-class StoreError(LlmpulseError):
+class StoreError(_Named):
     """The ClickHouse store failed or is unreachable."""
+
+    _what = "store"
 
     def __init__(self, dsn: str, problem: str) -> None:
         # Errors reach logs, HTTP answers and the terminal: never with credentials.
         self.dsn = mask_dsn(dsn)
-        self.problem = _scrub(problem, dsn)
-        super().__init__(f"store {self.dsn}: {self.problem}")
+        super().__init__(self.dsn, _scrub(problem, dsn))
 
 
 class StoreLockedError(StoreError):
@@ -137,40 +149,42 @@ class ReadOnlyQueryError(StoreError):
     """A query sent to the read-only SQL interface tried to change something."""
 
 
-class KafkaError(LlmpulseError):
+class KafkaError(_Named):
     """The broker is unreachable or a local broker could not be managed."""
+
+    _what = "kafka"
 
     def __init__(self, bootstrap: str, problem: str) -> None:
         self.bootstrap = bootstrap
-        self.problem = problem
-        super().__init__(f"kafka {bootstrap}: {problem}")
+        super().__init__(bootstrap, problem)
 
 
-class SinkError(LlmpulseError):
-    """An alert delivery failed. ``retryable`` says whether trying again may help;
-    ``retry_after`` is the receiver's hint in seconds (``Retry-After``)."""
+class SinkError(_Named):
+    """An alert delivery failed."""
+
+    _what = "sink"
 
     def __init__(
         self,
         sink: str,
         problem: str,
         *,
-        retryable: bool,
+        retryable: bool,  # whether trying again may help (the sender gives up if not)
         status: int | None = None,
-        retry_after: float | None = None,
+        retry_after: float | None = None,  # the receiver's hint in seconds (Retry-After)
     ) -> None:
         self.sink = sink
-        self.problem = problem
         self.retryable = retryable
-        self.status = status
+        self.status = status  # the HTTP status, for receivers that answered at all
         self.retry_after = retry_after
-        super().__init__(f"sink {sink}: {problem}")
+        super().__init__(sink, problem)
 
 
-class PriceTableError(LlmpulseError):
+class PriceTableError(_Named):
     """A price file is malformed."""
+
+    _what = "price table"
 
     def __init__(self, source: str, problem: str) -> None:
         self.source = source
-        self.problem = problem
-        super().__init__(f"price table {source}: {problem}")
+        super().__init__(source, problem)

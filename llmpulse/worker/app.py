@@ -37,7 +37,7 @@ from llmpulse.worker.metrics import WorkerMetrics
 from llmpulse.worker.runner import (
     MAX_MESSAGE_BYTES,
     REPARTITION_BATCH_BYTES,
-    Headers,
+    Message,
     TopologyRunner,
 )
 
@@ -68,17 +68,15 @@ class FaustSender:
     def __init__(self, app: faust.App) -> None:
         self.app = app
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
+    async def send(self, message: Message) -> Awaitable[Any]:
+        # Faust's producer takes positional arguments; no headers is None, not [].
         fut: Awaitable[Any] = await self.app.producer.send(
-            topic, key, value, partition, None, headers
+            message.topic,
+            message.key,
+            message.value,
+            message.partition,
+            None,  # timestamp: the producer takes its clock
+            message.headers or None,
         )
         return fut
 

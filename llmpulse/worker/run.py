@@ -24,22 +24,23 @@ log = logging.getLogger("llmpulse.worker")
 def topology_config(
     settings: Settings, inputs: dict[str, int], *, otlp_topic: str | None = None
 ) -> TopologyConfig:
-    w = settings.worker
+    w, t, windows = settings.worker, settings.topics, settings.windows
     return TopologyConfig(
         app_id=w.app_id,
-        inputs=inputs,
+        inputs=inputs,  # as the broker has them: a topic may have more than configured
+        partitions=t.partitions,  # the internal topics are created with this many
+        dlq=t.dlq,
         otlp_topic=otlp_topic,
-        scores_topic=settings.topics.scores,
-        scores_dlq=settings.topics.scores_dlq,
-        partitions=settings.topics.partitions,
-        dlq=settings.topics.dlq,
+        scores_topic=t.scores,
+        scores_dlq=t.scores_dlq,
         batch_size=w.batch_size,
-        poll_s=w.flush_interval_s,
+        poll_s=w.flush_interval_s,  # a poll waits one flush interval at most for records
         commit_interval_s=w.commit_interval_s,
-        idle_s=settings.windows.allowed_lateness_s
-        if settings.windows.idle_timeout_s is None
-        else settings.windows.idle_timeout_s,
-        dedup_capacity=w.dedup_cache,
+        # Without a setting of its own, a silent partition stops holding event time
+        # back once its events would be too late anyway.
+        idle_s=windows.allowed_lateness_s
+        if windows.idle_timeout_s is None
+        else windows.idle_timeout_s,
     )
 
 

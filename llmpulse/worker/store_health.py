@@ -25,14 +25,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from llmpulse.sender import Backoff
+
 __all__ = ["StoreHealth"]
 
 # ``scheme://user:password@`` in a driver's message: the password goes.
 _CREDENTIALS = re.compile(r"(//[^/@\s:]+):[^/@\s]+@")
 
-# Backoff between attempts: doubling from the first delay up to the last.
-FIRST_DELAY_S = 1.0
-MAX_DELAY_S = 30.0
+# Between attempts: doubling from 1 s up to 30 s, without jitter (one writer per
+# worker, nothing to spread out); ``attempts`` does not apply, the worker never
+# gives up on the store.
+_BACKOFF = Backoff(initial_s=1.0, max_s=30.0)
 
 
 class StoreHealth:
@@ -41,7 +44,7 @@ class StoreHealth:
         self.failures = 0  # failed attempts since the worker started
         self.last_error = ""
         self.down_since: float | None = None  # wall time of the first failure of this outage
-        self._delay = FIRST_DELAY_S
+        self._retries = 0  # failed attempts in this outage
         self._on_write = on_write
 
     def failed(self, exc: BaseException, *, wall_s: float) -> float:
@@ -52,10 +55,9 @@ class StoreHealth:
         if self.up:
             self.up = False
             self.down_since = wall_s
-            self._delay = FIRST_DELAY_S
-        delay = self._delay
-        self._delay = min(self._delay * 2, MAX_DELAY_S)
-        return delay
+            self._retries = 0
+        self._retries += 1
+        return _BACKOFF.delay(self._retries, None, lambda: 0.0)
 
     def written(self, seconds: float) -> None:
         """A write went through (``seconds`` long): the outage, if any, is over."""
