@@ -258,11 +258,18 @@ class AlertEngine:
         }
         return orjson.dumps(doc)
 
-    def save_point(self) -> SavePoint:
-        """Everything :meth:`evaluate` may change, copied in memory, for
-        :meth:`roll_back` when an evaluation raises half-way. Far cheaper than
-        :meth:`export_state` (no JSON), which matters with thousands of series:
-        a stage takes one before every evaluation."""
+    def save_point(self, signals: Iterable[Signal]) -> SavePoint:
+        """What :meth:`evaluate` of ``signals`` may change, copied in memory, for
+        :meth:`roll_back` when that evaluation raises half-way.
+
+        Far cheaper than :meth:`export_state` with thousands of series, and a stage
+        takes one before every evaluation: the dicts are copied, but of the
+        objects in them only those an evaluation can change: the states and
+        histories of the series of ``signals``, and the active and restored
+        states (staleness and orphans move those). Every other state is left as
+        it is by an evaluation, or dropped from a dict (which the copy keeps).
+        """
+        touched = {sig.series for sig in signals}
         clones: dict[int, SeriesState] = {}
 
         def clone(st: SeriesState) -> SeriesState:
@@ -273,12 +280,24 @@ class AlertEngine:
                 found = clones[id(st)] = copy.copy(st)
             return found
 
+        active = {k: clone(st) for k, st in self._active.items()}
+        restored = {k: clone(st) for k, st in self._restored.items()}
+        series = dict(self._series)
+        for k, st in series.items():
+            if k[1] in touched or id(st) in clones:
+                series[k] = clone(st)
+        baselines = dict(self._judge.baselines)
+        for k in [k for k in baselines if k[1] in touched]:
+            baselines[k] = baselines[k].copy()
+        burns = dict(self._judge.burns)
+        for k in [k for k in burns if k[1] in touched]:
+            burns[k] = burns[k].copy()
         return SavePoint(
-            series={k: clone(st) for k, st in self._series.items()},
-            restored={k: clone(st) for k, st in self._restored.items()},
-            active={k: clone(st) for k, st in self._active.items()},
-            baselines={k: b.copy() for k, b in self._judge.baselines.items()},
-            burns={k: b.copy() for k, b in self._judge.burns.items()},
+            series=series,
+            restored=restored,
+            active=active,
+            baselines=baselines,
+            burns=burns,
             stale_base=dict(self._stale_base),
             incidents={k: set(v) for k, v in self._incidents.items()},
             clock=self._clock,

@@ -84,7 +84,7 @@ class AlertStage(Stage):
         # silence monitor move their states as they evaluate, so a raise half-way (a
         # summary template, a row) must put them back, or the retry finds no
         # transition and the page is lost.
-        saved = self.engine.save_point() if rules else None
+        saved = self.engine.save_point(ctx.signals) if rules else None
         saved_silence = self.no_data.export_state() if silence else None
         try:
             found = self.engine.evaluate(ctx.signals, ctx.now) if rules else []
