@@ -11,17 +11,20 @@ Time is the events' own time, so a replay reproduces the live detections.
 * ``OnlineEmbeddingDetector``: per-event scalars fed to river detectors (ADWIN
   by default).
 * ``MMDTest``: windowed two-sample test against the reference.
-* ``DriftDetector`` / ``ScalarDriftDetector``: both kinds of evidence combined,
-  with cool-down and re-baselining; ``DriftEvent`` is what they report.
+* ``DriftDetector`` (``embedding``) / ``ScalarDriftDetector`` (``scalar``): both
+  kinds of evidence combined by their shared engine (``evidence``), with cool-down
+  and re-baselining; ``DriftEvent`` (``results``) is what they report.
 * ``DriftMonitor``: every series and signal of a stream of trace events.
 """
 
 from __future__ import annotations
 
-from llmpulse.detectors.combine import DriftDetector, DriftEvent, ScalarDriftDetector, WindowScore
 from llmpulse.detectors.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from llmpulse.detectors.embedding import DriftDetector
 from llmpulse.detectors.online import DetectorBank, OnlineEmbeddingDetector
 from llmpulse.detectors.reference import Reference
+from llmpulse.detectors.results import DriftEvent, WindowScore
+from llmpulse.detectors.scalar import ScalarDriftDetector
 from llmpulse.detectors.series import BaselineRecord, DriftMonitor, alert_signals
 from llmpulse.detectors.windowed import MMDTest, TestResult, category_test, z_test
 

@@ -45,14 +45,11 @@ from typing import Any
 import numpy as np
 
 from llmpulse.alerts.signals import Signal, signal_from_drift
-from llmpulse.detectors.combine import (
-    DriftDetector,
-    DriftEvent,
-    ScalarDriftDetector,
-    WindowScore,
-)
 from llmpulse.detectors.embedder import Embedder, HashingEmbedder
+from llmpulse.detectors.embedding import DriftDetector
 from llmpulse.detectors.reference import Reference
+from llmpulse.detectors.results import DriftEvent, WindowScore
+from llmpulse.detectors.scalar import ScalarDriftDetector
 from llmpulse.errors import ConfigError
 from llmpulse.schemas.batch import TOKEN_FIELDS, TraceBatch, to_ms
 

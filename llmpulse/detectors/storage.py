@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
-from llmpulse.detectors.combine import DriftEvent, WindowScore
 from llmpulse.detectors.reference import Reference
+from llmpulse.detectors.results import DriftEvent, WindowScore
 from llmpulse.schemas.batch import to_ms
 from llmpulse.schemas.rows import DEDUP_SETTING, Column, ddl_columns
 
