@@ -643,7 +643,7 @@ def test_docs_and_example_collector_config_match_the_code() -> None:
         TTFT_EVENTS,
     )
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     doc = (root / "docs" / "otlp.md").read_text()
     names = {
         *GENAI_MARKERS,
