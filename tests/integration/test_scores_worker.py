@@ -4,13 +4,9 @@ malformed; window quality by the call's window; the hallucination alert."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,13 +16,19 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.worker.process import WorkerProcess
-from tests.helpers import BASE_MS, event
+from tests.helpers import (
+    BASE_MS,
+    consume_values,
+    event,
+    llmpulse,
+    produce,
+    worker_env,
+    worker_process,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -82,39 +84,6 @@ MALFORMED = [b"definitely not json", orjson.dumps({"event_id": "evt-1", "value":
 SCORES = len(EARLY) + len(LATE) + len(UNKNOWN)
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    async def go() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await p.start()
-        try:
-            for v in values:
-                await p.send(topic, v)  # no key: any partition
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(go())
-
-
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
-    async def go() -> list[bytes]:
-        c = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        await c.start()
-        got: list[bytes] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(got) < expected and time.monotonic() < deadline:
-                for msgs in (await c.getmany(timeout_ms=500)).values():
-                    got.extend(m.value for m in msgs)
-        finally:
-            await c.stop()
-        return got
-
-    return asyncio.run(go())
-
-
 def dumps(items: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(i) for i in items]
 
@@ -154,24 +123,12 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("scores-worker")
     name = f"scores-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {name: 2, name + "-scores": 2})
-    port = free_port()
     env = {
         **common_env(tmp),
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_SCORES": name + "-scores",
-        "LLMPULSE_TOPICS_SCORES_DLQ": name + "-scores.dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "2",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_BATCH_SIZE": "400",
-        "LLMPULSE_WORKER_COMMIT_INTERVAL_S": "0.5",
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp / 'store'}",
-    }
-    w = WorkerProcess(env, tmp / "worker.log", web_port=port)
+        **worker_env(kafka_bootstrap, name, tmp, partitions=2, own_inputs=True,
+                     worker_batch_size=400, worker_commit_interval_s=0.5),
+    }  # fmt: skip
+    w = worker_process(env, tmp / "worker.log")
     w.start()
     w.wait_ready()
     scores_topic = env["LLMPULSE_TOPICS_SCORES"]
@@ -205,7 +162,9 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "worker": w,
             "env": env,
             "tmp": tmp,
-            "dlq": consume(kafka_bootstrap, env["LLMPULSE_TOPICS_SCORES_DLQ"], len(MALFORMED)),
+            "dlq": consume_values(
+                kafka_bootstrap, env["LLMPULSE_TOPICS_SCORES_DLQ"], len(MALFORMED)
+            ),
             "scores": w.sql(SCORE_ROWS)[1],
             "quality": w.sql(QUALITY_ROWS)[1],
         }
@@ -346,15 +305,7 @@ def test_replay_scores_only_file_after_the_calls(run: dict[str, Any]) -> None:
 
 
 def cli(args: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    return llmpulse(args, env, check=True).stdout
 
 
 def store_rows(store: Path, sql: str) -> list[list[Any]]:
@@ -371,29 +322,17 @@ def test_a_worker_killed_while_storing_scores_counts_each_once(
     and those whose fold the kill interrupted are folded on redelivery)."""
     name = f"scores-kill-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {name: 2, name + "-scores": 2})
-    port = free_port()
     env = {
         **common_env(tmp_path),
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_SCORES": name + "-scores",
-        "LLMPULSE_TOPICS_SCORES_DLQ": name + "-scores.dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "2",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_BATCH_SIZE": "50",
-        "LLMPULSE_WORKER_COMMIT_INTERVAL_S": "1",
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
-    }
+        **worker_env(kafka_bootstrap, name, tmp_path, partitions=2, own_inputs=True,
+                     worker_batch_size=50, worker_commit_interval_s=1),
+    }  # fmt: skip
     scores = [
         score(i, n, (i * 7 + k) % 10 / 10)
         for k, n in enumerate(("hallucination", "relevance", "helpful"))
         for i in range(CALLS)
     ]
-    w = WorkerProcess(env, tmp_path / "worker.log", web_port=port)
+    w = worker_process(env, tmp_path / "worker.log")
     w.start()
     try:
         w.wait_ready()

@@ -34,7 +34,7 @@ from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.synth.messy import MessyStream, messy_stream
 from llmpulse.worker.process import WorkerProcess
-from tests.integration.test_worker_kafka import consume_all
+from tests.helpers import consume_values
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -429,7 +429,7 @@ def test_poison_events_go_to_the_dlq_with_the_step_named_and_the_partition_goes_
     assert [r[0] for r in rows] == ["poison-0", "poison-1", "poison-2"]
     assert all(r[1] == "traces" and "step 'traces' failed" in r[2] for r in rows), rows
     assert all("ArithmeticError" in r[2] for r in rows)
-    dlq = consume_all(cluster.bootstrap, cluster.topic + ".dlq", len(poison) + stream.malformed)
+    dlq = consume_values(cluster.bootstrap, cluster.topic + ".dlq", len(poison) + stream.malformed)
     assert sum(b'"poison-' in m for m in dlq) == len(poison)
     # The pipeline's own vital signs on /metrics.
     body = _get(w.url + "/metrics")[1].decode()
