@@ -70,6 +70,12 @@ def llmpulse(
     return proc
 
 
+def store_rows(store: Path, sql: str) -> list[list[Any]]:
+    """Rows of ``sql`` from an embedded store no process holds (one store per process)."""
+    out = llmpulse(["sql", sql, "--clickhouse", f"chdb://{store}", "-f", "json"], check=True)
+    return [list(r.values()) for r in orjson.loads(out.stdout)]
+
+
 def worker_env(
     bootstrap: str,
     topic: str,

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-import pytest
 
 from llmpulse.compare.canary import CanaryMonitor
 from llmpulse.compare.run import Request, run_comparison
@@ -18,7 +17,6 @@ from llmpulse.errors import StoreLockedError
 from llmpulse.processors.batch_cost import price_batch
 from llmpulse.processors.batch_validate import validate_batch
 from llmpulse.processors.cost import PriceTable
-from llmpulse.runtime import prepare_store
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.scores.records import CallInfo, ScoreRecord
 from llmpulse.settings import CanaryPair, CompareSettings, Settings
@@ -106,15 +104,6 @@ def test_late_scores_join_the_arm_of_their_call() -> None:
     arm = mon._arms["prompt-v3"][1].arm()
     assert arm.scores["thumbs"].tolist() == [1.0]
     assert "thumbs" not in mon._arms["prompt-v3"][0].arm().scores
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[SerialClient]:
-    c = prepare_store(settings)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_compare_through_a_worker_endpoint_reads_but_does_not_store(

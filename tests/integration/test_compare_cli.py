@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, write_jsonl
+from tests.helpers import llmpulse
 
 START_MS = 1_767_225_600_000
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return llmpulse(args, env)
 
 
 def stream() -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from llmpulse.processors.batch_validate import validate_batch
-from llmpulse.runtime import prepare_store
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.scores.quality import QualityFolder
 from llmpulse.scores.stage import ScoreStage
@@ -19,15 +18,6 @@ from llmpulse.store.client import SerialClient
 from llmpulse.store.encode import traces_table
 from tests.helpers import BASE_MS, event
 from tests.unit.scores.test_stage import NOW, cfg, msgs, score
-
-
-@pytest.fixture
-def client(settings: Any) -> Iterator[SerialClient]:
-    c = prepare_store(settings)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def store_traces(client: SerialClient, events: list[dict[str, Any]]) -> TraceBatch:

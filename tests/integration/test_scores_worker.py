@@ -26,6 +26,7 @@ from tests.helpers import (
     event,
     llmpulse,
     produce,
+    store_rows,
     worker_env,
     worker_process,
 )
@@ -306,12 +307,6 @@ def test_replay_scores_only_file_after_the_calls(run: dict[str, Any]) -> None:
 
 def cli(args: list[str], env: dict[str, str]) -> str:
     return llmpulse(args, env, check=True).stdout
-
-
-def store_rows(store: Path, sql: str) -> list[list[Any]]:
-    """Rows of ``sql`` from an embedded store no process holds (one store per process)."""
-    out = cli(["sql", sql, "--clickhouse", f"chdb://{store}", "-f", "json"], {})
-    return [list(r.values()) for r in json.loads(out)]
 
 
 def test_a_worker_killed_while_storing_scores_counts_each_once(

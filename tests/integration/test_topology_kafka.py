@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -34,7 +30,7 @@ from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.synth.messy import MessyStream, messy_stream
 from llmpulse.worker.process import WorkerProcess
-from tests.helpers import consume_values
+from tests.helpers import consume_values, llmpulse, store_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -50,21 +46,7 @@ WINDOW_ROWS = (
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def store_rows(store: Path, sql: str) -> list[list[object]]:
-    """Rows of ``sql`` from an embedded store no process holds (one store per process)."""
-    out = _cli(["sql", sql, "--clickhouse", f"chdb://{store}", "-f", "json"], {})
-    return [list(r.values()) for r in json.loads(out)]
+    return llmpulse(args, env, timeout=timeout, check=True).stdout
 
 
 def common_env(tmp: Path) -> dict[str, str]:
@@ -81,11 +63,6 @@ def common_env(tmp: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stream() -> MessyStream:
     return messy_stream(6000, seed=21)
-
-
-@pytest.fixture(scope="module")
-def reference(stream: MessyStream, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return replay_reference(stream, tmp_path_factory.mktemp("replay"))
 
 
 def replay_reference(stream: MessyStream, tmp: Path) -> Path:
