@@ -119,9 +119,16 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         chat.close()
 
 
-def test_evaluator_and_judge_scores_take_the_score_path(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
-    rows = w.sql(
+@pytest.fixture(scope="module")
+def worker(run: dict[str, Any]) -> WorkerProcess:
+    """The worker that ran the scenario."""
+    return run["worker"]  # type: ignore[no-any-return]
+
+
+def test_evaluator_and_judge_scores_take_the_score_path(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
+    rows = worker.sql(
         "SELECT source, name, count(), sum(value), countIf(call_known) FROM scores FINAL "
         "GROUP BY source, name ORDER BY source, name"
     )[1]
@@ -130,7 +137,7 @@ def test_evaluator_and_judge_scores_take_the_score_path(run: dict[str, Any]) -> 
     assert got[("eval", "prompt_similarity")][0] == CALLS
     assert got[("llm_judge", "judge")] == (CALLS, pytest.approx(0.8 * CALLS), CALLS)
     assert (
-        w.scalar(
+        worker.scalar(
             "SELECT sum(scores) FROM window_quality WHERE score_name = 'judge' "
             "AND grouping = 'model' AND toUnixTimestamp(window_start) % 60 = 0"
         )
@@ -150,23 +157,22 @@ def test_judge_and_score_counters_are_on_metrics(run: dict[str, Any]) -> None:
 
 
 def test_a_slower_candidate_fails_its_canary_alerts_and_rolls_back_once(
-    run: dict[str, Any],
+    run: dict[str, Any], worker: WorkerProcess
 ) -> None:
-    w: WorkerProcess = run["worker"]
-    latency = w.sql(
+    latency = worker.sql(
         "SELECT verdict, overall, count() FROM comparisons "
         "WHERE origin = 'canary:chat-v3' AND metric = 'latency' GROUP BY verdict, overall"
     )[1]
     assert [list(r) for r in latency] == [["fail", "fail", latency[0][2]]]
     assert latency[0][2] >= 3  # one row per evaluated window
-    others = w.sql(
+    others = worker.sql(
         "SELECT DISTINCT verdict FROM comparisons WHERE origin = 'canary:chat-v3' "
         "AND metric != 'latency'"
     )[1]
-    assert {r[0] for r in others} <= {"pass", "inconclusive"}, w.sql(
+    assert {r[0] for r in others} <= {"pass", "inconclusive"}, worker.sql(
         "SELECT metric, verdict, reason FROM comparisons WHERE verdict = 'fail'"
     )[1]
-    alerts = w.sql(
+    alerts = worker.sql(
         "SELECT state, labels['pair'], labels['metric'] FROM alerts "
         "WHERE rule = 'canary-regression' ORDER BY wall_time"
     )[1]

@@ -173,28 +173,36 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         w.stop()
 
 
-def test_each_score_is_stored_once_whatever_came_first_or_again(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
+@pytest.fixture(scope="module")
+def worker(run: dict[str, Any]) -> WorkerProcess:
+    """The worker that ran the scenario."""
+    return run["worker"]  # type: ignore[no-any-return]
+
+
+def test_each_score_is_stored_once_whatever_came_first_or_again(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
     assert len(run["scores"]) == SCORES
-    assert w.scalar("SELECT uniqExact(score_id) FROM scores") == SCORES
-    assert w.scalar("SELECT count() FROM scores FINAL WHERE call_known") == SCORES - 1
-    early = w.sql(
+    assert worker.scalar("SELECT uniqExact(score_id) FROM scores") == SCORES
+    assert worker.scalar("SELECT count() FROM scores FINAL WHERE call_known") == SCORES - 1
+    early = worker.sql(
         "SELECT count(), min(version), countIf(call_event_id = event_id) FROM scores FINAL "
         "WHERE name = 'hallucination' AND toUnixTimestamp64Milli(call_timestamp) < "
         f"{BASE_MS + TILE_MS}"
     )[1][0]
     assert list(early) == [len(EARLY), 1, len(EARLY)]
-    assert metric(w, "llmpulse_scores_total", "resolved_late") == len(EARLY)
+    assert metric(worker, "llmpulse_scores_total", "resolved_late") == len(EARLY)
 
 
-def test_a_score_for_an_unknown_call_is_kept_with_call_known_0(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
-    rows = w.sql(
+def test_a_score_for_an_unknown_call_is_kept_with_call_known_0(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
+    rows = worker.sql(
         "SELECT call_known, call_event_id, isNull(call_timestamp) FROM scores FINAL "
         "WHERE event_id = 'evt-never-sent'"
     )[1]
     assert [list(r) for r in rows] == [[0, "evt-never-sent", 1]]
-    assert w.scalar("SELECT count() FROM window_scores WHERE has(score_ids, "
+    assert worker.scalar("SELECT count() FROM window_scores WHERE has(score_ids, "
                     f"'{_id_of(run, 'evt-never-sent')}')") == 0  # fmt: skip
 
 
@@ -202,10 +210,11 @@ def _id_of(run: dict[str, Any], event_id: str) -> str:
     return next(str(r[0]) for r in run["scores"] if r[4] == event_id)
 
 
-def test_malformed_scores_go_to_rejected_events_and_the_dlq(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
+def test_malformed_scores_go_to_rejected_events_and_the_dlq(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
     topic = run["env"]["LLMPULSE_TOPICS_SCORES"]
-    rows = w.sql("SELECT source, reason FROM rejected_events ORDER BY reason")[1]
+    rows = worker.sql("SELECT source, reason FROM rejected_events ORDER BY reason")[1]
     assert len(rows) == len(MALFORMED)
     assert all(str(r[0]).startswith(f"kafka:{topic}/") for r in rows)
     reasons = " | ".join(str(r[1]) for r in rows)
@@ -214,11 +223,10 @@ def test_malformed_scores_go_to_rejected_events_and_the_dlq(run: dict[str, Any])
     assert sorted(run["dlq"]) == sorted(MALFORMED)
 
 
-def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
+def test_scores_fold_into_the_window_of_their_call(worker: WorkerProcess) -> None:
     # The three tiles: 600 scores each, counted once although every score came
     # twice; those of the first tile arrived before their calls.
-    rows = w.sql(
+    rows = worker.sql(
         "SELECT toUnixTimestamp(window_start) * 1000, scores, below, 1 - rate_below "
         "FROM window_quality WHERE grouping = 'service+endpoint+model' "
         "AND score_name = 'hallucination' AND toUnixTimestamp(window_start) % 20 = 0 "
@@ -229,7 +237,7 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
         [BASE_MS + TILE_MS, 600, 540, pytest.approx(0.1)],
         [BASE_MS + 2 * TILE_MS, 600, 540, pytest.approx(0.1)],
     ]
-    by_tenant = w.sql(
+    by_tenant = worker.sql(
         "SELECT tenant, sum(scores) FROM window_quality WHERE grouping = 'tenant' "
         "AND score_name = 'relevance' AND toUnixTimestamp(window_start) % 20 = 0 "
         "GROUP BY tenant ORDER BY tenant"
@@ -239,14 +247,14 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
     ]
     # Same window ids as the window statistics of the calls (those closed so far).
     assert (
-        w.scalar(
+        worker.scalar(
             "SELECT count() FROM window_quality AS q INNER JOIN window_stats AS s "
             "ON s.window_id = q.window_id WHERE q.score_name = 'hallucination'"
         )
         >= 3 * 5
     )
     assert (
-        w.scalar(
+        worker.scalar(
             "SELECT count() FROM window_quality WHERE score_name = 'hallucination' "
             "AND window_end <= (SELECT max(window_end) FROM window_stats) "
             "AND window_id NOT IN (SELECT window_id FROM window_stats)"
@@ -255,9 +263,8 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
     )
 
 
-def test_a_hallucination_rate_breach_raises_one_alert_per_series(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
-    rows = w.sql(
+def test_a_hallucination_rate_breach_raises_one_alert_per_series(worker: WorkerProcess) -> None:
+    rows = worker.sql(
         "SELECT state, labels['grouping'], round(value, 3) FROM alerts "
         "WHERE rule = 'hallucination-rate-high' ORDER BY wall_time"
     )[1]

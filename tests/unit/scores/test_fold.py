@@ -132,26 +132,21 @@ class RefFolder:
         return True
 
     def advance(self, watermark_ms: int) -> list[Signal]:
+        """Signals of the held windows (oldest start first, each once) that end
+        ``alert_delay_ms`` or more behind the newest watermark."""
         self.watermark_ms = max(self.watermark_ms, int(watermark_ms))
-        spec = self._signal_spec
-        if spec is None:
-            return []
-        cutoff = self.watermark_ms - self.config.alert_delay_ms
-        if cutoff <= self._emitted_ms:
+        spec, cutoff = self._signal_spec, self.watermark_ms - self.config.alert_delay_ms
+        if spec is None or cutoff <= self._emitted_ms:
             return []
         self._emitted_ms = cutoff
-        due = [k for k in self._open if k[2] + spec.length_ms <= cutoff]
-        due.sort(key=lambda k: k[2])
-        out: list[Signal] = []
-        for key in due:
-            acc = self._open.pop(key)
-            g, series, start, name = key
-            out.extend(
-                window_signals(
-                    self.config, g, series, start, spec, name, acc.count, acc.total, acc.below
-                )
+        due = sorted((k for k in self._open if k[2] + spec.length_ms <= cutoff), key=lambda k: k[2])
+        return [
+            signal
+            for (g, series, start, name), acc in ((k, self._open.pop(k)) for k in due)
+            for signal in window_signals(
+                self.config, g, series, start, spec, name, acc.count, acc.total, acc.below
             )
-        return out
+        ]
 
 
 def ref_table(partials: list[QualityPartial], emitted_at: datetime) -> pa.Table:
