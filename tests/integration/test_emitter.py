@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from typing import Any
 
 import orjson
 import pytest
@@ -16,11 +14,11 @@ from llmpulse import (
 )
 from llmpulse.client import series_key
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+from tests.helpers import read_topic
 
 
 @pytest.mark.kafka
 async def test_kafka_round_trip(kafka_bootstrap: str) -> None:
-    from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"llm.traces.test-{uuid.uuid4().hex[:8]}"
@@ -41,19 +39,7 @@ async def test_kafka_round_trip(kafka_bootstrap: str) -> None:
     await asyncio.to_thread(emitter.close, 30.0)
     assert emitter.sent == 200 and emitter.failed == 0 and emitter.dropped == 0
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    received: list[Any] = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(received) < 200 and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for messages in batches.values():
-                received.extend(messages)
-    finally:
-        await consumer.stop()
+    received = await read_topic(kafka_bootstrap, topic, 200)
 
     assert len(received) == 200
     by_id = {e["event_id"]: e for e in sent}

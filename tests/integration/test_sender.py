@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from llmpulse import Delivery, KafkaError, kafka_emitter
 from llmpulse.ingest.publisher import KafkaPublisher
+from tests.helpers import consume
 
 
 def _new_topic(bootstrap: str, partitions: int = 1) -> str:
@@ -32,30 +32,6 @@ def _new_topic(bootstrap: str, partitions: int = 1) -> str:
 
     asyncio.run(create())
     return topic
-
-
-def _consume(bootstrap: str, topic: str, expected: int) -> list[Any]:
-    from aiokafka import AIOKafkaConsumer
-
-    async def read() -> list[Any]:
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        await consumer.start()
-        received: list[Any] = []
-        try:
-            deadline = time.monotonic() + 30
-            while len(received) < expected and time.monotonic() < deadline:
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    received.extend(messages)
-            # A little longer: anything beyond the expected count is a duplicate.
-            for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                received.extend(messages)
-        finally:
-            await consumer.stop()
-        return received
-
-    return asyncio.run(read())
 
 
 @pytest.mark.kafka
@@ -102,7 +78,9 @@ def test_emitter_survives_fork(kafka_bootstrap: str) -> None:
     emitter.close(timeout=30)
     assert (emitter.sent, emitter.failed, emitter.dropped) == (50, 0, 0)
 
-    received = [orjson.loads(m.value)["event_id"] for m in _consume(kafka_bootstrap, topic, 80)]
+    received = [
+        orjson.loads(m.value)["event_id"] for m in consume(kafka_bootstrap, topic, 80, settle_s=1.0)
+    ]
     expected = {f"parent-{i}" for i in range(50)} | {f"child-{i}" for i in range(30)}
     assert sorted(received) == sorted(expected)  # each exactly once
 
@@ -123,5 +101,5 @@ def test_kafka_publisher_publishes_and_refuses_after_close(kafka_bootstrap: str)
     publisher.close()
     with pytest.raises(KafkaError, match="closed"):
         publisher.publish(topic, b"k", b"late")
-    values = sorted(m.value for m in _consume(kafka_bootstrap, topic, 21))
+    values = sorted(m.value for m in consume(kafka_bootstrap, topic, 21, settle_s=1.0))
     assert values == sorted([f"v{i}".encode() for i in range(20)] + [b"last"])
