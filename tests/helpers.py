@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,24 @@ def event(i: int, **fields: Any) -> dict[str, Any]:
 
 def raw(e: dict[str, Any]) -> bytes:
     return orjson.dumps(e)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """An HTTP handler of a test's stand-in server: it logs nothing, and
+    :meth:`reply` sends a whole response."""
+
+    def reply(
+        self, status: int, body: bytes, content_type: str | None = "application/json"
+    ) -> None:
+        self.send_response(status)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 # ------------------------------------------------------------ processes and Kafka

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,8 @@ from llmpulse.synth.messy import MessyStream
 @pytest.fixture
 def client(settings: Settings) -> Iterator[SerialClient]:
     """The test's database (``settings``), migrated; closed after the test."""
-    c = prepare_store(settings)
-    try:
+    with closing(prepare_store(settings)) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from llmpulse.store.client import SerialClient
 from llmpulse.store.encode import traces_table
 from llmpulse.store.readonly import encode_result, run_readonly
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+from tests.helpers import QuietHandler
 
 START = 1_767_225_600_000
 
@@ -115,17 +116,10 @@ def test_compare_through_a_worker_endpoint_reads_but_does_not_store(
             "traces", traces_table(b, datetime(2026, 1, 2, tzinfo=UTC), store_text=False)
         )
 
-    class Sql(BaseHTTPRequestHandler):
+    class Sql(QuietHandler):
         def do_POST(self) -> None:
             sql = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            data = encode_result(run_readonly(client, sql))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(200, encode_result(run_readonly(client, sql)), content_type=None)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sql)
     threading.Thread(target=server.serve_forever, daemon=True).start()

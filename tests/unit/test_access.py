@@ -10,9 +10,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from pydantic import SecretStr
@@ -22,6 +22,7 @@ from llmpulse.errors import ConfigError, ReadOnlyQueryError, StoreError
 from llmpulse.ingest.kafka_security import aiokafka_security, faust_credentials, ssl_context
 from llmpulse.settings import KafkaSettings, Settings, WorkerSettings
 from llmpulse.store.readonly import query_worker
+from tests.helpers import QuietHandler
 
 FULL, ACME = "full-access-token-1", "acme-token-2"
 WORKER = WorkerSettings(token=FULL, tenant_tokens={"acme": ACME, "globex": "globex-token-3"})
@@ -147,7 +148,7 @@ def test_an_unreachable_server_dsn_reports_without_the_password(tmp_path: Path) 
 # ---------------------------------------------------------------- llmpulse sql
 
 
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(QuietHandler):
     seen: ClassVar[list[dict[str, str]]] = []
 
     def do_POST(self) -> None:
@@ -158,14 +159,7 @@ class _Recorder(BaseHTTPRequestHandler):
             body, status = json.dumps({"error": access.problem}).encode(), access.status
         else:
             body, status = json.dumps({"columns": ["x"], "rows": [[1]]}).encode(), 200
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(status, body)
 
 
 @contextmanager
