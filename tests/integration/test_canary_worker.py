@@ -128,6 +128,7 @@ def worker(run: dict[str, Any]) -> WorkerProcess:
 def test_evaluator_and_judge_scores_take_the_score_path(
     run: dict[str, Any], worker: WorkerProcess
 ) -> None:
+    assert len(run["chat"].requests) == CALLS  # each call judged once
     rows = worker.sql(
         "SELECT source, name, count(), sum(value), countIf(call_known) FROM scores FINAL "
         "GROUP BY source, name ORDER BY source, name"
@@ -143,7 +144,6 @@ def test_evaluator_and_judge_scores_take_the_score_path(
         )
         == CALLS
     )
-    assert len(run["chat"].requests) == CALLS  # each call judged once
 
 
 def test_judge_and_score_counters_are_on_metrics(run: dict[str, Any]) -> None:
@@ -159,6 +159,9 @@ def test_judge_and_score_counters_are_on_metrics(run: dict[str, Any]) -> None:
 def test_a_slower_candidate_fails_its_canary_alerts_and_rolls_back_once(
     run: dict[str, Any], worker: WorkerProcess
 ) -> None:
+    [event_] = [orjson.loads(v) for v in run["control"]]  # one while the pair keeps failing
+    assert event_["action"] == "rollback" and event_["failed_metrics"] == ["latency"]
+    assert event_["candidate"] == {"prompt_version": "v3"}
     latency = worker.sql(
         "SELECT verdict, overall, count() FROM comparisons "
         "WHERE origin = 'canary:chat-v3' AND metric = 'latency' GROUP BY verdict, overall"
@@ -177,6 +180,3 @@ def test_a_slower_candidate_fails_its_canary_alerts_and_rolls_back_once(
         "WHERE rule = 'canary-regression' ORDER BY wall_time"
     )[1]
     assert [list(r) for r in alerts] == [["firing", "chat-v3", "latency"]]
-    [event_] = [orjson.loads(v) for v in run["control"]]  # one while the pair keeps failing
-    assert event_["action"] == "rollback" and event_["failed_metrics"] == ["latency"]
-    assert event_["candidate"] == {"prompt_version": "v3"}

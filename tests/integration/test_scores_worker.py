@@ -119,6 +119,12 @@ QUALITY_ROWS = (
 
 
 @pytest.fixture(scope="module")
+def worker(run: dict[str, Any]) -> WorkerProcess:
+    """The worker of :func:`run`, after the scenario."""
+    return run["worker"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
 def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One worker fed the whole scenario; the tests read what it left."""
     tmp = tmp_path_factory.mktemp("scores-worker")
@@ -171,12 +177,6 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         }
     finally:
         w.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(run: dict[str, Any]) -> WorkerProcess:
-    """The worker that ran the scenario."""
-    return run["worker"]  # type: ignore[no-any-return]
 
 
 def test_each_score_is_stored_once_whatever_came_first_or_again(
