@@ -113,6 +113,19 @@ class Cluster:
     def store(self, name: str) -> Path:
         return self.tmp / name / "store"
 
+    def start_and_feed(
+        self, name: str, stream: MessyStream, *, seconds: float, ready: bool = True
+    ) -> tuple[WorkerProcess, threading.Thread]:
+        """Start worker ``name``, wait until it is ready (else only healthy), then
+        :meth:`produce` the stream."""
+        w = self.worker(name)
+        w.start()
+        if ready:
+            w.wait_ready()
+        else:
+            w.wait_healthy()
+        return w, self.produce(stream, seconds=seconds)
+
     def produce(self, stream: MessyStream, *, seconds: float) -> threading.Thread:
         """Send the stream paced over ``seconds`` (line i to partition i mod P), then
         one sentinel per partition; in the background."""
@@ -231,10 +244,7 @@ def test_killed_worker_restarts_with_windows_equal_to_a_replay(
     """SIGKILL once a third is stored, a pause longer than the idle timeout, restart:
     the windows equal the replay's, late events and duplicates around the kill included."""
     total = stream.unique_events + PARTITIONS
-    w = cluster.worker("a")
-    w.start()
-    w.wait_healthy()
-    producer = cluster.produce(stream, seconds=12)
+    w, producer = cluster.start_and_feed("a", stream, seconds=12, ready=False)
     wait_until(lambda: cluster.stored("a") >= total // 3, 120, "a third stored", cluster)
     w.stop(signal.SIGKILL)
     time.sleep(5)
@@ -359,10 +369,7 @@ def test_sigterm_mid_batch_exits_0_and_the_next_start_resumes_exactly(
     """SIGTERM while events flow: the worker finishes its batch, checkpoints,
     commits and exits 0; a new start goes on from there."""
     total = stream.unique_events + PARTITIONS
-    w = cluster.worker("a")
-    w.start()
-    w.wait_ready()
-    producer = cluster.produce(stream, seconds=10)
+    w, producer = cluster.start_and_feed("a", stream, seconds=10)
     wait_until(lambda: cluster.stored("a") >= total // 4, 120, "a quarter stored", cluster)
     assert w.proc is not None
     w.proc.send_signal(signal.SIGTERM)

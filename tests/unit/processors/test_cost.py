@@ -24,6 +24,11 @@ from llmpulse.processors.price_files import FORMAT_NAME, save_price_file
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+def cost_at_noon(table: PriceTable, model: str, provider: str | None, **counts: Any) -> CallCost:
+    """:func:`cost_of_call` at ``AT`` (noon of 2026-03-01)."""
+    return cost_of_call(table, model=model, provider=provider, at=AT, **counts)
+
+
 def price(
     effective_from: str,
     input_per_mtok: float,
@@ -220,14 +225,8 @@ def test_unknown_model_is_unpriced(table: PriceTable) -> None:
 
 
 def test_event_cost_wins(table: PriceTable) -> None:
-    result = cost_of_call(
-        table,
-        model="gpt-x",
-        provider="openai",
-        at=AT,
-        input_tokens=1000,
-        output_tokens=1000,
-        cost_usd=0.123,
+    result = cost_at_noon(
+        table, "gpt-x", "openai", input_tokens=1000, output_tokens=1000, cost_usd=0.123
     )
     assert result == CallCost(0.123, "event", None)
     unknown = cost_of_call(
@@ -794,15 +793,8 @@ def test_default_prices_dated_snapshots_via_patterns() -> None:
         2.5,
         10.0,
     )
-    result = cost_of_call(
-        table,
-        model="gpt-4o-2024-08-06",
-        provider="openai",
-        at=AT,
-        input_tokens=2_000,
-        output_tokens=100,
-        cached_input_tokens=1_000,
-    )
+    counts = {"input_tokens": 2_000, "output_tokens": 100, "cached_input_tokens": 1_000}
+    result = cost_at_noon(table, "gpt-4o-2024-08-06", "openai", **counts)
     assert result.cost_usd == pytest.approx((1_000 * 2.5 + 1_000 * 1.25 + 100 * 10.0) / 1e6)
 
 
