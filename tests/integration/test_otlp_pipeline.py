@@ -18,16 +18,8 @@ from llmpulse.pipeline import BatchOutcome, IngestPipeline
 from llmpulse.runtime import build_pipeline, prepare_store
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
-from tests.otlp_builders import (
-    BASE_NS,
-    CHAT_SPAN_TEXT,
-    MS,
-    Scope,
-    agent_run,
-    messages_json,
-    request,
-    span,
-)
+from tests import otlp_builders
+from tests.otlp_builders import BASE_NS, MS, Scope, agent_run, messages_json, request, span
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -106,7 +98,7 @@ def test_traces_rows_field_by_field(text_settings: Settings, client: SerialClien
         "error_type": "",
         "cost_source": "price_table",
         "scores": {},
-        **CHAT_SPAN_TEXT,
+        **otlp_builders.CHAT_SPAN_TEXT,
         "prompt_embedding_dim": 0,
         "response_embedding_dim": 0,
         "source": "kafka:otlp_spans/0@5#0",

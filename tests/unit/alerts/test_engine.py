@@ -74,14 +74,12 @@ def sig(
     return Signal(name, labels or SERIES, window, end, value, requests, extra or {})
 
 
+P99_RULE = {"name": "p99", "signal": "latency_p99_ms", "threshold": 800, "min_requests": 50}
+
+
 def p99_rule(**kw: Any) -> ThresholdRule:
-    base: dict[str, Any] = {
-        "name": "p99",
-        "signal": "latency_p99_ms",
-        "threshold": 800,
-        "min_requests": 50,
-    }
-    return ThresholdRule.model_validate({**base, **kw})
+    """The p99 rule (``P99_RULE``) with the fields in ``kw`` changed."""
+    return ThresholdRule.model_validate({**P99_RULE, **kw})
 
 
 def run(
