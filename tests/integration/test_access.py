@@ -1,4 +1,6 @@
-"""Tokens, exposure check, secrets kept out of output, Kafka TLS/SASL arguments."""
+"""Access against real processes: ``llmpulse sql`` sends the token to the worker owning a
+store, and the Kafka security arguments connect a real producer (the rest of access:
+tests/unit/test_access.py)."""
 
 from __future__ import annotations
 

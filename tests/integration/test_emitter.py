@@ -1,4 +1,5 @@
-"""The emitter client library and the call-timing helper."""
+"""The emitter against a real broker: every event arrives, keyed by series (the client
+library itself: tests/unit/client/test_emitter.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""PII redaction: planted values never survive, the text around them does, the
-checksums decide, and a batch reaches the store redacted."""
+"""PII redaction against a real chDB store: a batch reaches the store redacted, and the
+migration adds the redaction column (the redaction itself: tests/unit/privacy)."""
 
 from __future__ import annotations
 

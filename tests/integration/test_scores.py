@@ -1,4 +1,5 @@
-"""Late scores: the contract, and the score path against a real chDB store."""
+"""Late scores: the score path against a real chDB store (the contract and the fold in
+memory: tests/unit/scores/test_stage.py)."""
 
 from __future__ import annotations
 

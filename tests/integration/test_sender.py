@@ -1,5 +1,5 @@
-"""The one background sender, and what runs on it across ``os.fork()``: the
-emitter and the Kafka publisher against a real broker."""
+"""What runs on the one background sender across ``os.fork()``, against a real broker:
+the emitter and the Kafka publisher (the sender itself: tests/unit/test_sender.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tokens, exposure check, secrets kept out of output, Kafka TLS/SASL arguments."""
+"""Tokens, exposure check, secrets kept out of output, Kafka TLS/SASL arguments
+(against real processes: tests/integration/test_access.py)."""
 
 from __future__ import annotations
 

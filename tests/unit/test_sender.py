@@ -1,5 +1,5 @@
-"""The one background sender, and what runs on it across ``os.fork()``: the
-emitter and the Kafka publisher against a real broker."""
+"""The one background sender (what runs on it across ``os.fork()`` against a real
+broker: tests/integration/test_sender.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The OTLP/HTTP receiver core: status codes and bodies per the OTLP/HTTP spec, and
-the durable write to a real Kafka topic, read back and decoded."""
+"""The OTLP/HTTP receiver core: status codes and bodies per the OTLP/HTTP spec (its
+write to a real Kafka topic: tests/integration/test_otlp_receiver.py)."""
 
 from __future__ import annotations
 

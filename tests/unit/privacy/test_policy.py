@@ -1,5 +1,5 @@
 """PII redaction: planted values never survive, the text around them does, the
-checksums decide, and a batch reaches the store redacted."""
+checksums decide (a batch reaching the store redacted: tests/integration/test_privacy.py)."""
 
 from __future__ import annotations
 

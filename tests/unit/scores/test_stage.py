@@ -1,4 +1,5 @@
-"""Late scores: the contract, and the score path against a real chDB store."""
+"""Late scores: the contract, validation and the fold in memory (the score path against
+a real chDB store: tests/integration/test_scores.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The alert engine: state machine, min_requests, hysteresis, for, restore, baselines,
-burn rates, and the signals it reads."""
+"""The alerts table in a real chDB store: the engine's transitions written, the latest
+rows read back into a restored engine and listed by ``llmpulse alerts`` (the engine
+itself is tested in tests/unit/alerts/test_engine.py)."""
 
 from __future__ import annotations
 
