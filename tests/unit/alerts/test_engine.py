@@ -176,14 +176,9 @@ def test_hysteresis_and_resolve_after() -> None:
 
 
 def test_less_than_rules() -> None:
-    rule = ThresholdRule(
-        name="q",
-        signal="score_mean:relevance",
-        comparison="<",
-        threshold=0.5,
-        resolve_threshold=0.6,
-        min_requests=10,
-    )
+    # Fires on relevance below 0.5, resolves above 0.6.
+    low = {"name": "q", "signal": "score_mean:relevance", "comparison": "<", "threshold": 0.5}
+    rule = ThresholdRule.model_validate({**low, "resolve_threshold": 0.6, "min_requests": 10})
     engine = AlertEngine([rule])
     s = [
         signal_from_drift(

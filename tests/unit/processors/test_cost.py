@@ -29,21 +29,23 @@ def cost_at_noon(table: PriceTable, model: str, provider: str | None, **counts: 
     return cost_of_call(table, model=model, provider=provider, at=AT, **counts)
 
 
+OPTIONAL_RATES = {
+    "cached": "cached_input_per_mtok",
+    "creation": "cache_creation_per_mtok",
+    "reasoning": "reasoning_per_mtok",
+}
+
+
 def price(
-    effective_from: str,
-    input_per_mtok: float,
-    output_per_mtok: float,
-    cached: float | None = None,
-    creation: float | None = None,
-    reasoning: float | None = None,
+    effective_from: str, input_per_mtok: float, output_per_mtok: float, **rates: float
 ) -> dict[str, Any]:
+    """A dated price entry; ``rates`` sets any of the OPTIONAL_RATES (None if not)."""
+    assert set(rates) <= set(OPTIONAL_RATES), rates
     return {
         "effective_from": effective_from,
         "input_per_mtok": input_per_mtok,
         "output_per_mtok": output_per_mtok,
-        "cached_input_per_mtok": cached,
-        "cache_creation_per_mtok": creation,
-        "reasoning_per_mtok": reasoning,
+        **{column: rates.get(name) for name, column in OPTIONAL_RATES.items()},
     }
 
 
