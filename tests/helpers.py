@@ -1,4 +1,5 @@
-"""Small builders shared by tests."""
+"""Small builders shared by tests, and the running of workers, the CLI and Kafka I/O
+for the integration tests."""
 
 from __future__ import annotations
 
@@ -193,4 +194,4 @@ def consume(
 
 def consume_values(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
     """The values of :func:`consume`."""
-    return [m.value or b"" for m in consume(bootstrap, topic, expected, timeout)]
+    return [m.value for m in consume(bootstrap, topic, expected, timeout)]
