@@ -24,6 +24,28 @@ BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 MS = 1_000_000
 
 
+# What the chat span of agent_run (span 2) carries besides its ids, times and labels:
+# the usage, the finish reason, the attributes kept and the text (store_text on).
+CHAT_SPAN_TEXT: dict[str, Any] = {
+    "finish_reason": "tool_calls",
+    "input_tokens": 1200,
+    "output_tokens": 300,
+    "cached_input_tokens": 1000,
+    "cache_creation_input_tokens": 100,
+    "reasoning_tokens": 50,
+    "attributes": {
+        "gen_ai.conversation.id": "conv_42",
+        "gen_ai.response.id": "chatcmpl-123",
+        "server.address": "api.openai.com",
+        "server.port": "443",
+        "otel.span.name": "chat gpt-4o",
+        "otel.scope.name": "opentelemetry.instrumentation.openai_v2",
+    },
+    "prompt": "Weather in Paris?",
+    "response": "Calling get_weather.",
+}
+
+
 def any_value(v: Any) -> AnyValue:
     if isinstance(v, bool):
         return AnyValue(bool_value=v)

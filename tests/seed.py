@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +50,11 @@ def budgets_toml() -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def opened(settings: Settings) -> Iterator[SerialClient]:
+def opened(settings: Settings) -> closing[SerialClient]:
+    """The store of ``settings`` (not migrated), closed at the end of the ``with``."""
     from llmpulse.runtime import open_store
 
-    client = open_store(settings)
-    try:
-        yield client
-    finally:
-        client.close()
+    return closing(open_store(settings))
 
 
 # Two comparisons of the showcase, as the worker's canary stage and `llmpulse

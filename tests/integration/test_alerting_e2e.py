@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -18,18 +16,13 @@ from llmpulse.settings import Settings
 from llmpulse.synth.scenarios import INCIDENT_START_MS as START_MS
 from llmpulse.synth.scenarios import incident_events
 from llmpulse.synth.traffic import write_jsonl
+from tests.helpers import llmpulse
 
 ROUTING_KEY = "R" * 32
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return llmpulse(args, env)
 
 
 def incident_stream(path: Path) -> None:

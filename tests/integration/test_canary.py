@@ -6,11 +6,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import orjson
-import pytest
 
 from llmpulse.compare.canary import CanaryMonitor
 from llmpulse.compare.run import Request, run_comparison
@@ -18,7 +17,6 @@ from llmpulse.errors import StoreLockedError
 from llmpulse.processors.batch_cost import price_batch
 from llmpulse.processors.batch_validate import validate_batch
 from llmpulse.processors.cost import PriceTable
-from llmpulse.runtime import prepare_store
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.scores.records import CallInfo, ScoreRecord
 from llmpulse.settings import CanaryPair, CompareSettings, Settings
@@ -26,6 +24,7 @@ from llmpulse.store.client import SerialClient
 from llmpulse.store.encode import traces_table
 from llmpulse.store.readonly import encode_result, run_readonly
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
+from tests.helpers import QuietHandler
 
 START = 1_767_225_600_000
 
@@ -108,15 +107,6 @@ def test_late_scores_join_the_arm_of_their_call() -> None:
     assert "thumbs" not in mon._arms["prompt-v3"][0].arm().scores
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[SerialClient]:
-    c = prepare_store(settings)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def test_compare_through_a_worker_endpoint_reads_but_does_not_store(
     settings: Settings, client: SerialClient
 ) -> None:
@@ -126,17 +116,10 @@ def test_compare_through_a_worker_endpoint_reads_but_does_not_store(
             "traces", traces_table(b, datetime(2026, 1, 2, tzinfo=UTC), store_text=False)
         )
 
-    class Sql(BaseHTTPRequestHandler):
+    class Sql(QuietHandler):
         def do_POST(self) -> None:
             sql = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            data = encode_result(run_readonly(client, sql))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(200, encode_result(run_readonly(client, sql)), content_type=None)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sql)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -15,11 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.worker.process import WorkerProcess
-from tests.helpers import event
-from tests.integration.test_scores_worker import consume, produce, wait_until
+from tests.helpers import consume_values, event, produce, worker_env, worker_process
+from tests.integration.test_scores_worker import wait_until
 from tests.unit.evaluators.test_evaluators import ChatServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -63,36 +62,28 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     ensure_topics_sync(kafka_bootstrap, {name: 2, name + ".control": 1})
     chat = ChatServer()
     chat.answers["capital"] = '{"score": 0.8, "reason": "grounded"}'
-    port = free_port()
-    env = {
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_SCORES": name + "-scores",
-        "LLMPULSE_TOPICS_SCORES_DLQ": name + "-scores.dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "2",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_BATCH_SIZE": "400",
-        "LLMPULSE_WINDOWS_SPECS": "[[60, 10]]",
-        "LLMPULSE_WINDOWS_IDLE_TIMEOUT_S": "3",
-        "LLMPULSE_SCORES_SIGNAL_WINDOW_S": "60",
-        "LLMPULSE_DRIFT_ENABLED": "false",
-        "LLMPULSE_ALERTS_CONTROL_ENABLED": "false",
-        "LLMPULSE_EVALUATORS_ENABLED": "true",
-        "LLMPULSE_JUDGE_ENABLED": "true",
-        "LLMPULSE_JUDGE_URL": chat.url,
-        "LLMPULSE_JUDGE_SAMPLE_RATE": "1.0",
-        "LLMPULSE_JUDGE_MAX_PER_MINUTE": "600000",
-        "LLMPULSE_JUDGE_QUEUE_SIZE": str(2 * CALLS),
-        "LLMPULSE_CANARY_PAIRS": json.dumps([PAIR]),
-        "LLMPULSE_CANARY_ROLLBACK": "true",
-        "LLMPULSE_DATA_DIR": str(tmp / "data"),
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp / 'store'}",
-    }
-    w = WorkerProcess(env, tmp / "worker.log", web_port=port)
+    env = worker_env(
+        kafka_bootstrap,
+        name,
+        tmp,
+        partitions=2,
+        own_inputs=True,
+        worker_batch_size=400,
+        windows_specs="[[60, 10]]",
+        windows_idle_timeout_s=3,
+        scores_signal_window_s=60,
+        drift_enabled="false",
+        alerts_control_enabled="false",
+        evaluators_enabled="true",
+        judge_enabled="true",
+        judge_url=chat.url,
+        judge_sample_rate="1.0",
+        judge_max_per_minute=600000,
+        judge_queue_size=2 * CALLS,
+        canary_pairs=json.dumps([PAIR]),
+        canary_rollback="true",
+    )
+    w = worker_process(env, tmp / "worker.log")
     w.start()
     try:
         w.wait_ready()
@@ -119,16 +110,26 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "worker": w,
             "chat": chat,
             "metrics": metrics(w),
-            "control": consume(kafka_bootstrap, env["LLMPULSE_TOPICS_CONTROL"], 2, timeout=10),
+            "control": consume_values(
+                kafka_bootstrap, env["LLMPULSE_TOPICS_CONTROL"], 2, timeout=10
+            ),
         }
     finally:
         w.stop()
         chat.close()
 
 
-def test_evaluator_and_judge_scores_take_the_score_path(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
-    rows = w.sql(
+@pytest.fixture(scope="module")
+def worker(run: dict[str, Any]) -> WorkerProcess:
+    """The worker that ran the scenario."""
+    return run["worker"]  # type: ignore[no-any-return]
+
+
+def test_evaluator_and_judge_scores_take_the_score_path(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
+    assert len(run["chat"].requests) == CALLS  # each call judged once
+    rows = worker.sql(
         "SELECT source, name, count(), sum(value), countIf(call_known) FROM scores FINAL "
         "GROUP BY source, name ORDER BY source, name"
     )[1]
@@ -137,13 +138,12 @@ def test_evaluator_and_judge_scores_take_the_score_path(run: dict[str, Any]) -> 
     assert got[("eval", "prompt_similarity")][0] == CALLS
     assert got[("llm_judge", "judge")] == (CALLS, pytest.approx(0.8 * CALLS), CALLS)
     assert (
-        w.scalar(
+        worker.scalar(
             "SELECT sum(scores) FROM window_quality WHERE score_name = 'judge' "
             "AND grouping = 'model' AND toUnixTimestamp(window_start) % 60 = 0"
         )
         == CALLS
     )
-    assert len(run["chat"].requests) == CALLS  # each call judged once
 
 
 def test_judge_and_score_counters_are_on_metrics(run: dict[str, Any]) -> None:
@@ -157,27 +157,26 @@ def test_judge_and_score_counters_are_on_metrics(run: dict[str, Any]) -> None:
 
 
 def test_a_slower_candidate_fails_its_canary_alerts_and_rolls_back_once(
-    run: dict[str, Any],
+    run: dict[str, Any], worker: WorkerProcess
 ) -> None:
-    w: WorkerProcess = run["worker"]
-    latency = w.sql(
+    [event_] = [orjson.loads(v) for v in run["control"]]  # one while the pair keeps failing
+    assert event_["action"] == "rollback" and event_["failed_metrics"] == ["latency"]
+    assert event_["candidate"] == {"prompt_version": "v3"}
+    latency = worker.sql(
         "SELECT verdict, overall, count() FROM comparisons "
         "WHERE origin = 'canary:chat-v3' AND metric = 'latency' GROUP BY verdict, overall"
     )[1]
     assert [list(r) for r in latency] == [["fail", "fail", latency[0][2]]]
     assert latency[0][2] >= 3  # one row per evaluated window
-    others = w.sql(
+    others = worker.sql(
         "SELECT DISTINCT verdict FROM comparisons WHERE origin = 'canary:chat-v3' "
         "AND metric != 'latency'"
     )[1]
-    assert {r[0] for r in others} <= {"pass", "inconclusive"}, w.sql(
+    assert {r[0] for r in others} <= {"pass", "inconclusive"}, worker.sql(
         "SELECT metric, verdict, reason FROM comparisons WHERE verdict = 'fail'"
     )[1]
-    alerts = w.sql(
+    alerts = worker.sql(
         "SELECT state, labels['pair'], labels['metric'] FROM alerts "
         "WHERE rule = 'canary-regression' ORDER BY wall_time"
     )[1]
     assert [list(r) for r in alerts] == [["firing", "chat-v3", "latency"]]
-    [event_] = [orjson.loads(v) for v in run["control"]]  # one while the pair keeps failing
-    assert event_["action"] == "rollback" and event_["failed_metrics"] == ["latency"]
-    assert event_["candidate"] == {"prompt_version": "v3"}

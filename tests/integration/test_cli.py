@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import event, raw
+from tests.helpers import event, llmpulse, raw
 
 
 def run(
     args: list[str], env: dict[str, str], check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return llmpulse(args, env, timeout=180, check=check)
 
 
 @pytest.fixture

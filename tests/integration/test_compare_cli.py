@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator, write_jsonl
+from tests.helpers import llmpulse
 
 START_MS = 1_767_225_600_000
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return llmpulse(args, env)
 
 
 def stream() -> list[dict[str, Any]]:
@@ -60,6 +53,9 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+V2_V3 = ("--baseline", "prompt_version=v2", "--candidate", "prompt_version=v3")
+
+
 def compare(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
     proc = run(["compare", *args, "--format", "json"], env)
     assert proc.returncode in (0, 1, 3), proc.stderr
@@ -67,17 +63,8 @@ def compare(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_a_latency_regression_fails_on_latency_and_only_latency(replayed: dict[str, str]) -> None:
-    code, doc = compare(
-        replayed,
-        "--baseline",
-        "prompt_version=v2",
-        "--candidate",
-        "prompt_version=v3",
-        "--where",
-        "endpoint=/v1/chat",
-        "--where",
-        "model=gpt-4o-mini",
-    )
+    where = ("--where", "endpoint=/v1/chat", "--where", "model=gpt-4o-mini")
+    code, doc = compare(replayed, *V2_V3, *where)
     verdicts = {m["metric"]: m["verdict"] for m in doc["metrics"]}
     assert code == 1 and doc["overall"] == "fail"
     assert verdicts.pop("latency") == "fail"
@@ -121,15 +108,7 @@ def test_an_a_a_split_passes_and_is_recorded(replayed: dict[str, str]) -> None:
 
 def test_too_little_data_is_inconclusive_and_says_how_much_more(replayed: dict[str, str]) -> None:
     code, doc = compare(
-        replayed,
-        "--baseline",
-        "prompt_version=v2",
-        "--candidate",
-        "prompt_version=v3",
-        "--until",
-        "2026-01-01T00:00:20Z",
-        "--metric",
-        "error_rate",
+        replayed, *V2_V3, "--until", "2026-01-01T00:00:20Z", "--metric", "error_rate"
     )
     [m] = doc["metrics"]
     assert (code, m["verdict"]) == (3, "inconclusive")
@@ -137,10 +116,7 @@ def test_too_little_data_is_inconclusive_and_says_how_much_more(replayed: dict[s
 
 
 def test_the_table_and_bad_input(replayed: dict[str, str]) -> None:
-    proc = run(
-        ["compare", "--baseline", "prompt_version=v2", "--candidate", "prompt_version=v3"],
-        replayed,
-    )
+    proc = run(["compare", *V2_V3], replayed)
     assert proc.returncode == 1
     assert "latency" in proc.stdout and "overall: fail" in proc.stdout
     bad = run(["compare", "--baseline", "colour=red", "--candidate", "model=x"], replayed)

@@ -16,12 +16,11 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.privacy import RedactionPolicy, scrub_raw
 from llmpulse.worker.process import WorkerProcess
 from tests.garbage import GARBAGE, REAL_WORLD, valid_line
-from tests.integration.test_worker_kafka import consume_all
+from tests.helpers import consume_values, worker_env, worker_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -70,19 +69,7 @@ def fuzzed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     tmp: Path = tmp_path_factory.mktemp("fuzz-kafka")
     topic = f"fuzz-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {topic: 3, topic + ".dlq": 1})
-    port = free_port()
-    env = {
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": topic,
-        "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
-        "LLMPULSE_TOPICS_CONTROL": topic + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "3",
-        "LLMPULSE_WORKER_APP_ID": topic,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_DATA_DIR": str(tmp / "data"),
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp / 'store'}",
-    }
-    w = WorkerProcess(env, tmp / "worker.log", web_port=port)
+    w = worker_process(worker_env(kafka_bootstrap, topic, tmp, partitions=3), tmp / "worker.log")
     w.start()
     w.wait_ready()
     yield Fuzzed(w, kafka_bootstrap, topic)
@@ -109,7 +96,7 @@ def test_real_world_garbage_corpus(fuzzed: Fuzzed) -> None:
         lines += [valid_line("corpus", i)[1], junk]
     fuzzed.send(lines)
     fuzzed.expect(len(REAL_WORLD), len(REAL_WORLD))
-    dlq = consume_all(fuzzed.bootstrap, fuzzed.topic + ".dlq", fuzzed.bad, timeout=60)
+    dlq = consume_values(fuzzed.bootstrap, fuzzed.topic + ".dlq", fuzzed.bad, timeout=60)
     assert len(dlq) >= fuzzed.bad  # at-least-once: every rejected message is there
     # As stored: scrubbed of PII, and of prompt and response (text is not stored).
     policy = RedactionPolicy()

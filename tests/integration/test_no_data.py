@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +18,7 @@ from llmpulse.alerts.signals import Signal
 from llmpulse.alerts.state import AlertState, Transition, state_rows_from_alerts, transition_row
 from llmpulse.stages.alerts import AlertStage
 from llmpulse.stages.base import Context
+from tests.helpers import event, llmpulse, produce, worker_env, worker_process
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WALL = datetime(2030, 1, 1, tzinfo=UTC)  # wall time is only stamped, never decides
@@ -221,6 +219,20 @@ def test_restart_from_alerts_table_resolves_without_paging_again() -> None:
 # --- end to end: a replay through the real pipeline and store ---------------------------
 
 
+def _request(service: str, event_id: str, timestamp: int) -> dict[str, Any]:
+    """One chat request of ``service`` (``/v1/chat``, gpt-4o, tenant acme)."""
+    return event(
+        0,
+        event_id=event_id,
+        timestamp=timestamp,
+        service=service,
+        tenant="acme",
+        latency_ms=120.0,
+        input_tokens=100,
+        output_tokens=20,
+    )
+
+
 def _events(path: Path) -> int:
     """Two services at one request per second for 40 minutes; ``flaky`` is silent
     from minute 15 to minute 30."""
@@ -231,32 +243,10 @@ def _events(path: Path) -> int:
             for service in ("steady", "flaky"):
                 if service == "flaky" and 15 * 60 <= s < 30 * 60:
                     continue
-                e = {
-                    "schema_version": 1,
-                    "event_id": f"{service}-{s}",
-                    "timestamp": base_ms + s * 1000 + 250,
-                    "service": service,
-                    "endpoint": "/v1/chat",
-                    "model": "gpt-4o",
-                    "provider": "openai",
-                    "tenant": "acme",
-                    "latency_ms": 120.0,
-                    "input_tokens": 100,
-                    "output_tokens": 20,
-                }
+                e = _request(service, f"{service}-{s}", base_ms + s * 1000 + 250)
                 f.write(orjson.dumps(e) + b"\n")
                 n += 1
     return n
-
-
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_replay_series_goes_quiet_then_returns(tmp_path: Path) -> None:
@@ -267,7 +257,7 @@ def test_replay_series_goes_quiet_then_returns(tmp_path: Path) -> None:
         "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
         "LLMPULSE_ALERTS_CONTROL_ENABLED": "false",
     }
-    proc = _cli(["replay", str(path), "--json"], env)
+    proc = llmpulse(["replay", str(path), "--json"], env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["accepted"] == n
 
@@ -275,7 +265,7 @@ def test_replay_series_goes_quiet_then_returns(tmp_path: Path) -> None:
         "SELECT rule, state, labels['service'] AS service, labels['category'] AS category,"
         " toUnixTimestamp(event_time) AS t FROM alerts ORDER BY dedup_key, wall_time, event_time"
     )
-    out = _cli(["sql", sql, "-f", "json"], env)
+    out = llmpulse(["sql", sql, "-f", "json"], env)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     quiet = [r for r in rows if r["rule"] == "no-data"]
@@ -292,10 +282,10 @@ def test_replay_series_goes_quiet_then_returns(tmp_path: Path) -> None:
     assert not [r for r in rows if r["service"] == "steady"], rows
 
     # The same file again: nothing new, nobody paged twice.
-    again = _cli(["replay", str(path), "--json"], env)
+    again = llmpulse(["replay", str(path), "--json"], env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["alert_transitions"] == 0
-    count = _cli(
+    count = llmpulse(
         ["sql", "SELECT count() AS n FROM alerts WHERE rule = 'no-data'", "-f", "json"], env
     )
     assert json.loads(count.stdout)[0]["n"] == 2
@@ -319,45 +309,20 @@ rules:
 def _traffic(service: str, start_ms: int, seconds: int) -> list[tuple[bytes, bytes]]:
     out = []
     for s in range(seconds):
-        e = {
-            "schema_version": 1,
-            "event_id": f"{service}-{start_ms + s * 1000}",
-            "timestamp": start_ms + s * 1000 + 250,
-            "service": service,
-            "endpoint": "/v1/chat",
-            "model": "gpt-4o",
-            "provider": "openai",
-            "tenant": "acme",
-            "latency_ms": 120.0,
-            "input_tokens": 100,
-            "output_tokens": 20,
-        }
+        e = _request(service, f"{service}-{start_ms + s * 1000}", start_ms + s * 1000 + 250)
         out.append((f"{service}|/v1/chat|gpt-4o".encode(), orjson.dumps(e)))
     return out
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    import asyncio
-
-    from aiokafka import AIOKafkaProducer
-
-    async def go() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await p.start()
-        try:
-            # Round robin over the input partitions (the worker routes by event id
-            # and series itself). Fifteen minutes of event time go out in one burst
-            # here; keyed by series, alpha's partition would end 5 minutes earlier in
-            # event time but not in wall time, and the idle clock (each partition's
-            # newest event plus its wall-clock quiet, the slowest one winning) would
-            # lag 5 minutes. Live traffic has no such skew; round robin removes it.
-            for i, (key, value) in enumerate(records):
-                await p.send(topic, value, key=key, partition=i % 3)
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(go())
+    # Round robin over the input partitions (the worker routes by event id
+    # and series itself). Fifteen minutes of event time go out in one burst
+    # here; keyed by series, alpha's partition would end 5 minutes earlier in
+    # event time but not in wall time, and the idle clock (each partition's
+    # newest event plus its wall-clock quiet, the slowest one winning) would
+    # lag 5 minutes. Live traffic has no such skew; round robin removes it.
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    produce(bootstrap, topic, values, keys, partitions=3)
 
 
 @pytest.mark.kafka
@@ -368,42 +333,30 @@ def test_worker_fires_on_silence_and_on_a_total_outage(
     import time
     import uuid
 
-    from llmpulse.devkafka.broker import free_port
     from llmpulse.devkafka.topics import ensure_topics_sync
-    from llmpulse.worker.process import WorkerProcess
 
     topic = f"traces-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {topic: 3, topic + ".dlq": 1})
     rules = tmp_path / "rules.yaml"
     rules.write_text(WORKER_RULES)
-    port = free_port()
-    w = WorkerProcess(
-        {
-            "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "LLMPULSE_TOPICS_TRACES": topic,
-            "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
-            "LLMPULSE_TOPICS_CONTROL": topic + ".control",
-            # Private input topics: the shared broker's default ones carry other
-            # tests' events, whose event times would hold this worker's clock.
-            "LLMPULSE_TOPICS_SCORES": topic + "-scores",
-            "LLMPULSE_TOPICS_SCORES_DLQ": topic + "-scores.dlq",
-            "LLMPULSE_OTLP_TOPIC": topic + "-spans",
-            "LLMPULSE_TOPICS_PARTITIONS": "3",
-            "LLMPULSE_WORKER_APP_ID": f"llmpulse-test-{topic}",
-            "LLMPULSE_WORKER_WEB_PORT": str(port),
-            "LLMPULSE_WORKER_FLUSH_INTERVAL_S": "0.2",
-            "LLMPULSE_DATA_DIR": str(tmp_path / "data"),
-            "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
-            "LLMPULSE_ALERTS_RULES_FILE": str(rules),
-            "LLMPULSE_ALERTS_CONTROL_ENABLED": "false",
-            # Short windows and lateness keep the idle clock's wait under two minutes.
-            "LLMPULSE_WINDOWS_SPECS": "[[30, 10]]",
-            "LLMPULSE_WINDOWS_ALLOWED_LATENESS_S": "5",
-            "LLMPULSE_WINDOWS_IDLE_TIMEOUT_S": "3",
-        },
-        tmp_path / "worker.log",
-        web_port=port,
+    env = worker_env(
+        kafka_bootstrap,
+        topic,
+        tmp_path,
+        partitions=3,
+        # Private input topics: the shared broker's default ones carry other
+        # tests' events, whose event times would hold this worker's clock.
+        own_inputs=True,
+        app_id=f"llmpulse-test-{topic}",
+        worker_flush_interval_s=0.2,
+        alerts_rules_file=rules,
+        alerts_control_enabled="false",
+        # Short windows and lateness keep the idle clock's wait under two minutes.
+        windows_specs="[[30, 10]]",
+        windows_allowed_lateness_s=5,
+        windows_idle_timeout_s=3,
     )
+    w = worker_process(env, tmp_path / "worker.log")
     w.start()
     try:
         w.wait_ready()

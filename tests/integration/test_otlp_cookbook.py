@@ -50,6 +50,22 @@ class Run:
     spans: list[Any] = field(default_factory=list)
 
 
+# A chat span's attributes, and the names of its (input, output) token counts: the
+# GenAI semantic conventions, and OpenLLMetry's older names (chat_legacy, same run).
+CHAT_ATTRIBUTES: dict[str, tuple[dict[str, str], tuple[str, str]]] = {
+    "chat": (
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+         "gen_ai.request.model": "gpt-4o"},
+        ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"),
+    ),
+    "chat_legacy": (
+        {"gen_ai.system": "OpenAI", "llm.request.type": "chat",
+         "gen_ai.request.model": "gpt-4o-mini"},
+        ("gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens"),
+    ),
+}  # fmt: skip
+
+
 def build_run(run: Run, base_ns: int) -> list[Any]:
     chats = [s for s in run.steps if s.op.startswith("chat")]
     total_in = sum(s.tokens[0] for s in chats)
@@ -76,22 +92,9 @@ def build_run(run: Run, base_ns: int) -> list[Any]:
     for i, s in enumerate(run.steps, start=2):
         attrs: dict[str, Any]
         events: list[Any] = []
-        if s.op == "chat":
-            attrs = {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": "gpt-4o",
-                "gen_ai.usage.input_tokens": s.tokens[0],
-                "gen_ai.usage.output_tokens": s.tokens[1],
-            }
-        elif s.op == "chat_legacy":  # OpenLLMetry's older names in the same run
-            attrs = {
-                "gen_ai.system": "OpenAI",
-                "llm.request.type": "chat",
-                "gen_ai.request.model": "gpt-4o-mini",
-                "gen_ai.usage.prompt_tokens": s.tokens[0],
-                "gen_ai.usage.completion_tokens": s.tokens[1],
-            }
+        if s.op in CHAT_ATTRIBUTES:
+            labels, (tokens_in, tokens_out) = CHAT_ATTRIBUTES[s.op]
+            attrs = {**labels, tokens_in: s.tokens[0], tokens_out: s.tokens[1]}
         else:
             attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": s.tool}
             if s.error and s.error != "status":

@@ -18,6 +18,7 @@ from llmpulse.pipeline import BatchOutcome, IngestPipeline
 from llmpulse.runtime import build_pipeline, prepare_store
 from llmpulse.settings import Settings
 from llmpulse.store.client import SerialClient
+from tests import otlp_builders
 from tests.otlp_builders import BASE_NS, MS, Scope, agent_run, messages_json, request, span
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
@@ -95,24 +96,9 @@ def test_traces_rows_field_by_field(text_settings: Settings, client: SerialClien
         "ttft_ms": 250.0,
         "status": "ok",
         "error_type": "",
-        "finish_reason": "tool_calls",
-        "input_tokens": 1200,
-        "output_tokens": 300,
-        "cached_input_tokens": 1000,
-        "cache_creation_input_tokens": 100,
-        "reasoning_tokens": 50,
         "cost_source": "price_table",
         "scores": {},
-        "attributes": {
-            "gen_ai.conversation.id": "conv_42",
-            "gen_ai.response.id": "chatcmpl-123",
-            "server.address": "api.openai.com",
-            "server.port": "443",
-            "otel.span.name": "chat gpt-4o",
-            "otel.scope.name": "opentelemetry.instrumentation.openai_v2",
-        },
-        "prompt": "Weather in Paris?",
-        "response": "Calling get_weather.",
+        **otlp_builders.CHAT_SPAN_TEXT,
         "prompt_embedding_dim": 0,
         "response_embedding_dim": 0,
         "source": "kafka:otlp_spans/0@5#0",

@@ -3,7 +3,6 @@ and the worker's own ``POST /v1/traces``, down to ``traces`` rows."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.request
@@ -12,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.otlp import encode_request
 from llmpulse.worker.process import WorkerProcess
+from tests.helpers import consume, produce, worker_env, worker_process
 from tests.otlp_builders import agent_run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -27,20 +25,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerProcess]:
     name = f"otlp-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {name + "-spans": 2})
-    port = free_port()
-    env = {
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "2",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_DATA_DIR": str(tmp_path / "data"),
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
-    }
-    w = WorkerProcess(env, tmp_path / "worker.log", web_port=port)
+    env = worker_env(kafka_bootstrap, name, tmp_path, partitions=2, otlp_topic=name + "-spans")
+    w = worker_process(env, tmp_path / "worker.log")
     w.env = env
     w.start()
     w.wait_healthy()
@@ -48,41 +34,12 @@ def worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerProcess]:
     w.stop()
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    async def go() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await p.start()
-        try:
-            for v in values:
-                await p.send(topic, v)  # no key, as the Collector's exporter
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(go())
-
-
 def consume_with_headers(
     bootstrap: str, topic: str, expected: int, timeout: float = 30.0
 ) -> list[tuple[bytes, dict[str, bytes]]]:
     """Everything on ``topic`` from the start (no group): values and headers."""
 
-    async def go() -> list[tuple[bytes, dict[str, bytes]]]:
-        c = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        await c.start()
-        got: list[tuple[bytes, dict[str, bytes]]] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(got) < expected and time.monotonic() < deadline:
-                for msgs in (await c.getmany(timeout_ms=500)).values():
-                    got.extend((m.value or b"", dict(m.headers)) for m in msgs)
-        finally:
-            await c.stop()
-        return got
-
-    return asyncio.run(go())
+    return [(m.value or b"", dict(m.headers)) for m in consume(bootstrap, topic, expected, timeout)]
 
 
 def post(url: str, body: bytes, content_type: str) -> int:

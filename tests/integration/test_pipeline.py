@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -29,13 +28,6 @@ FIXED_NOW = datetime(2026, 2, 1, tzinfo=UTC)
 
 def msgs(events: list[dict], prefix: str = "t") -> list[RawMessage]:
     return [RawMessage(raw(e), f"{prefix}:{i}") for i, e in enumerate(events)]
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[SerialClient]:
-    c = prepare_store(settings)
-    yield c
-    c.close()
 
 
 def count(client: SerialClient, sql: str) -> int:

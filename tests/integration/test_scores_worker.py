@@ -4,13 +4,9 @@ malformed; window quality by the call's window; the hallucination alert."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,13 +16,20 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.worker.process import WorkerProcess
-from tests.helpers import BASE_MS, event
+from tests.helpers import (
+    BASE_MS,
+    consume_values,
+    event,
+    llmpulse,
+    produce,
+    store_rows,
+    worker_env,
+    worker_process,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -82,39 +85,6 @@ MALFORMED = [b"definitely not json", orjson.dumps({"event_id": "evt-1", "value":
 SCORES = len(EARLY) + len(LATE) + len(UNKNOWN)
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    async def go() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await p.start()
-        try:
-            for v in values:
-                await p.send(topic, v)  # no key: any partition
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(go())
-
-
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
-    async def go() -> list[bytes]:
-        c = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        await c.start()
-        got: list[bytes] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(got) < expected and time.monotonic() < deadline:
-                for msgs in (await c.getmany(timeout_ms=500)).values():
-                    got.extend(m.value for m in msgs)
-        finally:
-            await c.stop()
-        return got
-
-    return asyncio.run(go())
-
-
 def dumps(items: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(i) for i in items]
 
@@ -149,29 +119,23 @@ QUALITY_ROWS = (
 
 
 @pytest.fixture(scope="module")
+def worker(run: dict[str, Any]) -> WorkerProcess:
+    """The worker of :func:`run`, after the scenario."""
+    return run["worker"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
 def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One worker fed the whole scenario; the tests read what it left."""
     tmp = tmp_path_factory.mktemp("scores-worker")
     name = f"scores-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {name: 2, name + "-scores": 2})
-    port = free_port()
     env = {
         **common_env(tmp),
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_SCORES": name + "-scores",
-        "LLMPULSE_TOPICS_SCORES_DLQ": name + "-scores.dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "2",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_BATCH_SIZE": "400",
-        "LLMPULSE_WORKER_COMMIT_INTERVAL_S": "0.5",
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp / 'store'}",
-    }
-    w = WorkerProcess(env, tmp / "worker.log", web_port=port)
+        **worker_env(kafka_bootstrap, name, tmp, partitions=2, own_inputs=True,
+                     worker_batch_size=400, worker_commit_interval_s=0.5),
+    }  # fmt: skip
+    w = worker_process(env, tmp / "worker.log")
     w.start()
     w.wait_ready()
     scores_topic = env["LLMPULSE_TOPICS_SCORES"]
@@ -205,7 +169,9 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "worker": w,
             "env": env,
             "tmp": tmp,
-            "dlq": consume(kafka_bootstrap, env["LLMPULSE_TOPICS_SCORES_DLQ"], len(MALFORMED)),
+            "dlq": consume_values(
+                kafka_bootstrap, env["LLMPULSE_TOPICS_SCORES_DLQ"], len(MALFORMED)
+            ),
             "scores": w.sql(SCORE_ROWS)[1],
             "quality": w.sql(QUALITY_ROWS)[1],
         }
@@ -213,28 +179,30 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         w.stop()
 
 
-def test_each_score_is_stored_once_whatever_came_first_or_again(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
+def test_each_score_is_stored_once_whatever_came_first_or_again(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
     assert len(run["scores"]) == SCORES
-    assert w.scalar("SELECT uniqExact(score_id) FROM scores") == SCORES
-    assert w.scalar("SELECT count() FROM scores FINAL WHERE call_known") == SCORES - 1
-    early = w.sql(
+    assert worker.scalar("SELECT uniqExact(score_id) FROM scores") == SCORES
+    assert worker.scalar("SELECT count() FROM scores FINAL WHERE call_known") == SCORES - 1
+    early = worker.sql(
         "SELECT count(), min(version), countIf(call_event_id = event_id) FROM scores FINAL "
         "WHERE name = 'hallucination' AND toUnixTimestamp64Milli(call_timestamp) < "
         f"{BASE_MS + TILE_MS}"
     )[1][0]
     assert list(early) == [len(EARLY), 1, len(EARLY)]
-    assert metric(w, "llmpulse_scores_total", "resolved_late") == len(EARLY)
+    assert metric(worker, "llmpulse_scores_total", "resolved_late") == len(EARLY)
 
 
-def test_a_score_for_an_unknown_call_is_kept_with_call_known_0(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
-    rows = w.sql(
+def test_a_score_for_an_unknown_call_is_kept_with_call_known_0(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
+    rows = worker.sql(
         "SELECT call_known, call_event_id, isNull(call_timestamp) FROM scores FINAL "
         "WHERE event_id = 'evt-never-sent'"
     )[1]
     assert [list(r) for r in rows] == [[0, "evt-never-sent", 1]]
-    assert w.scalar("SELECT count() FROM window_scores WHERE has(score_ids, "
+    assert worker.scalar("SELECT count() FROM window_scores WHERE has(score_ids, "
                     f"'{_id_of(run, 'evt-never-sent')}')") == 0  # fmt: skip
 
 
@@ -242,10 +210,11 @@ def _id_of(run: dict[str, Any], event_id: str) -> str:
     return next(str(r[0]) for r in run["scores"] if r[4] == event_id)
 
 
-def test_malformed_scores_go_to_rejected_events_and_the_dlq(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
+def test_malformed_scores_go_to_rejected_events_and_the_dlq(
+    run: dict[str, Any], worker: WorkerProcess
+) -> None:
     topic = run["env"]["LLMPULSE_TOPICS_SCORES"]
-    rows = w.sql("SELECT source, reason FROM rejected_events ORDER BY reason")[1]
+    rows = worker.sql("SELECT source, reason FROM rejected_events ORDER BY reason")[1]
     assert len(rows) == len(MALFORMED)
     assert all(str(r[0]).startswith(f"kafka:{topic}/") for r in rows)
     reasons = " | ".join(str(r[1]) for r in rows)
@@ -254,11 +223,10 @@ def test_malformed_scores_go_to_rejected_events_and_the_dlq(run: dict[str, Any])
     assert sorted(run["dlq"]) == sorted(MALFORMED)
 
 
-def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
+def test_scores_fold_into_the_window_of_their_call(worker: WorkerProcess) -> None:
     # The three tiles: 600 scores each, counted once although every score came
     # twice; those of the first tile arrived before their calls.
-    rows = w.sql(
+    rows = worker.sql(
         "SELECT toUnixTimestamp(window_start) * 1000, scores, below, 1 - rate_below "
         "FROM window_quality WHERE grouping = 'service+endpoint+model' "
         "AND score_name = 'hallucination' AND toUnixTimestamp(window_start) % 20 = 0 "
@@ -269,7 +237,7 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
         [BASE_MS + TILE_MS, 600, 540, pytest.approx(0.1)],
         [BASE_MS + 2 * TILE_MS, 600, 540, pytest.approx(0.1)],
     ]
-    by_tenant = w.sql(
+    by_tenant = worker.sql(
         "SELECT tenant, sum(scores) FROM window_quality WHERE grouping = 'tenant' "
         "AND score_name = 'relevance' AND toUnixTimestamp(window_start) % 20 = 0 "
         "GROUP BY tenant ORDER BY tenant"
@@ -279,14 +247,14 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
     ]
     # Same window ids as the window statistics of the calls (those closed so far).
     assert (
-        w.scalar(
+        worker.scalar(
             "SELECT count() FROM window_quality AS q INNER JOIN window_stats AS s "
             "ON s.window_id = q.window_id WHERE q.score_name = 'hallucination'"
         )
         >= 3 * 5
     )
     assert (
-        w.scalar(
+        worker.scalar(
             "SELECT count() FROM window_quality WHERE score_name = 'hallucination' "
             "AND window_end <= (SELECT max(window_end) FROM window_stats) "
             "AND window_id NOT IN (SELECT window_id FROM window_stats)"
@@ -295,9 +263,8 @@ def test_scores_fold_into_the_window_of_their_call(run: dict[str, Any]) -> None:
     )
 
 
-def test_a_hallucination_rate_breach_raises_one_alert_per_series(run: dict[str, Any]) -> None:
-    w: WorkerProcess = run["worker"]
-    rows = w.sql(
+def test_a_hallucination_rate_breach_raises_one_alert_per_series(worker: WorkerProcess) -> None:
+    rows = worker.sql(
         "SELECT state, labels['grouping'], round(value, 3) FROM alerts "
         "WHERE rule = 'hallucination-rate-high' ORDER BY wall_time"
     )[1]
@@ -346,21 +313,7 @@ def test_replay_scores_only_file_after_the_calls(run: dict[str, Any]) -> None:
 
 
 def cli(args: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def store_rows(store: Path, sql: str) -> list[list[Any]]:
-    """Rows of ``sql`` from an embedded store no process holds (one store per process)."""
-    out = cli(["sql", sql, "--clickhouse", f"chdb://{store}", "-f", "json"], {})
-    return [list(r.values()) for r in json.loads(out)]
+    return llmpulse(args, env, check=True).stdout
 
 
 def test_a_worker_killed_while_storing_scores_counts_each_once(
@@ -371,29 +324,17 @@ def test_a_worker_killed_while_storing_scores_counts_each_once(
     and those whose fold the kill interrupted are folded on redelivery)."""
     name = f"scores-kill-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {name: 2, name + "-scores": 2})
-    port = free_port()
     env = {
         **common_env(tmp_path),
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_SCORES": name + "-scores",
-        "LLMPULSE_TOPICS_SCORES_DLQ": name + "-scores.dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "2",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_BATCH_SIZE": "50",
-        "LLMPULSE_WORKER_COMMIT_INTERVAL_S": "1",
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
-    }
+        **worker_env(kafka_bootstrap, name, tmp_path, partitions=2, own_inputs=True,
+                     worker_batch_size=50, worker_commit_interval_s=1),
+    }  # fmt: skip
     scores = [
         score(i, n, (i * 7 + k) % 10 / 10)
         for k, n in enumerate(("hallucination", "relevance", "helpful"))
         for i in range(CALLS)
     ]
-    w = WorkerProcess(env, tmp_path / "worker.log", web_port=port)
+    w = worker_process(env, tmp_path / "worker.log")
     w.start()
     try:
         w.wait_ready()

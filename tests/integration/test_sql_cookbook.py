@@ -8,10 +8,8 @@ block of the doc runs in its own `llmpulse sql` process.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from llmpulse.synth.malformed import malformed_events
 from llmpulse.synth.scenarios import showcase_events
 from llmpulse.synth.traffic import write_jsonl
+from tests.helpers import llmpulse
 from tests.seed import budgets_toml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +35,7 @@ COOKBOOK = blocks("sql.md")
 def cli(
     args: list[str], env: dict[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=180,
-    )
+    return llmpulse(args, env, timeout=180, stdin=stdin)
 
 
 @pytest.fixture(scope="module")

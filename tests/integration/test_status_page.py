@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,12 +22,11 @@ from typing import Any
 
 import pytest
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.synth.scenarios import SHOWCASE_CONFIG, showcase_events
 from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator, write_jsonl
 from llmpulse.web.status import status_document
-from llmpulse.worker.process import WorkerProcess
+from tests.helpers import llmpulse, worker_env, worker_process
 from tests.seed import budgets_toml, opened
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,38 +89,18 @@ def served(
     write_jsonl(stream, showcase_events(int(time.time() * 1000)))
     topic = f"traces-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {topic: 3, topic + ".dlq": 1})
-    port = free_port()
-    env = {
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": topic,
-        "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
-        "LLMPULSE_TOPICS_CONTROL": topic + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "3",
-        "LLMPULSE_WORKER_APP_ID": f"llmpulse-status-{topic}",
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_FLUSH_INTERVAL_S": "0.3",
-        "LLMPULSE_ALERTS_CONTROL_ENABLED": "false",
-        "LLMPULSE_DATA_DIR": str(root / "data"),
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{root / 'store'}",
-    }
-    seeded = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llmpulse",
-            "--config",
-            str(config),
-            "replay",
-            str(stream),
-            "--json",
-        ],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    env = worker_env(
+        kafka_bootstrap,
+        topic,
+        root,
+        partitions=3,
+        app_id=f"llmpulse-status-{topic}",
+        worker_flush_interval_s=0.3,
+        alerts_control_enabled="false",
     )
+    seeded = llmpulse(["--config", str(config), "replay", str(stream), "--json"], env, timeout=600)
     assert seeded.returncode == 0, seeded.stderr
-    worker = WorkerProcess(env, root / "worker.log", web_port=port)
+    worker = worker_process(env, root / "worker.log")
     worker.start()
     try:
         worker.wait_healthy()

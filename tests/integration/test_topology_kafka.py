@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -34,7 +30,7 @@ from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import LlmpulseError, StoreError
 from llmpulse.synth.messy import MessyStream, messy_stream
 from llmpulse.worker.process import WorkerProcess
-from tests.integration.test_worker_kafka import consume_all
+from tests.helpers import consume_values, llmpulse, store_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -50,21 +46,7 @@ WINDOW_ROWS = (
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-def store_rows(store: Path, sql: str) -> list[list[object]]:
-    """Rows of ``sql`` from an embedded store no process holds (one store per process)."""
-    out = _cli(["sql", sql, "--clickhouse", f"chdb://{store}", "-f", "json"], {})
-    return [list(r.values()) for r in json.loads(out)]
+    return llmpulse(args, env, timeout=timeout, check=True).stdout
 
 
 def common_env(tmp: Path) -> dict[str, str]:
@@ -81,11 +63,6 @@ def common_env(tmp: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def stream() -> MessyStream:
     return messy_stream(6000, seed=21)
-
-
-@pytest.fixture(scope="module")
-def reference(stream: MessyStream, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return replay_reference(stream, tmp_path_factory.mktemp("replay"))
 
 
 def replay_reference(stream: MessyStream, tmp: Path) -> Path:
@@ -135,6 +112,19 @@ class Cluster:
 
     def store(self, name: str) -> Path:
         return self.tmp / name / "store"
+
+    def start_and_feed(
+        self, name: str, stream: MessyStream, *, seconds: float, ready: bool = True
+    ) -> tuple[WorkerProcess, threading.Thread]:
+        """Start worker ``name``, wait until it is ready (else only healthy), then
+        :meth:`produce` the stream."""
+        w = self.worker(name)
+        w.start()
+        if ready:
+            w.wait_ready()
+        else:
+            w.wait_healthy()
+        return w, self.produce(stream, seconds=seconds)
 
     def produce(self, stream: MessyStream, *, seconds: float) -> threading.Thread:
         """Send the stream paced over ``seconds`` (line i to partition i mod P), then
@@ -254,10 +244,7 @@ def test_killed_worker_restarts_with_windows_equal_to_a_replay(
     """SIGKILL once a third is stored, a pause longer than the idle timeout, restart:
     the windows equal the replay's, late events and duplicates around the kill included."""
     total = stream.unique_events + PARTITIONS
-    w = cluster.worker("a")
-    w.start()
-    w.wait_healthy()
-    producer = cluster.produce(stream, seconds=12)
+    w, producer = cluster.start_and_feed("a", stream, seconds=12, ready=False)
     wait_until(lambda: cluster.stored("a") >= total // 3, 120, "a third stored", cluster)
     w.stop(signal.SIGKILL)
     time.sleep(5)
@@ -382,10 +369,7 @@ def test_sigterm_mid_batch_exits_0_and_the_next_start_resumes_exactly(
     """SIGTERM while events flow: the worker finishes its batch, checkpoints,
     commits and exits 0; a new start goes on from there."""
     total = stream.unique_events + PARTITIONS
-    w = cluster.worker("a")
-    w.start()
-    w.wait_ready()
-    producer = cluster.produce(stream, seconds=10)
+    w, producer = cluster.start_and_feed("a", stream, seconds=10)
     wait_until(lambda: cluster.stored("a") >= total // 4, 120, "a quarter stored", cluster)
     assert w.proc is not None
     w.proc.send_signal(signal.SIGTERM)
@@ -429,7 +413,7 @@ def test_poison_events_go_to_the_dlq_with_the_step_named_and_the_partition_goes_
     assert [r[0] for r in rows] == ["poison-0", "poison-1", "poison-2"]
     assert all(r[1] == "traces" and "step 'traces' failed" in r[2] for r in rows), rows
     assert all("ArithmeticError" in r[2] for r in rows)
-    dlq = consume_all(cluster.bootstrap, cluster.topic + ".dlq", len(poison) + stream.malformed)
+    dlq = consume_values(cluster.bootstrap, cluster.topic + ".dlq", len(poison) + stream.malformed)
     assert sum(b'"poison-' in m for m in dlq) == len(poison)
     # The pipeline's own vital signs on /metrics.
     body = _get(w.url + "/metrics")[1].decode()

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
-import pytest
 
 from llmpulse.processors.traces import RawMessage
 from llmpulse.processors.windows import DIMENSIONS
 from llmpulse.replay import replay_messages
-from llmpulse.runtime import build_pipeline, prepare_store
+from llmpulse.runtime import build_pipeline
 from llmpulse.settings import BudgetSettings, Settings
 from llmpulse.store.client import SerialClient
 from llmpulse.synth.traffic import Incident, TrafficConfig, TrafficGenerator
@@ -31,13 +29,6 @@ def stream(n: int, seed: int = 3) -> list[RawMessage]:
         incidents=[Incident("latency_regression", 120, 60, service="chat-api", magnitude=5.0)],
     )
     return [RawMessage(raw(e), f"replay:test:{i}") for i, e in enumerate(gen.events(n))]
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[SerialClient]:
-    c = prepare_store(settings)
-    yield c
-    c.close()
 
 
 def replay(settings: Settings, client: SerialClient, msgs: list[RawMessage]) -> int:

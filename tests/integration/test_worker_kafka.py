@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import StoreError
 from llmpulse.worker.process import WorkerProcess
+from tests import helpers
 from tests.helpers import event, raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -29,26 +25,20 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def worker_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     topic = f"traces-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {topic: 3, topic + ".dlq": 1})
-    return {
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": topic,
-        "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
-        "LLMPULSE_TOPICS_CONTROL": topic + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "3",
-        "LLMPULSE_WORKER_APP_ID": f"llmpulse-test-{topic}",
-        "LLMPULSE_WORKER_WEB_PORT": str(free_port()),
-        "LLMPULSE_WORKER_BATCH_SIZE": "50",
-        "LLMPULSE_WORKER_FLUSH_INTERVAL_S": "0.2",
-        "LLMPULSE_DATA_DIR": str(tmp_path / "data"),
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'store'}",
-    }
+    return helpers.worker_env(
+        kafka_bootstrap,
+        topic,
+        tmp_path,
+        partitions=3,
+        app_id=f"llmpulse-test-{topic}",
+        worker_batch_size=50,
+        worker_flush_interval_s=0.2,
+    )
 
 
 @pytest.fixture
 def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(
-        worker_env, tmp_path / "worker.log", web_port=int(worker_env["LLMPULSE_WORKER_WEB_PORT"])
-    )
+    w = helpers.worker_process(worker_env, tmp_path / "worker.log")
     w.start()
     yield w
     w.stop()
@@ -57,37 +47,7 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess
 def produce(
     bootstrap: str, topic: str, payloads: list[bytes], keyed: Callable[[int], bytes]
 ) -> None:
-    async def go() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await p.start()
-        try:
-            for i, v in enumerate(payloads):
-                await p.send(topic, v, key=keyed(i))
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(go())
-
-
-def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
-    async def go() -> list[bytes]:
-        c = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        await c.start()
-        got: list[bytes] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while len(got) < expected and time.monotonic() < deadline:
-                batch = await c.getmany(timeout_ms=500)
-                for msgs in batch.values():
-                    got.extend(m.value for m in msgs)
-        finally:
-            await c.stop()
-        return got
-
-    return asyncio.run(go())
+    helpers.produce(bootstrap, topic, payloads, [keyed(i) for i in range(len(payloads))])
 
 
 def payloads(n_valid: int, n_invalid: int, offset: int = 0) -> list[bytes]:
@@ -106,7 +66,7 @@ def test_valid_invalid_and_redelivered_events(
     produce(bootstrap, topic, batch, lambda i: f"k{i % 7}".encode())
     worker.wait_for("SELECT count() FROM traces", n)
     worker.wait_for("SELECT count() FROM rejected_events", m)
-    dlq = consume_all(bootstrap, worker_env["LLMPULSE_TOPICS_DLQ"], m)
+    dlq = helpers.consume_values(bootstrap, worker_env["LLMPULSE_TOPICS_DLQ"], m)
     assert sorted(dlq) == sorted(batch[n:])
 
     # The same events delivered a second time: still exactly N rows.
@@ -119,12 +79,8 @@ def test_valid_invalid_and_redelivered_events(
     assert worker.scalar("SELECT uniqExact(event_id) FROM traces") == n
 
     # An analyst's query while the worker owns the embedded store goes through its endpoint.
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmpulse", "sql", "SELECT count() AS n FROM traces", "-f", "json"],
-        env={**os.environ, **worker_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = helpers.llmpulse(
+        ["sql", "SELECT count() AS n FROM traces", "-f", "json"], worker_env, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [{"n": n}]
@@ -156,13 +112,7 @@ def test_killed_worker_restarts_without_loss_or_duplicates(
 def _cli(
     args: list[str], env: dict[str, str], timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmpulse", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return helpers.llmpulse(args, env, timeout=timeout)
 
 
 def test_demo_stores_synthetic_traffic(worker_env: dict[str, str]) -> None:
@@ -217,7 +167,6 @@ def test_window_stats_after_a_crash_equal_an_uninterrupted_run(
 ) -> None:
     """Same topic, two consumer groups and stores: one worker runs through, the other
     is killed with SIGKILL mid-stream and restarted. Their window_stats are equal."""
-    from aiokafka import AIOKafkaProducer
 
     from llmpulse.client import encode_event
     from llmpulse.synth.traffic import TrafficConfig, TrafficGenerator
@@ -233,47 +182,45 @@ def test_window_stats_after_a_crash_equal_an_uninterrupted_run(
     end_ms = max(e["timestamp"] for e in events)
     sentinel_ms = end_ms + 3_600_000  # pushes every partition's watermark past the data
 
-    async def produce_all() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        await p.start()
-        try:
-            for i, e in enumerate(events):
-                await p.send(topic, encode_event(e), partition=i % partitions)
-            for part in range(partitions):
-                s = dict(events[0], event_id=f"sentinel-{part}", timestamp=sentinel_ms)
-                await p.send(topic, encode_event(s), partition=part)
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(produce_all())
+    sentinels = [
+        dict(events[0], event_id=f"sentinel-{part}", timestamp=sentinel_ms)
+        for part in range(partitions)
+    ]
+    # Round robin: event i on partition i % 3, sentinel p on partition p.
+    helpers.produce(
+        kafka_bootstrap, topic, [encode_event(e) for e in events], partitions=partitions
+    )
+    helpers.produce(
+        kafka_bootstrap, topic, [encode_event(s) for s in sentinels], partitions=partitions
+    )
     total = len(events) + partitions
 
     def worker(name: str) -> WorkerProcess:
-        port = free_port()
-        env = {
-            "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "LLMPULSE_TOPICS_TRACES": topic,
-            "LLMPULSE_TOPICS_DLQ": topic + ".dlq",
-            "LLMPULSE_TOPICS_CONTROL": topic + ".control",
-            "LLMPULSE_WORKER_APP_ID": f"{topic}-{name}",
-            "LLMPULSE_WORKER_WEB_PORT": str(port),
-            "LLMPULSE_WORKER_BATCH_SIZE": "300",
-            "LLMPULSE_WORKER_FLUSH_INTERVAL_S": "0.2",
-            "LLMPULSE_WINDOWS_SPECS": "[[10, 5], [30, 10]]",
-            "LLMPULSE_WINDOWS_ALLOWED_LATENESS_S": "2",
-            "LLMPULSE_WINDOWS_IDLE_TIMEOUT_S": "3600",
-            "LLMPULSE_DATA_DIR": str(tmp_path / name),
-            "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp_path / name / 'store'}",
-        }
-        return WorkerProcess(env, tmp_path / f"{name}.log", web_port=port)
+        env = helpers.worker_env(
+            kafka_bootstrap,
+            topic,
+            tmp_path,
+            app_id=f"{topic}-{name}",
+            worker_batch_size=300,
+            worker_flush_interval_s=0.2,
+            windows_specs="[[10, 5], [30, 10]]",
+            windows_allowed_lateness_s=2,
+            windows_idle_timeout_s=3600,
+            data_dir=tmp_path / name,
+            clickhouse_dsn=f"chdb://{tmp_path / name / 'store'}",
+        )
+        return helpers.worker_process(env, tmp_path / f"{name}.log")
+
+    def settled_windows(w: WorkerProcess) -> list[tuple[object, ...]]:
+        """``w``'s closed windows once every event is stored and they stopped changing."""
+        w.wait_for("SELECT count() FROM traces", total, timeout=120)
+        _wait_stable(w, "SELECT count() FROM window_stats")
+        return _window_snapshot(w, end_ms)
 
     steady = worker("steady")
     steady.start()
     try:
-        steady.wait_for("SELECT count() FROM traces", total, timeout=120)
-        _wait_stable(steady, "SELECT count() FROM window_stats")
-        expected = _window_snapshot(steady, end_ms)
+        expected = settled_windows(steady)
     finally:
         steady.stop()
     assert len(expected) > 100
@@ -292,9 +239,7 @@ def test_window_stats_after_a_crash_equal_an_uninterrupted_run(
     crashy.start()
     crashy.wait_ready()  # its restore (undoing uncommitted rows) done
     try:
-        crashy.wait_for("SELECT count() FROM traces", total, timeout=120)
-        _wait_stable(crashy, "SELECT count() FROM window_stats")
-        got = _window_snapshot(crashy, end_ms)
+        got = settled_windows(crashy)
     finally:
         crashy.stop()
     assert got == expected

@@ -21,7 +21,6 @@ from tests.integration.test_topology_kafka import (
     PARTITIONS,
     Cluster,
     assert_union_equals_replay,
-    replay_reference,
     settle,
     wait_until,
 )
@@ -35,11 +34,6 @@ EXIT_BOUND_S = 15.0
 @pytest.fixture(scope="module")
 def stream() -> MessyStream:
     return messy_stream(4000, seed=5)
-
-
-@pytest.fixture(scope="module")
-def reference(stream: MessyStream, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return replay_reference(stream, tmp_path_factory.mktemp("replay"))
 
 
 @pytest.fixture

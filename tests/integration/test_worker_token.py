@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmpulse.devkafka.broker import free_port
 from llmpulse.devkafka.topics import ensure_topics_sync
 from llmpulse.errors import ReadOnlyQueryError, StoreError
 from llmpulse.otlp import encode_request
 from llmpulse.store.readonly import query_worker
 from llmpulse.worker.process import WorkerProcess
+from tests.helpers import worker_env, worker_process
 from tests.integration.test_status_page import CHROMEDRIVER, CHROMIUM, browser_or_skip, refreshes
 from tests.otlp_builders import agent_run
 
@@ -51,21 +51,10 @@ def worker(
     tmp = tmp_path_factory.mktemp("token-worker")
     name = f"token-{uuid.uuid4().hex[:8]}"
     ensure_topics_sync(kafka_bootstrap, {name + "-spans": 1})
-    port = free_port()
-    env = {
-        "LLMPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LLMPULSE_TOPICS_TRACES": name,
-        "LLMPULSE_TOPICS_DLQ": name + ".dlq",
-        "LLMPULSE_TOPICS_CONTROL": name + ".control",
-        "LLMPULSE_TOPICS_PARTITIONS": "1",
-        "LLMPULSE_OTLP_TOPIC": name + "-spans",
-        "LLMPULSE_WORKER_APP_ID": name,
-        "LLMPULSE_WORKER_WEB_PORT": str(port),
-        "LLMPULSE_WORKER_TOKEN": TOKEN,
-        "LLMPULSE_DATA_DIR": str(tmp / "data"),
-        "LLMPULSE_CLICKHOUSE_DSN": f"chdb://{tmp / 'store'}",
-    }
-    w = WorkerProcess(env, tmp / "worker.log", web_port=port)
+    env = worker_env(
+        kafka_bootstrap, name, tmp, partitions=1, otlp_topic=name + "-spans", worker_token=TOKEN
+    )
+    w = worker_process(env, tmp / "worker.log")
     w.start()
     w.wait_healthy()  # /health is open: the liveness probe needs no secret
     # WorkerProcess.wait_ready sends no token; poll /ready as a readiness probe would

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
-
-from llmpulse.runtime import prepare_store
 from llmpulse.schemas.rows import REJECTED_COLUMNS, names
-from llmpulse.settings import Settings
 from llmpulse.stages.base import Rows
 from llmpulse.store.client import SerialClient
 from llmpulse.store.writer import Lineage, StoreWriter
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[SerialClient]:
-    c = prepare_store(settings)
-    yield c
-    c.close()
 
 
 def rejected(*ids: str) -> Rows:

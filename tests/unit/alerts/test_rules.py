@@ -8,16 +8,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmpulse.alerts.rules import (
-    BaselineRule,
-    BurnRateRule,
-    RuleError,
-    RuleSet,
-    ThresholdRule,
-    load_rules,
-    parse_rules,
-    rules_from_data,
-)
+from llmpulse.alerts import BaselineRule, BurnRateRule, RuleError, RuleSet, ThresholdRule
+from llmpulse.alerts.rules import load_rules, parse_rules, rules_from_data
 from llmpulse.alerts.signals import SIGNAL_NAMES, lookup_signal
 from llmpulse.errors import LlmpulseError
 
@@ -67,6 +59,14 @@ def test_field_errors(change: dict[str, Any], expected: str) -> None:
     assert problems[0].startswith("rules[0]")
 
 
+def assert_reported(problems: list[str], expected: str) -> None:
+    """Each line of ``expected`` (leading white space aside) is in a reported problem."""
+    text = "\n".join(problems)
+    lines = [line.strip() for line in expected.strip().splitlines()]
+    missing = [line for line in lines if line not in text]
+    assert lines and not missing, (missing, problems)
+
+
 def test_every_problem_is_reported_at_once() -> None:
     problems = problems_of(
         {**P99, "threshold": "x", "severity": "loud"},
@@ -76,12 +76,16 @@ def test_every_problem_is_reported_at_once() -> None:
         {"kind": "nope"},
         "just a string",
     )
-    text = "\n".join(problems)
-    assert "rules[0] (latency-p99): threshold" in text
-    assert "rules[0] (latency-p99): severity" in text
-    assert "rules[3] (dup): name: duplicate of rules[2]" in text
-    assert "rules[4]: kind: must be one of threshold, baseline, burn_rate" in text
-    assert "rules[5]: must be a mapping" in text
+    assert_reported(
+        problems,
+        """
+        rules[0] (latency-p99): threshold
+        rules[0] (latency-p99): severity
+        rules[3] (dup): name: duplicate of rules[2]
+        rules[4]: kind: must be one of threshold, baseline, burn_rate
+        rules[5]: must be a mapping
+        """,
+    )
 
 
 def test_kind_specific_checks() -> None:
@@ -109,17 +113,19 @@ def test_kind_specific_checks() -> None:
         {"name": "s4", "kind": "burn_rate", "sli": "error", "objective": 0.99, "threshold": 3},
         {"name": "w", "signal": "budget_usage_ratio", "threshold": 1, "window": 60},
     )
-    text = "\n".join(problems)
-    assert "rules[0] (b): multiple: is required" in text
-    assert "rules[1] (b2): resolve_multiple: must be <= 3" in text
-    assert "rules[2] (s): latency_threshold_ms: is required when sli is latency" in text
-    assert "rules[3] (s2): objective: must be less than 1" in text
-    assert "rules[4] (s3): burn_windows[0].short: must be shorter than long" in text
-    assert (
-        "rules[4] (s3): burn_windows[1].long: must be a multiple of window (60 s), got 90" in text
+    assert_reported(
+        problems,
+        """
+        rules[0] (b): multiple: is required
+        rules[1] (b2): resolve_multiple: must be <= 3
+        rules[2] (s): latency_threshold_ms: is required when sli is latency
+        rules[3] (s2): objective: must be less than 1
+        rules[4] (s3): burn_windows[0].short: must be shorter than long
+        rules[4] (s3): burn_windows[1].long: must be a multiple of window (60 s), got 90
+        rules[5] (s4): threshold: unknown field
+        rules[6] (w): window: signal 'budget_usage_ratio' is not computed per window
+        """,
     )
-    assert "rules[5] (s4): threshold: unknown field" in text
-    assert "rules[6] (w): window: signal 'budget_usage_ratio' is not computed per window" in text
 
 
 def test_yaml_errors_have_a_line() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from llmpulse.evaluators.stage import EvaluatorConfig, EvaluatorStage, build_eva
 from llmpulse.processors.batch_validate import validate_batch
 from llmpulse.schemas.batch import TraceBatch
 from llmpulse.settings import Settings
-from tests.helpers import event
+from tests.helpers import QuietHandler, event
 
 
 class ChatServer:
@@ -34,7 +34,7 @@ class ChatServer:
         self.arrived = threading.Event()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
@@ -47,15 +47,7 @@ class ChatServer:
                     self.end_headers()
                     return
                 reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.reply(200, json.dumps(reply).encode())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/chat/completions"

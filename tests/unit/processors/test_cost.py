@@ -24,21 +24,28 @@ from llmpulse.processors.price_files import FORMAT_NAME, save_price_file
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+def cost_at_noon(table: PriceTable, model: str, provider: str | None, **counts: Any) -> CallCost:
+    """:func:`cost_of_call` at ``AT`` (noon of 2026-03-01)."""
+    return cost_of_call(table, model=model, provider=provider, at=AT, **counts)
+
+
+OPTIONAL_RATES = {
+    "cached": "cached_input_per_mtok",
+    "creation": "cache_creation_per_mtok",
+    "reasoning": "reasoning_per_mtok",
+}
+
+
 def price(
-    effective_from: str,
-    input_per_mtok: float,
-    output_per_mtok: float,
-    cached: float | None = None,
-    creation: float | None = None,
-    reasoning: float | None = None,
+    effective_from: str, input_per_mtok: float, output_per_mtok: float, **rates: float
 ) -> dict[str, Any]:
+    """A dated price entry; ``rates`` sets any of the OPTIONAL_RATES (None if not)."""
+    assert set(rates) <= set(OPTIONAL_RATES), rates
     return {
         "effective_from": effective_from,
         "input_per_mtok": input_per_mtok,
         "output_per_mtok": output_per_mtok,
-        "cached_input_per_mtok": cached,
-        "cache_creation_per_mtok": creation,
-        "reasoning_per_mtok": reasoning,
+        **{column: rates.get(name) for name, column in OPTIONAL_RATES.items()},
     }
 
 
@@ -220,14 +227,8 @@ def test_unknown_model_is_unpriced(table: PriceTable) -> None:
 
 
 def test_event_cost_wins(table: PriceTable) -> None:
-    result = cost_of_call(
-        table,
-        model="gpt-x",
-        provider="openai",
-        at=AT,
-        input_tokens=1000,
-        output_tokens=1000,
-        cost_usd=0.123,
+    result = cost_at_noon(
+        table, "gpt-x", "openai", input_tokens=1000, output_tokens=1000, cost_usd=0.123
     )
     assert result == CallCost(0.123, "event", None)
     unknown = cost_of_call(
@@ -261,72 +262,64 @@ def test_plain_input_and_output(table: PriceTable) -> None:
     assert result.cost_usd == pytest.approx(6000 / 1e6)
 
 
-def test_cache_reads_and_writes_use_their_own_rates(table: PriceTable) -> None:
-    result = cost_of_call(
-        table,
-        model="claude-y",
-        provider="anthropic",
-        at=AT,
-        input_tokens=10_000,
-        output_tokens=2_000,
-        cached_input_tokens=6_000,
-        cache_creation_input_tokens=3_000,
-    )
-    # uncached 1_000 * 3.0 + read 6_000 * 0.3 + write 3_000 * 3.75 + out 2_000 * 15.0
-    expected = (3_000 + 1_800 + 11_250 + 30_000) / 1e6
+# Each case: model, provider, when, token counts, and the cost expected in USD.
+@pytest.mark.parametrize(
+    ("model", "provider", "at", "counts", "expected"),
+    [
+        pytest.param(
+            "claude-y", "anthropic", AT,
+            {"input_tokens": 10_000, "output_tokens": 2_000,
+             "cached_input_tokens": 6_000, "cache_creation_input_tokens": 3_000},
+            # uncached 1_000 * 3.0 + read 6_000 * 0.3 + write 3_000 * 3.75 + out 2_000 * 15.0
+            (3_000 + 1_800 + 11_250 + 30_000) / 1e6,
+            id="cache_reads_and_writes_use_their_own_rates",
+        ),
+        pytest.param(
+            "think-z", "google", AT,
+            {"input_tokens": 1_000, "output_tokens": 5_000, "reasoning_tokens": 4_000},
+            # in 1_000 * 0.15 + visible out 1_000 * 0.6 + reasoning 4_000 * 3.5
+            (150 + 600 + 14_000) / 1e6,
+            id="reasoning_uses_its_own_rate",
+        ),
+        pytest.param(
+            "gpt-x", None, AT,
+            {"input_tokens": 1_000, "output_tokens": 1_000, "cached_input_tokens": 400,
+             "cache_creation_input_tokens": 100, "reasoning_tokens": 300},
+            # gpt-x has a cached rate (0.5) but no creation or reasoning rate.
+            (500 * 2.0 + 400 * 0.5 + 100 * 2.0 + 700 * 8.0 + 300 * 8.0) / 1e6,
+            id="missing_rates_fall_back_to_input_and_output",
+        ),
+        pytest.param(
+            "gpt-x", None, AT,
+            {"input_tokens": 100, "output_tokens": 10,
+             "cached_input_tokens": 300, "reasoning_tokens": 50},
+            (300 * 0.5 + 50 * 8.0) / 1e6,
+            id="sub_counts_larger_than_the_total_do_not_go_negative",
+        ),
+        pytest.param(
+            "gpt-x", None, AT,
+            {"input_tokens": None, "output_tokens": 1_000},
+            8_000 / 1e6,
+            id="missing_counts_count_as_zero",
+        ),
+        pytest.param(
+            "gpt-x", None, datetime(2025, 3, 1, tzinfo=UTC),
+            {"input_tokens": 1_000_000, "output_tokens": 0},
+            10.0,
+            id="cost_uses_the_price_in_force_at_the_call",
+        ),
+    ],
+)  # fmt: skip
+def test_cost_of_a_call(
+    table: PriceTable,
+    model: str,
+    provider: str | None,
+    at: datetime,
+    counts: dict[str, Any],
+    expected: float,
+) -> None:
+    result = cost_of_call(table, model=model, provider=provider, at=at, **counts)
     assert result.cost_usd == pytest.approx(expected)
-
-
-def test_reasoning_uses_its_own_rate(table: PriceTable) -> None:
-    result = cost_of_call(
-        table,
-        model="think-z",
-        provider="google",
-        at=AT,
-        input_tokens=1_000,
-        output_tokens=5_000,
-        reasoning_tokens=4_000,
-    )
-    # in 1_000 * 0.15 + visible out 1_000 * 0.6 + reasoning 4_000 * 3.5
-    assert result.cost_usd == pytest.approx((150 + 600 + 14_000) / 1e6)
-
-
-def test_missing_rates_fall_back_to_input_and_output(table: PriceTable) -> None:
-    result = cost_of_call(
-        table,
-        model="gpt-x",
-        provider=None,
-        at=AT,
-        input_tokens=1_000,
-        output_tokens=1_000,
-        cached_input_tokens=400,
-        cache_creation_input_tokens=100,
-        reasoning_tokens=300,
-    )
-    # gpt-x has a cached rate (0.5) but no creation or reasoning rate.
-    expected = (500 * 2.0 + 400 * 0.5 + 100 * 2.0 + 700 * 8.0 + 300 * 8.0) / 1e6
-    assert result.cost_usd == pytest.approx(expected)
-
-
-def test_sub_counts_larger_than_the_total_do_not_go_negative(table: PriceTable) -> None:
-    result = cost_of_call(
-        table,
-        model="gpt-x",
-        provider=None,
-        at=AT,
-        input_tokens=100,
-        output_tokens=10,
-        cached_input_tokens=300,
-        reasoning_tokens=50,
-    )
-    assert result.cost_usd == pytest.approx((300 * 0.5 + 50 * 8.0) / 1e6)
-
-
-def test_missing_counts_count_as_zero(table: PriceTable) -> None:
-    result = cost_of_call(
-        table, model="gpt-x", provider=None, at=AT, input_tokens=None, output_tokens=1_000
-    )
-    assert result.cost_usd == pytest.approx(8_000 / 1e6)
 
 
 def test_nothing_to_price_is_unpriced_but_keeps_the_price(table: PriceTable) -> None:
@@ -335,18 +328,6 @@ def test_nothing_to_price_is_unpriced_but_keeps_the_price(table: PriceTable) -> 
     )
     assert result.cost_usd is None and result.source == "unpriced"
     assert result.price is not None and result.price.model == "gpt-x"
-
-
-def test_cost_uses_the_price_in_force_at_the_call(table: PriceTable) -> None:
-    before = cost_of_call(
-        table,
-        model="gpt-x",
-        provider=None,
-        at=datetime(2025, 3, 1, tzinfo=UTC),
-        input_tokens=1_000_000,
-        output_tokens=0,
-    )
-    assert before.cost_usd == pytest.approx(10.0)
 
 
 # -- properties ----------------------------------------------------------------------------
@@ -725,20 +706,10 @@ def test_rows_have_exactly_the_clickhouse_columns(table: PriceTable) -> None:
     rows = table.rows()
     assert len(rows) == len(table)
     for row in rows:
-        assert list(row) == [
-            "provider",
-            "model",
-            "aliases",
-            "patterns",
-            "effective_from",
-            "input_per_mtok",
-            "output_per_mtok",
-            "cached_input_per_mtok",
-            "cache_creation_per_mtok",
-            "reasoning_per_mtok",
-            "source",
-            "table_version",
-        ]
+        assert " ".join(row) == (
+            "provider model aliases patterns effective_from input_per_mtok output_per_mtok "
+            "cached_input_per_mtok cache_creation_per_mtok reasoning_per_mtok source table_version"
+        )
         assert row["table_version"] == table.version
         assert isinstance(row["aliases"], list) and isinstance(row["patterns"], list)
         assert type(row["effective_from"]) is date
@@ -824,15 +795,8 @@ def test_default_prices_dated_snapshots_via_patterns() -> None:
         2.5,
         10.0,
     )
-    result = cost_of_call(
-        table,
-        model="gpt-4o-2024-08-06",
-        provider="openai",
-        at=AT,
-        input_tokens=2_000,
-        output_tokens=100,
-        cached_input_tokens=1_000,
-    )
+    counts = {"input_tokens": 2_000, "output_tokens": 100, "cached_input_tokens": 1_000}
+    result = cost_at_noon(table, "gpt-4o-2024-08-06", "openai", **counts)
     assert result.cost_usd == pytest.approx((1_000 * 2.5 + 1_000 * 1.25 + 100 * 10.0) / 1e6)
 
 

@@ -132,61 +132,74 @@ class RefFolder:
         return True
 
     def advance(self, watermark_ms: int) -> list[Signal]:
+        """Signals of the held windows (oldest start first, each once) that end
+        ``alert_delay_ms`` or more behind the newest watermark."""
         self.watermark_ms = max(self.watermark_ms, int(watermark_ms))
-        spec = self._signal_spec
-        if spec is None:
-            return []
-        cutoff = self.watermark_ms - self.config.alert_delay_ms
-        if cutoff <= self._emitted_ms:
+        spec, cutoff = self._signal_spec, self.watermark_ms - self.config.alert_delay_ms
+        if spec is None or cutoff <= self._emitted_ms:
             return []
         self._emitted_ms = cutoff
-        due = [k for k in self._open if k[2] + spec.length_ms <= cutoff]
-        due.sort(key=lambda k: k[2])
-        out: list[Signal] = []
-        for key in due:
-            acc = self._open.pop(key)
-            g, series, start, name = key
-            out.extend(
-                window_signals(
-                    self.config, g, series, start, spec, name, acc.count, acc.total, acc.below
-                )
+        due = sorted((k for k in self._open if k[2] + spec.length_ms <= cutoff), key=lambda k: k[2])
+        return [
+            signal
+            for (g, series, start, name), acc in ((k, self._open.pop(k)) for k in due)
+            for signal in window_signals(
+                self.config, g, series, start, spec, name, acc.count, acc.total, acc.below
             )
-        return out
+        ]
+
+
+TS_S, TS_MS = pa.timestamp("s", tz="UTC"), pa.timestamp("ms", tz="UTC")
+# The arrow type of each column of window_scores.
+REF_TYPES: dict[str, pa.DataType] = {
+    "partial_id": pa.string(),
+    "window_id": pa.string(),
+    "window_start": TS_S,
+    "window_end": TS_S,
+    "window_seconds": pa.uint32(),
+    "hop_seconds": pa.uint32(),
+    "grouping": pa.string(),
+    **dict.fromkeys(DIMENSIONS, pa.string()),
+    "score_name": pa.string(),
+    "threshold": pa.float64(),
+    "score_count": pa.uint64(),
+    "value_sum": pa.float64(),
+    "value_sq_sum": pa.float64(),
+    "below_count": pa.uint64(),
+    "score_ids": pa.list_(pa.string()),
+    "emitted_at": TS_MS,
+}
+
+
+def ref_row(p: QualityPartial, emitted_at: datetime) -> dict[str, Any]:
+    """The window_scores row of one partial (times as whole seconds or ms)."""
+    start = p.window_start_ms // 1000
+    return {
+        "partial_id": ref_partial_id(p),
+        "window_id": window_id_of(p.window_start_ms, p.window_seconds, p.grouping, p.dims),
+        "window_start": start,
+        "window_end": start + p.window_seconds,
+        "window_seconds": p.window_seconds,
+        "hop_seconds": p.hop_seconds,
+        "grouping": p.grouping,
+        **{d: p.dims.get(d, "") for d in DIMENSIONS},
+        "score_name": p.score_name,
+        "threshold": p.threshold,
+        "score_count": p.count,
+        "value_sum": p.value_sum,
+        "value_sq_sum": p.value_sq_sum,
+        "below_count": p.below,
+        "score_ids": list(p.score_ids),
+        "emitted_at": to_ms(emitted_at),
+    }
 
 
 def ref_table(partials: list[QualityPartial], emitted_at: datetime) -> pa.Table:
-    ts = pa.timestamp("s", tz="UTC")
-    starts = [p.window_start_ms // 1000 for p in partials]
-    cols: dict[str, Any] = {
-        "partial_id": pa.array([ref_partial_id(p) for p in partials], pa.string()),
-        "window_id": pa.array(
-            [
-                window_id_of(p.window_start_ms, p.window_seconds, p.grouping, p.dims)
-                for p in partials
-            ],
-            pa.string(),
-        ),
-        "window_start": pa.array(starts, pa.int64()).cast(ts),
-        "window_end": pa.array(
-            [s + p.window_seconds for s, p in zip(starts, partials, strict=True)], pa.int64()
-        ).cast(ts),
-        "window_seconds": pa.array([p.window_seconds for p in partials], pa.uint32()),
-        "hop_seconds": pa.array([p.hop_seconds for p in partials], pa.uint32()),
-        "grouping": pa.array([p.grouping for p in partials], pa.string()),
-    }
-    for d in DIMENSIONS:
-        cols[d] = pa.array([p.dims.get(d, "") for p in partials], pa.string())
-    cols["score_name"] = pa.array([p.score_name for p in partials], pa.string())
-    cols["threshold"] = pa.array([p.threshold for p in partials], pa.float64())
-    cols["score_count"] = pa.array([p.count for p in partials], pa.uint64())
-    cols["value_sum"] = pa.array([p.value_sum for p in partials], pa.float64())
-    cols["value_sq_sum"] = pa.array([p.value_sq_sum for p in partials], pa.float64())
-    cols["below_count"] = pa.array([p.below for p in partials], pa.uint64())
-    cols["score_ids"] = pa.array([list(p.score_ids) for p in partials], pa.list_(pa.string()))
-    cols["emitted_at"] = pa.array([to_ms(emitted_at)] * len(partials), pa.int64()).cast(
-        pa.timestamp("ms", tz="UTC")
+    """The table of the partials built row by row."""
+    rows = [ref_row(p, emitted_at) for p in partials]
+    return pa.table(
+        {n: pa.array([r[n] for r in rows], REF_TYPES[n]) for n in names(WINDOW_SCORE_COLUMNS)}
     )
-    return pa.table({n: cols[n] for n in names(WINDOW_SCORE_COLUMNS)})
 
 
 # -- random inputs ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import llmpulse.processors.windows as wins
 from llmpulse.errors import ConfigError, ValidationError
 from llmpulse.processors.windows import (
     DEFAULT_GROUPINGS,
@@ -36,7 +37,6 @@ from llmpulse.processors.windows import (
     WindowAggregator,
     WindowResult,
     WindowSpec,
-    window_id,
 )
 from llmpulse.processors.windows import _panes as windows_module
 
@@ -514,8 +514,8 @@ def test_window_id_is_a_stable_dedup_key() -> None:
     events = [ev(1, tenant="t1"), ev(2, tenant="t2"), ev(2, tenant="t2")]
     a = feed(WindowAggregator(allowed_lateness_s=0), events)
     b = feed(WindowAggregator(allowed_lateness_s=0), events)
-    ids = [window_id(r) for r in a]
-    assert ids == [window_id(r) for r in b]
+    ids = [wins.window_id(r) for r in a]
+    assert ids == [wins.window_id(r) for r in b]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 32 for i in ids)
 

@@ -17,7 +17,16 @@ from llmpulse.otlp.codec import SpanTooLarge, sniff_encoding, split_request
 from llmpulse.processors.batch_validate import validate_batch
 from llmpulse.schemas.event import TraceEvent
 from llmpulse.settings import OtlpSettings, Settings
-from tests.otlp_builders import BASE_NS, MS, Scope, agent_run, messages_json, request, span
+from tests.otlp_builders import (
+    BASE_NS,
+    CHAT_SPAN_TEXT,
+    MS,
+    Scope,
+    agent_run,
+    messages_json,
+    request,
+    span,
+)
 
 SOURCE = "kafka:otlp_spans/3@120"
 MAPPINGS = {
@@ -77,26 +86,11 @@ def test_every_field_of_an_agent_run(encoding: str) -> None:
         "parent_span_id": sid_hex(1),
         "status": "ok",
         "error_type": "",
-        "finish_reason": "tool_calls",
-        "input_tokens": 1200,
-        "output_tokens": 300,
-        "cached_input_tokens": 1000,
-        "cache_creation_input_tokens": 100,
-        "reasoning_tokens": 50,
         "tenant": "acme",
         "environment": "prod",
         "prompt_version": "v7",
         "variant": "B",
-        "attributes": {
-            "gen_ai.conversation.id": "conv_42",
-            "gen_ai.response.id": "chatcmpl-123",
-            "server.address": "api.openai.com",
-            "server.port": "443",
-            "otel.span.name": "chat gpt-4o",
-            "otel.scope.name": "opentelemetry.instrumentation.openai_v2",
-        },
-        "prompt": "Weather in Paris?",
-        "response": "Calling get_weather.",
+        **CHAT_SPAN_TEXT,
     }
 
     agent = ev[sid_hex(1)]
@@ -643,7 +637,7 @@ def test_docs_and_example_collector_config_match_the_code() -> None:
         TTFT_EVENTS,
     )
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     doc = (root / "docs" / "otlp.md").read_text()
     names = {
         *GENAI_MARKERS,

@@ -32,8 +32,6 @@ from llmpulse.alerts.signals import (
 )
 from llmpulse.alerts.state import (
     ALERT_COLUMNS,
-    ALERTS_DDL,
-    LATEST_ALERTS_SQL,
     AlertState,
     Transition,
     state_rows_from_alerts,
@@ -76,14 +74,12 @@ def sig(
     return Signal(name, labels or SERIES, window, end, value, requests, extra or {})
 
 
+P99_RULE = {"name": "p99", "signal": "latency_p99_ms", "threshold": 800, "min_requests": 50}
+
+
 def p99_rule(**kw: Any) -> ThresholdRule:
-    base: dict[str, Any] = {
-        "name": "p99",
-        "signal": "latency_p99_ms",
-        "threshold": 800,
-        "min_requests": 50,
-    }
-    return ThresholdRule.model_validate({**base, **kw})
+    """The p99 rule (``P99_RULE``) with the fields in ``kw`` changed."""
+    return ThresholdRule.model_validate({**P99_RULE, **kw})
 
 
 def run(
@@ -180,14 +176,9 @@ def test_hysteresis_and_resolve_after() -> None:
 
 
 def test_less_than_rules() -> None:
-    rule = ThresholdRule(
-        name="q",
-        signal="score_mean:relevance",
-        comparison="<",
-        threshold=0.5,
-        resolve_threshold=0.6,
-        min_requests=10,
-    )
+    # Fires on relevance below 0.5, resolves above 0.6.
+    low = {"name": "q", "signal": "score_mean:relevance", "comparison": "<", "threshold": 0.5}
+    rule = ThresholdRule.model_validate({**low, "resolve_threshold": 0.6, "min_requests": 10})
     engine = AlertEngine([rule])
     s = [
         signal_from_drift(
@@ -313,52 +304,6 @@ def test_restored_alert_of_a_removed_rule_resolves() -> None:
     assert [(t.rule, t.to_state, t.reason) for t in ts] == [("p99", RESOLVED, "rule_removed")]
     assert engine.evaluate([], WALL) == []
 
-
-def test_alerts_table_round_trip(settings: Any) -> None:
-    """The DDL is valid ClickHouse; rows insert; the latest-row query rebuilds state."""
-    from llmpulse.runtime import open_store
-
-    client = open_store(settings)
-    try:
-        client.command(ALERTS_DDL)
-        rules = RuleSet([p99_rule(**{"for": 2})])
-        engine = AlertEngine(rules)
-        ts = engine.evaluate([sig(0, 900.0), sig(1, 900.0), sig(0, 900.0, labels=OTHER)], WALL)
-        assert [t.to_state for t in ts] == [PENDING, PENDING, FIRING]
-        client.insert("alerts", [transition_row(t) for t in ts], ALERT_COLUMNS)
-        cols, rows = client.query(LATEST_ALERTS_SQL)
-        assert cols == list(ALERT_COLUMNS) and len(rows) == 2
-        restored = AlertEngine.from_snapshot(rules, state_rows_from_alerts(rows))
-        assert sorted(s.state.value for s in restored.firing + restored.pending) == [
-            "firing",
-            "pending",
-        ]
-        # the firing one stays quiet, then resolves
-        more = restored.evaluate([sig(2, 950.0), sig(3, 100.0)], WALL)
-        assert notified(more) == ["resolved"]
-
-        from typer.testing import CliRunner
-
-        from llmpulse.cli.alerts_cmd import app
-        from llmpulse.cli.context import CliState
-
-        client.insert("alerts", [transition_row(t) for t in more], ALERT_COLUMNS)
-        client.close()
-        res = CliRunner().invoke(app, ["list", "--json"], obj=CliState(_settings=settings))
-        assert res.exit_code == 0, res.output
-        import json
-
-        listing = json.loads(res.output)
-        assert listing["firing"] == [] and len(listing["recent"]) == 4
-        res = CliRunner().invoke(
-            app, ["list", "--state", "resolved"], obj=CliState(_settings=settings)
-        )
-        assert res.exit_code == 0 and "alerts resolved now (1)" in res.output
-    finally:
-        client.close()
-
-
-# --- properties ------------------------------------------------------------------------------
 
 windows_st = st.lists(
     st.tuples(st.sampled_from([100.0, 650.0, 750.0, 850.0, 2000.0]), st.sampled_from([5, 60, 500])),
