@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import RuleSet, load_rules
 from llmpulse.alerts.sinks import Dispatcher, build_sinks
+from llmpulse.alerts.window_reads import WindowReads
 from llmpulse.compare.canary import canary_monitor
 from llmpulse.detectors.embedder import HashingEmbedder
 from llmpulse.detectors.series import DriftMonitor
@@ -173,9 +174,7 @@ class Stages:
         )
         self.dispatcher = self._dispatcher() if self.rules is not None else None
         # One engine answers which window signals the rules read, for every task.
-        self._signals = (
-            AlertEngine(self.rules).signals_for_windows if self.rules is not None else None
-        )
+        self._signals = WindowReads(self.rules).for_windows if self.rules is not None else None
         self.quality = quality_config(settings)
         self._publisher: KafkaPublisher | None = None
         self._control: ThreadPoolExecutor | None = None

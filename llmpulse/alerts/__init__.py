@@ -25,7 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from llmpulse.alerts.config import AlertSinkSettings, PagerDutySettings
-from llmpulse.alerts.engine import AlertEngine, synthetic_transition
+from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import (
     BaselineRule,
     BurnRateRule,
@@ -59,6 +59,7 @@ from llmpulse.alerts.state import (
     state_rows_from_alerts,
     transition_row,
 )
+from llmpulse.alerts.synthetic import synthetic_transition
 
 if TYPE_CHECKING:
     from llmpulse.alerts.sinks import (

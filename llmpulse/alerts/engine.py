@@ -52,12 +52,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import orjson
 
 from llmpulse.alerts.estimators import BurnRateTracker, TrailingBaseline
 from llmpulse.alerts.rules import (
-    BaselineRule,
     BurnRateRule,
     NoDataRule,
     Rule,
@@ -66,7 +64,7 @@ from llmpulse.alerts.rules import (
     render_summary,
     template_context,
 )
-from llmpulse.alerts.signals import Signal, signals_from_window
+from llmpulse.alerts.signals import Signal
 from llmpulse.alerts.state import (
     AlertState,
     SeriesState,
@@ -75,14 +73,15 @@ from llmpulse.alerts.state import (
 )
 from llmpulse.alerts.urls import render_url
 from llmpulse.alerts.verdicts import CompiledRule, Judge, Series, SeriesKey, Verdict
-from llmpulse.processors.windows import EmissionRuns, emission_runs
+from llmpulse.alerts.window_reads import WindowReads
+from llmpulse.processors.windows import EmissionRuns
 
 if TYPE_CHECKING:
     from llmpulse.processors.windows import WindowResult
 
 __all__ = [
     "AlertEngine",
-    "synthetic_transition",
+    "SavePoint",
 ]
 
 log = logging.getLogger("llmpulse.alerts")
@@ -90,24 +89,6 @@ log = logging.getLogger("llmpulse.alerts")
 _GC_EVERY: Final = timedelta(minutes=5)
 # The states a series is watched in (kept in the snapshot, expired when stale).
 _ACTIVE: Final = (AlertState.PENDING, AlertState.FIRING)
-
-
-# --- what the rules read ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Needs:
-    """What the rules read from windows of one length and grouping: each signal with
-    the fewest requests any rule on it counts, the signals of burn rates, and the
-    latency thresholds of latency SLOs."""
-
-    names: dict[str, int]
-    burn_names: frozenset[str]
-    thresholds: tuple[float, ...]
-
-    @property
-    def empty(self) -> bool:
-        return not self.names and not self.burn_names and not self.thresholds
 
 
 # --- the state machine ------------------------------------------------------------------
@@ -188,8 +169,7 @@ class AlertEngine:
             if isinstance(c.rule, NoDataRule):
                 continue  # silence has no signal: llmpulse.alerts.nodata runs these
             self._by_signal.setdefault(c.rule.signal_name, []).append(c)
-        self._window_names = self.rules.window_signal_names
-        self._needs_cache: dict[tuple[int, str], _Needs] = {}
+        self.reads = WindowReads(self.rules)
         self._series: dict[SeriesKey, SeriesState] = {}
         self._judge = Judge()
         self._active: dict[str, SeriesState] = {}
@@ -377,76 +357,14 @@ class AlertEngine:
     # -- feeding ----------------------------------------------------------------------------
 
     def signals_for(self, result: WindowResult) -> list[Signal]:
-        """The signals of a window result that some rule reads (none for a window
-        length or grouping no rule looks at, nor those every rule would ignore: a
-        window below their ``min_requests``, a hopping window for a burn rate)."""
-        needs = self._needs(result.window_seconds, result.grouping)
-        if needs.empty:
-            return []
-        n = result.requests
-        names = {name for name, least in needs.names.items() if n >= least}
-        thresholds: tuple[float, ...] = ()
-        if needs.burn_names or needs.thresholds:
-            length_ms = result.window_seconds * 1000
-            if result.window_start_ms % length_ms == 0:  # burn rates read tiles only
-                names |= needs.burn_names
-                thresholds = needs.thresholds
-        if not names and not thresholds:
-            return []
-        return signals_from_window(result, names=names, latency_thresholds_ms=thresholds)
+        """The signals of a window result that some rule reads (see :class:`WindowReads`)."""
+        return self.reads.for_window(result)
 
     def signals_for_windows(
         self, results: Sequence[WindowResult], runs: EmissionRuns | None = None
     ) -> list[Signal]:
-        """``signals_for`` of many results, in order. The aggregator's results are
-        screened on the columns of their emission pass first: with thousands of
-        series most windows are too small for every rule and not a burn-rate tile,
-        and they cost no call here. ``runs``: ``emission_runs(results)`` when the
-        caller has it already."""
-        found, own = emission_runs(results) if runs is None else runs
-        keep = np.zeros(len(results), dtype=np.bool_)
-        keep[own] = True
-        for em, where, js in found:
-            seconds = em.numbers["window_seconds"][js]
-            requests = em.numbers["requests"][js]
-            for length in np.unique(seconds).tolist():
-                needs = self._needs(length, em.grouping)
-                if needs.empty:
-                    continue
-                rows = seconds == length
-                least = min(needs.names.values(), default=None)
-                read = rows & (requests >= least) if least is not None else np.zeros_like(rows)
-                if needs.burn_names or needs.thresholds:
-                    read |= rows & (em.start_ms[js] % (length * 1000) == 0)
-                keep[where[read]] = True
-        return [s for i in np.flatnonzero(keep).tolist() for s in self.signals_for(results[i])]
-
-    def _needs(self, window_seconds: int, grouping: str) -> _Needs:
-        key = (window_seconds, grouping)
-        found = self._needs_cache.get(key)
-        if found is None:
-            names: dict[str, int] = {}
-            burn: set[str] = set()
-            thresholds: set[float] = set()
-            for c in self._compiled.values():
-                if (c.window is not None and c.window != window_seconds) or (
-                    c.grouping is not None and c.grouping != grouping
-                ):
-                    continue
-                rule = c.rule
-                if isinstance(rule, BurnRateRule):
-                    # Burn rates sum every tile, small ones included.
-                    if rule.latency_threshold_ms is not None:
-                        thresholds.add(rule.latency_threshold_ms)
-                    elif rule.signal_name in self._window_names:
-                        burn.add(rule.signal_name)
-                elif rule.signal_name in self._window_names:
-                    least = names.get(rule.signal_name, c.min_requests)
-                    names[rule.signal_name] = min(least, c.min_requests)
-            found = self._needs_cache[key] = _Needs(
-                names, frozenset(burn), tuple(sorted(thresholds))
-            )
-        return found
+        """``signals_for`` of many results, in order (see :meth:`WindowReads.for_windows`)."""
+        return self.reads.for_windows(results, runs)
 
     def evaluate_windows(
         self, results: Iterable[WindowResult], wall_now: datetime
@@ -708,78 +626,6 @@ class AlertEngine:
 
 def _event_time(sig: Signal) -> datetime:
     return sig.event_time
-
-
-def synthetic_transition(
-    rule: Rule,
-    wall_now: datetime,
-    *,
-    labels: Mapping[str, str] | None = None,
-    to_state: AlertState = AlertState.FIRING,
-    dashboard_base_url: str | None = None,
-) -> Transition:
-    """A made-up transition of ``rule`` for ``llmpulse alerts test``.
-
-    Its dedup key is distinct from any real series (the label ``test=true`` is in
-    it), so a test never resolves a real incident.
-
-    >>> from datetime import UTC, datetime
-    >>> from llmpulse.alerts.rules import ThresholdRule
-    >>> r = ThresholdRule(name="p99", signal="latency_p99_ms", threshold=800)
-    >>> t = synthetic_transition(r, datetime(2026, 1, 1, tzinfo=UTC))
-    >>> t.to_state.value, t.value, t.labels["test"]
-    ('firing', 1200.0, 'true')
-    >>> t.summary
-    '[test] p99: latency_p99_ms = 1200 (threshold > 800) over 60s on service=llmpulse-test'
-    """
-    series = dict(labels or {"service": "llmpulse-test"})
-    series["test"] = "true"
-    if isinstance(rule, ThresholdRule):
-        threshold = rule.threshold
-        value = threshold * 1.5 if rule.comparison in (">", ">=") else threshold * 0.5
-        if value == threshold:
-            value = threshold + 1.0
-        extra: dict[str, float] = {}
-    elif isinstance(rule, BaselineRule):
-        extra = {"baseline": 1.0, "ratio": rule.multiple * 1.5}
-        threshold, value = rule.multiple, rule.multiple * 1.5
-    elif isinstance(rule, NoDataRule):
-        threshold, value, extra = float(rule.silent_for), float(rule.silent_for), {}
-    else:
-        w = rule.burn_windows[0]
-        threshold, value = w.burn, w.burn * 1.5
-        extra = {"burn_long": value, "burn_short": value, "long_s": w.long, "short_s": w.short}
-    ctx = template_context(
-        rule,
-        {k: v for k, v in series.items() if k != "test"},
-        value=value,
-        threshold=threshold,
-        extra=extra,
-    )
-    base = dashboard_base_url.rstrip("/") if dashboard_base_url else None
-    resolved = to_state is AlertState.RESOLVED
-    return Transition(
-        rule=rule.name,
-        labels={**rule.labels, **series},
-        from_state=AlertState.FIRING if resolved else AlertState.PENDING,
-        to_state=to_state,
-        value=value,
-        threshold=threshold,
-        window_seconds=rule.effective_window or 0,
-        event_time=wall_now,
-        wall_time=wall_now,
-        dedup_key=dedup_key(rule.name, series),
-        severity=rule.severity,
-        summary=f"[test{' resolved' if resolved else ''}] {render_summary(rule, ctx)}",
-        runbook_url=render_url(rule.runbook_url, series, base),
-        dashboard_url=render_url(rule.dashboard_url, series, base, dashboard=True),
-        actions=tuple(rule.actions),
-        signal=rule.signal_name,
-        kind=rule.kind,
-        reason="test",
-        extra=extra,
-        incident_key=dedup_key(rule.incident_name, series),
-    )
 
 
 def _iso_or_none(t: datetime | None) -> str | None:

@@ -184,10 +184,10 @@ def test_rule(
     ] = False,
 ) -> None:
     """Send a synthetic firing alert of RULE to the configured sinks (then resolve it)."""
-    from llmpulse.alerts.engine import synthetic_transition
     from llmpulse.alerts.rules import RuleError
     from llmpulse.alerts.sinks import PagerDutySink, build_sinks, pagerduty_event
     from llmpulse.alerts.state import AlertState
+    from llmpulse.alerts.synthetic import synthetic_transition
     from llmpulse.alerts.testing import PagerDutyReceiver
     from llmpulse.errors import ConfigError
 

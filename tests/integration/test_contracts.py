@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from llmpulse.alerts import ControlSink, Dispatcher, MemorySink, PagerDutySink, Sink
-from llmpulse.alerts.engine import synthetic_transition
 from llmpulse.alerts.rules import load_rules
 from llmpulse.alerts.signals import signal_from_drift
 from llmpulse.alerts.sinks import SinkError, SlackSink, WebhookSink, post_json
 from llmpulse.alerts.state import AlertState, Transition
+from llmpulse.alerts.synthetic import synthetic_transition
 from llmpulse.alerts.testing import PagerDutyReceiver, RecordingReceiver
 from llmpulse.detectors.combine import DriftDetector, ScalarDriftDetector, _Evidence
 from llmpulse.schemas.batch import TraceBatch, event_values, from_ms

@@ -13,7 +13,7 @@ payloads), ``memory`` (the test double), ``dispatch`` and ``factory``
 
 >>> from datetime import UTC, datetime
 >>> from llmpulse.alerts.rules import ThresholdRule
->>> from llmpulse.alerts.engine import synthetic_transition
+>>> from llmpulse.alerts.synthetic import synthetic_transition
 >>> t = synthetic_transition(ThresholdRule(name="p99", signal="latency_p99_ms",
 ...     threshold=800, severity="error"), datetime(2026, 1, 1, tzinfo=UTC))
 >>> ev = pagerduty_event(t, "R" * 32)

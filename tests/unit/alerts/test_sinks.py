@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from llmpulse.alerts.config import AlertSinkSettings
-from llmpulse.alerts.engine import AlertEngine, synthetic_transition
+from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import BaselineRule, RuleSet, ThresholdRule, load_rules
 from llmpulse.alerts.sinks import (
     ControlSink,
@@ -28,6 +28,7 @@ from llmpulse.alerts.sinks import (
     pagerduty_event,
 )
 from llmpulse.alerts.state import AlertState, Transition
+from llmpulse.alerts.synthetic import synthetic_transition
 from llmpulse.alerts.testing import PagerDutyReceiver, RecordingReceiver, validate_event
 from llmpulse.errors import ConfigError
 from llmpulse.processors.windows import EventBatch, GroupingSet, WindowAggregator, WindowSpec
