@@ -9,9 +9,6 @@ which is how :func:`status`, :func:`stop` and a repeated :func:`start` find it a
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import shlex
@@ -19,32 +16,24 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmpulse.devkafka import lifetime
+from llmpulse.devkafka._process import Log, locked, quiet, tail
+from llmpulse.devkafka.jars import resolve_jars
 from llmpulse.errors import KafkaError
 
-Log = Callable[[str], None]
-
 HOST = "127.0.0.1"
-POM = Path(__file__).with_name("pom.xml")
 DEFAULT_HEAP = "-Xms256m -Xmx512m"
 
-_LOCAL = "local broker"
 _READY_LINE = b"Kafka Server started"
 _RECORD = "broker.json"
 _LOG = "broker.log"
-_MARKER = "libs.complete"
-_POM_NS = "{http://maven.apache.org/POM/4.0.0}"
 # broker.log is appended to across restarts; past this size the old one is set aside.
 _LOG_ROTATE_BYTES = 20 * 1024 * 1024
-_MVN_TIMEOUT_S = 1800.0
 
 # Brokers started by this process. Keeping the Popen objects lets stop() reap them
 # (a zombie still answers kill(pid, 0)) and avoids "still running" warnings at GC.
@@ -69,10 +58,6 @@ class _Record:
     log_offset: int
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -82,112 +67,6 @@ def free_port() -> int:
 
 
 # --------------------------------------------------------------------------- jars
-
-
-def kafka_version(pom: Path = POM) -> str:
-    """The Kafka version the pom asks for (its ``kafka.version`` property)."""
-    try:
-        root = ET.fromstring(pom.read_bytes())
-    except (OSError, ET.ParseError) as e:
-        raise KafkaError(_LOCAL, f"cannot read {pom}: {e}") from e
-    props = {
-        el.tag.removeprefix(_POM_NS): (el.text or "").strip()
-        for el in root.findall(f"{_POM_NS}properties/*")
-    }
-    version = props.get("kafka.version", "")
-    if not version:
-        for dep in root.iter(f"{_POM_NS}dependency"):
-            if dep.findtext(f"{_POM_NS}artifactId", "").startswith("kafka_"):
-                version = dep.findtext(f"{_POM_NS}version", "").strip()
-                if version.startswith("${"):
-                    version = props.get(version[2:-1], "")
-                break
-    if not version:
-        raise KafkaError(_LOCAL, f"{pom} names no Kafka version")
-    return version
-
-
-def resolve_jars(cache_dir: Path, *, pom: Path | None = None, log: Log | None = None) -> Path:
-    """The directory of the broker's jars, downloaded by Maven on first use.
-
-    The result is ``cache_dir/kafka-<version>/libs``. A marker holding the pom's hash
-    is written only once Maven succeeded, so an interrupted download, or a changed
-    pom, is resolved again.
-    """
-    say = log or _quiet
-    pom = pom or POM
-    try:
-        pom_bytes = pom.read_bytes()
-    except OSError as e:
-        raise KafkaError(_LOCAL, f"cannot read {pom}: {e}") from e
-    home = cache_dir / f"kafka-{kafka_version(pom)}"
-    libs = home / "libs"
-    marker = home / _MARKER
-    digest = hashlib.sha256(pom_bytes).hexdigest()
-
-    def complete() -> bool:
-        return libs.is_dir() and marker.is_file() and marker.read_text().strip() == digest
-
-    if complete():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaError(
-            _LOCAL, "Maven (mvn) is not on PATH; it is needed once to download the Kafka jars"
-        )
-    home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / ".lock"):
-        if complete():  # another process resolved them while we waited for the lock
-            return libs
-        # Maven writes into a fresh directory that replaces libs only on success, so a
-        # half-filled libs never gets on a classpath, and the pom is copied there
-        # because the installed package may be read-only.
-        work = Path(tempfile.mkdtemp(prefix="resolve.", dir=home))
-        try:
-            (work / "pom.xml").write_bytes(pom_bytes)
-            out = work / "libs"
-            cmd = [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={out}",
-            ]
-            say(f"downloading the Kafka jars with Maven into {libs}")
-            try:
-                proc = subprocess.run(
-                    cmd,
-                    cwd=work,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    timeout=_MVN_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as e:
-                raise KafkaError(_LOCAL, f"mvn did not finish in {_MVN_TIMEOUT_S:g} s") from e
-            except OSError as e:
-                raise KafkaError(_LOCAL, f"cannot run mvn: {e}") from e
-            if proc.returncode != 0:
-                raise KafkaError(
-                    _LOCAL,
-                    f"mvn failed with exit code {proc.returncode}:\n{_tail(proc.stdout)}",
-                )
-            if not any(out.glob("kafka_*.jar")):
-                raise KafkaError(
-                    _LOCAL, f"mvn succeeded but copied no Kafka jar:\n{_tail(proc.stdout)}"
-                )
-            marker.unlink(missing_ok=True)
-            if libs.exists():
-                shutil.rmtree(libs)
-            out.rename(libs)
-            marker.write_text(digest + "\n")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    say(f"Kafka jars ready in {libs}")
-    return libs
 
 
 # ------------------------------------------------------------------------ broker
@@ -215,12 +94,12 @@ def start(
     Raises :class:`KafkaError` if the port belongs to someone else, if Java or Maven
     is missing, or if the broker does not get ready within ``timeout`` seconds.
     """
-    say = log or _quiet
+    say = log or quiet
     bootstrap = f"{HOST}:{port}"
     state_dir = state_dir.absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_file = state_dir / _LOG
-    with _locked(state_dir / ".lock"):
+    with locked(state_dir / ".lock"):
         rec = _read_record(state_dir)
         if rec is not None and _is_our_broker(rec.pid, state_dir):
             if rec.port != port:
@@ -297,7 +176,7 @@ def stop(state_dir: Path, timeout: float = 30.0) -> bool:
     state_dir = state_dir.absolute()
     if not (state_dir / _RECORD).is_file():
         return False
-    with _locked(state_dir / ".lock"):
+    with locked(state_dir / ".lock"):
         rec = _read_record(state_dir)
         if rec is None:
             return False
@@ -414,7 +293,7 @@ def _format_storage(
         raise KafkaError(
             bootstrap,
             f"formatting the broker storage failed (exit code {proc.returncode}):\n"
-            f"{_tail(proc.stdout)}",
+            f"{tail(proc.stdout)}",
         )
 
 
@@ -574,29 +453,11 @@ def _write_record(state_dir: Path, rec: _Record) -> None:
     tmp.replace(state_dir / _RECORD)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes managing the same directory."""
-    with path.open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _tail(output: bytes | str | None, lines: int = 30) -> str:
-    if output is None:
-        return ""
-    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
 def _log_tail(log_file: Path, offset: int, lines: int = 30) -> str:
     try:
         with log_file.open("rb") as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(offset, size - 64 * 1024))
-            return _tail(f.read(), lines)
+            return tail(f.read(), lines)
     except OSError as e:
         return f"(cannot read the log: {e})"

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from llmpulse.devkafka import broker, topics
+from llmpulse.devkafka import broker, jars, topics
 from llmpulse.devkafka.testing import cache_dir
 from llmpulse.errors import KafkaError
 
@@ -137,12 +137,12 @@ def test_local_broker_lifecycle(tmp_path: Path) -> None:
 def test_resolve_jars_uses_a_complete_cache_without_maven(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = broker.resolve_jars(cache_dir())  # resolved once by the session, or now
+    first = jars.resolve_jars(cache_dir())  # resolved once by the session, or now
     assert any(first.glob("kafka_2.13-*.jar"))
     monkeypatch.setenv("PATH", str(tmp_path))  # neither mvn nor java to be found
-    assert broker.resolve_jars(cache_dir()) == first
+    assert jars.resolve_jars(cache_dir()) == first
     with pytest.raises(KafkaError, match="mvn"):
-        broker.resolve_jars(tmp_path / "empty-cache")
+        jars.resolve_jars(tmp_path / "empty-cache")
 
 
 @needs_jvm
@@ -160,9 +160,9 @@ def test_resolve_jars_reports_maven_failures(tmp_path: Path) -> None:
   </dependency></dependencies>
 </project>"""
     )
-    assert broker.kafka_version(pom) == "9.9.9"
+    assert jars.kafka_version(pom) == "9.9.9"
     with pytest.raises(KafkaError, match="mvn failed") as err:
-        broker.resolve_jars(tmp_path / "cache", pom=pom)
+        jars.resolve_jars(tmp_path / "cache", pom=pom)
     assert "io.llmpulse.absent" in err.value.problem  # the tail of Maven's output
     assert not (tmp_path / "cache" / "kafka-9.9.9" / "libs").exists()
 
