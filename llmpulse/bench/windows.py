@@ -18,22 +18,26 @@ result (merging pane sketches, building the result objects). A sparse stream
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import math
-import resource
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from llmpulse.bench._measure import Measure, measured
+from llmpulse.bench._window_baselines import (
+    LEVELS,
+    Estimates,
+    WindowKey,
+    chdb,
+    ddsketch,
+    river,
+    series_codes,
+)
 from llmpulse.processors.windows import (
     DEFAULT_GROUPINGS,
     DEFAULT_SPECS,
@@ -48,11 +52,6 @@ from llmpulse.processors.windows import (
 __all__ = ["BenchData", "format_table", "generate", "run_windows_bench"]
 
 Progress = Callable[[str], None]
-# (window length s, hop s, grouping name, series values, window start ms)
-WindowKey = tuple[int, int, str, tuple[str, ...], int]
-Estimates = dict[WindowKey, tuple[float, float, float]]
-
-LEVELS = (0.5, 0.95, 0.99)
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 _MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "claude-haiku-4", "gemini-2.5-pro")
 _ENDPOINTS = ("/chat", "/summarize", "/classify", "/extract")
@@ -148,86 +147,6 @@ def generate(n_events: int, n_series: int, seed: int, hours: float = 2.0) -> Ben
     )
 
 
-# --- measuring -------------------------------------------------------------------------
-
-
-@dataclass
-class _Measure:
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    peak_mb: float = math.nan
-    how: str = ""
-
-
-def _rss_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _trim_heap() -> None:
-    # Hand freed heap pages back to the OS so that RSS growth measures this block,
-    # not whether the allocator happens to reuse what an earlier method freed.
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-@contextmanager
-def _measured() -> Iterator[_Measure]:
-    """Wall time and peak extra resident memory of the block.
-
-    Peak RSS covers native memory (Rust, chDB) as well as numpy; on Linux the
-    high-water mark is reset before the block through /proc/self/clear_refs.
-    """
-    m = _Measure()
-    gc.collect()
-    # What the harness holds (the stream, reference answers of earlier blocks) is
-    # moved out of the collector's sight, as the worker does after its setup
-    # (runtime.tune_gc): otherwise each full collection in the block walks it,
-    # charging the measured method for the harness's objects.
-    gc.freeze()
-    _trim_heap()
-    before = _rss_kb("VmRSS")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        m.how = "rss"
-    except OSError:
-        m.how = "maxrss"
-    before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    try:
-        yield m
-    finally:
-        m.seconds = time.perf_counter() - start
-        m.cpu_seconds = time.process_time() - cpu_start
-        gc.unfreeze()
-        peak = _rss_kb("VmHWM") if m.how == "rss" else None
-        if peak is not None and before is not None:
-            m.peak_mb = max(peak - before, 0) / 1024
-        else:
-            m.peak_mb = (
-                max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_max, 0) / 1024
-            )
-
-
-def _series_codes(
-    data: BenchData, grouping: GroupingSet
-) -> tuple[npt.NDArray[np.int64], list[tuple[str, ...]]]:
-    cols = [data.dims[d] for d in grouping.dims]
-    combos: dict[tuple[str, ...], int] = {}
-    codes = np.fromiter(
-        (combos.setdefault(c, len(combos)) for c in zip(*(c.tolist() for c in cols), strict=True)),
-        dtype=np.int64,
-        count=len(data),
-    )
-    return codes, list(combos)
-
-
 # --- the methods ---------------------------------------------------------------------
 
 
@@ -250,7 +169,7 @@ def _exact(
     values = data.latency_ms[by_value]
     ts = data.ts_ms[by_value]
     for grouping in groupings:
-        codes, names = _series_codes(data, grouping)
+        codes, names = series_codes(data, grouping)
         codes = codes[by_value]
         for spec in specs:
             hop, k = spec.hop_ms, spec.length_ms // spec.hop_ms
@@ -337,120 +256,6 @@ def _take(
     return len(results)
 
 
-def _river(
-    data: BenchData, specs: Sequence[WindowSpec], groupings: Sequence[GroupingSet], window_size: int
-) -> Estimates:
-    """river RollingQuantile per window, series and level: one sorted buffer each,
-    large enough to hold the whole window, so its answer is exact in the window."""
-    from river.stats import RollingQuantile
-
-    windows: dict[WindowKey, list[Any]] = {}
-    lat = data.latency_ms.tolist()
-    ts = data.ts_ms.tolist()
-    for grouping in groupings:
-        codes, names = _series_codes(data, grouping)
-        for spec in specs:
-            hop, k = spec.hop_ms, spec.length_ms // spec.hop_ms
-            for x, t, code in zip(lat, ts, codes.tolist(), strict=True):
-                last = t // hop * hop
-                for j in range(k):
-                    key = (spec.length_s, spec.hop_s, grouping.name, names[code], last - j * hop)
-                    qs = windows.get(key)
-                    if qs is None:
-                        qs = windows[key] = [RollingQuantile(q, window_size) for q in LEVELS]
-                    for rq in qs:
-                        rq.update(x)
-    return {key: tuple(float(rq.get()) for rq in qs) for key, qs in windows.items()}  # type: ignore[misc]
-
-
-def _ddsketch(
-    data: BenchData, specs: Sequence[WindowSpec], groupings: Sequence[GroupingSet]
-) -> Estimates:
-    """``ddsketch.DDSketch(0.01)`` per series and 10 s pane, merged into windows:
-    the same pane design as the core, with the pure-Python package."""
-    from ddsketch import DDSketch
-
-    base = math.gcd(*(s.hop_ms for s in specs))
-    out: Estimates = {}
-    lat = data.latency_ms.tolist()
-    panes_of = (data.ts_ms // base).tolist()
-    for grouping in groupings:
-        codes, names = _series_codes(data, grouping)
-        panes: dict[tuple[int, int], Any] = {}
-        for x, p, code in zip(lat, panes_of, codes.tolist(), strict=True):
-            sk = panes.get((code, p))
-            if sk is None:
-                sk = panes[(code, p)] = DDSketch(0.01)
-            sk.add(x)
-        by_series: dict[int, list[int]] = defaultdict(list)
-        for code, p in panes:
-            by_series[code].append(p)
-        for spec in specs:
-            hop_u, len_u = spec.hop_ms // base, spec.length_ms // base
-            for code, ps in by_series.items():
-                starts = sorted(
-                    {p // hop_u * hop_u - j * hop_u for p in ps for j in range(len_u // hop_u)}
-                )
-                for s in starts:
-                    merged = DDSketch(0.01)
-                    for p in range(s, s + len_u):
-                        part = panes.get((code, p))
-                        if part is not None:
-                            merged.merge(part)
-                    key = (spec.length_s, spec.hop_s, grouping.name, names[code], s * base)
-                    p50, p95, p99 = (merged.get_quantile_value(q) for q in LEVELS)
-                    out[key] = (float(p50 or 0.0), float(p95 or 0.0), float(p99 or 0.0))
-    return out
-
-
-def _chdb(
-    data: BenchData, specs: Sequence[WindowSpec], groupings: Sequence[GroupingSet], function: str
-) -> Estimates:
-    """chDB (in-memory ClickHouse): insert the raw rows, then one GROUP BY per spec and
-    grouping, each event expanded into its windows with arrayJoin."""
-    import clickhouse_connect
-    import pyarrow as pa  # type: ignore[import-untyped]
-
-    client = clickhouse_connect.get_client(dsn="chdb://memory")
-    table = "bench_raw_events"
-    client.command(f"DROP TABLE IF EXISTS {table}")
-    client.command(
-        f"""CREATE TABLE {table} (ts_ms Int64, latency_ms Float64, service LowCardinality(String),
-        endpoint LowCardinality(String), model LowCardinality(String),
-        tenant LowCardinality(String)) ENGINE = MergeTree ORDER BY ts_ms"""
-    )
-    arrow = pa.table(
-        {
-            "ts_ms": data.ts_ms,
-            "latency_ms": data.latency_ms,
-            **{
-                d: pa.array(data.dims[d].tolist(), type=pa.string())
-                for d in ("service", "endpoint", "model", "tenant")
-            },
-        }
-    )
-    client.insert_arrow(table, arrow)
-    levels = ", ".join(repr(q) for q in LEVELS)
-    out: Estimates = {}
-    try:
-        for grouping in groupings:
-            dims = ", ".join(grouping.dims)
-            for spec in specs:
-                hop, k = spec.hop_ms, spec.length_ms // spec.hop_ms
-                sql = f"""SELECT {dims}, ws, {function}({levels})(latency_ms)
-                    FROM {table}
-                    ARRAY JOIN
-                        arrayMap(j -> intDiv(ts_ms, {hop}) * {hop} - j * {hop}, range({k})) AS ws
-                    GROUP BY {dims}, ws"""
-                for row in client.query(sql).result_rows:
-                    *names, ws, qs = row
-                    key = (spec.length_s, spec.hop_s, grouping.name, tuple(names), int(ws))
-                    out[key] = (float(qs[0]), float(qs[1]), float(qs[2]))
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {table}")
-    return out
-
-
 # --- comparing -----------------------------------------------------------------------
 
 
@@ -471,7 +276,7 @@ def _max_errors(est: Estimates, exact: Estimates) -> tuple[list[float], int, int
 def _row(
     method: str,
     events: int,
-    m: _Measure,
+    m: Measure,
     windows: int,
     *,
     note: str,
@@ -522,10 +327,10 @@ def run_windows_bench(
     rows: list[dict[str, Any]] = []
 
     say("exact numpy order statistics (reference)")
-    with _measured() as m_exact:
+    with measured() as m_exact:
         exact = _exact(data, specs, groupings)[0]["lower"]
     say("windowing core (WindowAggregator)")
-    with _measured() as m_core:
+    with measured() as m_core:
         core, n_results = _core(batches, specs, groupings)
     rows.append(
         _row(
@@ -543,7 +348,7 @@ def run_windows_bench(
     say("windowing core, encoding every window for the store")
     from llmpulse.store.encode import windows_table  # pyarrow: imported before timing
 
-    with _measured() as m_rows:
+    with measured() as m_rows:
         core, n_results = _core(batches, specs, groupings, windows_table)
     rows.append(
         _row(
@@ -559,7 +364,7 @@ def run_windows_bench(
     )
     del core
     say("windowing core, aggregation only")
-    with _measured() as m_agg:
+    with measured() as m_agg:
         # a lateness longer than the stream: nothing closes until flush_all
         agg = WindowAggregator(specs, groupings, allowed_lateness_s=10 * 86_400)
         for b in batches:
@@ -599,7 +404,7 @@ def run_windows_bench(
             "river",
             "river RollingQuantile",
             "river RollingQuantile per window (Rust core)",
-            lambda: _river(sub, specs, groupings, max(sub_counts.values()) + 1),
+            lambda: river(sub, specs, groupings, max(sub_counts.values()) + 1),
             "linear",
             "; errors vs exact linear interpolation",
         ),
@@ -607,7 +412,7 @@ def run_windows_bench(
             "ddsketch",
             "ddsketch DDSketch(0.01)",
             "ddsketch DDSketch(0.01) panes (pure Python)",
-            lambda: _ddsketch(sub, specs, groupings),
+            lambda: ddsketch(sub, specs, groupings),
             "lower",
             "",
         ),
@@ -616,7 +421,7 @@ def run_windows_bench(
         if baseline not in baselines:
             continue
         say(f"{what} on the first {len(sub):,} events")
-        with _measured() as m:
+        with measured() as m:
             est = run()
         rows.append(
             _row(
@@ -636,8 +441,8 @@ def run_windows_bench(
             ("quantiles", "linear", "sampled; vs exact linear interpolation"),
         ):
             say(f"chDB {function}")
-            with _measured() as m:
-                est = _chdb(data, specs, groupings, function)
+            with measured() as m:
+                est = chdb(data, specs, groupings, function)
             rows.append(
                 _row(
                     f"chDB SQL {function} over raw rows",
