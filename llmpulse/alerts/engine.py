@@ -47,7 +47,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -74,7 +74,6 @@ from llmpulse.alerts.state import (
 from llmpulse.alerts.urls import render_url
 from llmpulse.alerts.verdicts import CompiledRule, Judge, Series, SeriesKey, Verdict
 from llmpulse.alerts.window_reads import WindowReads
-from llmpulse.processors.windows import EmissionRuns
 
 if TYPE_CHECKING:
     from llmpulse.processors.windows import WindowResult
@@ -359,12 +358,6 @@ class AlertEngine:
     def signals_for(self, result: WindowResult) -> list[Signal]:
         """The signals of a window result that some rule reads (see :class:`WindowReads`)."""
         return self.reads.for_window(result)
-
-    def signals_for_windows(
-        self, results: Sequence[WindowResult], runs: EmissionRuns | None = None
-    ) -> list[Signal]:
-        """``signals_for`` of many results, in order (see :meth:`WindowReads.for_windows`)."""
-        return self.reads.for_windows(results, runs)
 
     def evaluate_windows(
         self, results: Iterable[WindowResult], wall_now: datetime

@@ -126,7 +126,7 @@ def windows_table(
     # Results of the aggregator are gathered column by column from their emission
     # passes; only the others (read back from the store) are read field by field.
     found = emission_runs(results) if runs is None else runs
-    runs_, own = found
+    passes, own = found
     numbers = {
         name: np.empty(n, dtype=np.uint64 if name in INT_FIELDS else np.float64)
         for name in NUMBER_FIELDS
@@ -134,7 +134,7 @@ def windows_table(
     starts = np.empty(n, dtype=np.int64)
     dims = np.empty((n, len(DIMENSIONS)), dtype=object)
     grouping = np.empty(n, dtype=object)
-    for em, where, js in runs_:
+    for em, where, js in passes:
         for name, values in numbers.items():
             values[where] = em.numbers[name][js]
         starts[where] = em.start_ms[js]

@@ -79,7 +79,8 @@ class Emission:
 
     @cached_property
     def ids(self) -> npt.NDArray[np.object_]:
-        """``window_id`` of every result (computed on first use, then kept)."""
+        """``window_id`` of every result (computed on first use, then kept): the text
+        of ``window_id_of``, its series part built once per series."""
         keys = ["\x1f".join((self.grouping, *row)).encode() for row in self.dims.tolist()]
         heads: dict[tuple[int, int], bytes] = {}
         out = np.empty(self.series.size, dtype=object)
@@ -330,16 +331,8 @@ def window_ids(results: Sequence[WindowResult], runs: EmissionRuns | None = None
     out = np.empty(len(results), dtype=object)
     for em, where, js in found:
         out[where] = em.ids[js]
-    # Results built another way: a series' part of the text is shared by its
-    # results (one dims mapping each), the window's part computed per result.
-    series: dict[int, str] = {}
-    for i in own:
-        r = results[i]
-        key = series.get(id(r.dims))
-        if key is None:
-            key = series[id(r.dims)] = "\x1f".join(str(r.dims.get(d, "")) for d in DIMENSIONS)
-        text = f"{r.window_start_ms}\x1f{int(r.window_seconds)}\x1f{r.grouping}\x1f{key}"
-        out[i] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    for i in own:  # results built another way (read back from the store)
+        out[i] = window_id(results[i])
     ids: list[str] = out.tolist()
     return ids
 

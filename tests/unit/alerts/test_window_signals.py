@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import load_rules
+from llmpulse.alerts.window_reads import WindowReads
 from llmpulse.processors.windows import DEFAULT_GROUPINGS, DEFAULT_SPECS, WindowAggregator
 from llmpulse.processors.windows._batch import EventBatch
 from llmpulse.stages.windows import window_from_row
@@ -50,7 +51,7 @@ def test_screened_signals_equal_the_per_window_ones(
     results = agg.add(EventBatch.from_records(records)) + agg.flush_all()
     engine = AlertEngine(load_rules())
     expected = [s for r in results for s in engine.signals_for(r)]
-    assert _signals_key(engine.signals_for_windows(results)) == _signals_key(expected)
+    assert _signals_key(WindowReads(load_rules()).for_windows(results)) == _signals_key(expected)
 
 
 def test_results_read_back_from_the_store_are_not_screened() -> None:
@@ -82,5 +83,5 @@ def test_results_read_back_from_the_store_are_not_screened() -> None:
             tile.ttft_sketch.zero_count,
         )
     )  # fmt: skip
-    assert _signals_key(engine.signals_for_windows([copy])) == expected
-    assert _signals_key(engine.signals_for_windows([tile])) == expected
+    assert _signals_key(WindowReads(load_rules()).for_windows([copy])) == expected
+    assert _signals_key(WindowReads(load_rules()).for_windows([tile])) == expected
