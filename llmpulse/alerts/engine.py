@@ -69,7 +69,7 @@ from llmpulse.alerts.state import (
     AlertState,
     SeriesState,
     Transition,
-    dedup_key,
+    series_dedup_key,
 )
 from llmpulse.alerts.urls import render_url
 from llmpulse.alerts.verdicts import CompiledRule, Judge, Series, SeriesKey, Verdict
@@ -418,7 +418,7 @@ class AlertEngine:
     def _state_for(self, c: CompiledRule, key: SeriesKey, sig: Signal) -> SeriesState:
         st = self._series.get(key)
         if st is None:
-            dk = dedup_key(c.name, sig.labels)
+            dk = series_dedup_key(c.name, key[1])
             st = self._restored.pop(dk, None)
             if st is None:
                 st = SeriesState(rule=c.name, dedup_key=dk, labels=dict(sig.labels))
@@ -426,7 +426,7 @@ class AlertEngine:
                 st.labels = dict(sig.labels)
             old = st.incident_key or dk
             st.incident_key = (
-                dk if c.rule.incident is None else dedup_key(c.rule.incident, sig.labels)
+                dk if c.rule.incident is None else series_dedup_key(c.rule.incident, key[1])
             )
             if st.state is AlertState.FIRING and old != st.incident_key:  # restored, re-keyed
                 self._incidents.get(old, set()).discard(dk)

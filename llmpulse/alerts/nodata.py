@@ -165,9 +165,14 @@ class NoDataMonitor:
         if not self._rules:
             return []
         out: list[Transition] = []
+        # The windows closing together share few end times: each is converted once.
+        ends: dict[datetime, int] = {}
         for sig in sorted(signals, key=lambda s: s.event_time):
-            end_s = round(sig.event_time.timestamp())
-            self._advance(end_s, wall_now, out)
+            end_s = ends.get(sig.event_time)
+            if end_s is None:
+                end_s = ends[sig.event_time] = round(sig.event_time.timestamp())
+            if self._clock_s is None or end_s > self._clock_s:
+                self._advance(end_s, wall_now, out)
             if sig.name != _SIGNAL:
                 continue
             for c in self._rules.values():
@@ -195,7 +200,12 @@ class NoDataMonitor:
         tr = self._tracks.get(key)
         if tr is None:
             tr = self._tracks[key] = _Track(dict(sig.labels), start_s, start_s)
-            restored = self._restored.pop(dedup_key(c.rule.name, sig.labels), None)
+            # (Most new series were never restored: no key to hash for them.)
+            restored = (
+                self._restored.pop(dedup_key(c.rule.name, sig.labels), None)
+                if self._restored
+                else None
+            )
             if restored is not None:
                 # Firing before a restart and now back: resolve what was left open.
                 tr.state = restored

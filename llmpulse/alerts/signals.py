@@ -21,6 +21,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
+from functools import cached_property
 from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "signal_from_drift",
     "signals_from_budget",
     "signals_from_window",
+    "window_labels",
 ]
 
 Source = Literal["window", "budget", "drift", "quality", "canary"]
@@ -69,12 +71,14 @@ class Signal:
     requests: int
     extra: Mapping[str, float] = field(default_factory=dict)
 
-    @property
+    # Cached: the engine, its save points and the no_data monitor each ask for it,
+    # for every signal (labels are never changed once a signal is made).
+    @cached_property
     def series(self) -> tuple[tuple[str, str], ...]:
         """The labels as a sorted tuple: a hashable series identity."""
         return tuple(sorted(self.labels.items()))
 
-    @property
+    @cached_property
     def window_aligned(self) -> bool:
         """True when the window starts on a multiple of its length (epoch aligned).
 
@@ -223,6 +227,43 @@ def fraction_above(result: WindowResult, threshold_ms: float) -> float:
 
 
 _TTFT_SIGNALS: Final = frozenset(n for n in SIGNAL_NAMES if n.startswith("ttft_"))
+# The precomputed signals of a window, in the order they are emitted (the engine
+# sees signals in this order, which incident suppression depends on).
+_WINDOW_SIGNALS: Final = (
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "errors",
+    "requests",
+    "cost_usd",
+    "cost_per_minute",
+    "cost_per_request",
+    "input_tokens",
+    "output_tokens",
+)
+# ``names`` -> the precomputed signals among them, in emission order. Rules ask
+# for a handful of distinct sets, so this stays small.
+_ORDERED: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _ordered(names: Collection[str] | None) -> tuple[str, ...]:
+    key = frozenset(_WINDOW_SIGNALS) if names is None else frozenset(names)
+    found = _ORDERED.get(key)
+    if found is None:
+        found = _ORDERED[key] = tuple(n for n in _WINDOW_SIGNALS if n in key)
+    return found
+
+
+def window_labels(result: WindowResult) -> dict[str, str]:
+    """The labels of a window's signals: its grouping and non-empty dimensions."""
+    labels = {"grouping": result.grouping}
+    labels.update((k, v) for k, v in result.dims.items() if v)
+    return labels
 
 
 def signals_from_window(
@@ -230,6 +271,7 @@ def signals_from_window(
     *,
     names: Collection[str] | None = None,
     latency_thresholds_ms: Collection[float] = (),
+    labels: tuple[dict[str, str], tuple[tuple[str, str], ...]] | None = None,
 ) -> list[Signal]:
     """The signals of one closed window.
 
@@ -237,51 +279,63 @@ def signals_from_window(
     precomputed ones); ``latency_thresholds_ms`` adds one
     ``slo_latency_bad_fraction:<ms>`` signal per threshold (SLO rules ask for
     them; the engine passes ``RuleSet.latency_thresholds_ms``). NaN values (no
-    ttft in the window, no priced request) produce no signal.
+    ttft in the window, no priced request) produce no signal. ``labels``: the
+    ``window_labels`` of the result and their ``Signal.series``, when the caller
+    shares them between the windows of one series (read only).
     """
-    labels = {"grouping": result.grouping}
-    labels.update((k, v) for k, v in result.dims.items() if v)
+    if labels is None:
+        own = window_labels(result)
+        labels = own, tuple(sorted(own.items()))
+    label_map, series = labels
     ws = result.window_seconds
     end = result.window_end
     n = result.requests
-    priced = n - result.unpriced_requests
-    # Reading the ttft sketch builds it (results hold their sketches as shared
-    # columns until then): only when some rule reads a ttft signal.
-    wants_ttft = names is None or not _TTFT_SIGNALS.isdisjoint(names)
-    ttft_n = result.ttft_sketch.count if wants_ttft else 0
-    extra = {"errors": float(result.errors), "late_events": float(result.late_events)}
-    candidates: list[tuple[str, float, int]] = [
-        ("latency_p50_ms", result.latency_p50_ms, n),
-        ("latency_p90_ms", result.latency_p90_ms, n),
-        ("latency_p95_ms", result.latency_p95_ms, n),
-        ("latency_p99_ms", result.latency_p99_ms, n),
-        ("latency_max_ms", result.latency_max_ms, n),
-        ("ttft_p50_ms", result.ttft_p50_ms, ttft_n),
-        ("ttft_p95_ms", result.ttft_p95_ms, ttft_n),
-        ("ttft_p99_ms", result.ttft_p99_ms, ttft_n),
-        ("errors", float(result.errors), n),
-        ("requests", float(n), n),
-        ("cost_usd", result.cost_usd, priced),
-        ("cost_per_minute", result.cost_usd * 60.0 / ws, priced),
-        ("cost_per_request", result.cost_usd / priced if priced else math.nan, priced),
-        ("input_tokens", float(result.input_tokens), n),
-        ("output_tokens", float(result.output_tokens), n),
-    ]
-    out = [
-        Signal(name, labels, ws, end, float(value), requests, extra)
-        for name, value, requests in candidates
-        if (names is None or name in names) and not math.isnan(value)
-    ]
+    out: list[Signal] = []
+    wanted = _ordered(names)
+    if wanted:
+        priced = n - result.unpriced_requests
+        extra = {"errors": float(result.errors), "late_events": float(result.late_events)}
+        # Reading the ttft sketch builds it (results hold their sketches as shared
+        # columns until then): only when some rule reads a ttft signal.
+        ttft_n = result.ttft_sketch.count if not _TTFT_SIGNALS.isdisjoint(wanted) else 0
+        for name in wanted:
+            value, requests = _window_value(result, name, n, priced, ttft_n)
+            if not math.isnan(value):
+                out.append(Signal(name, label_map, ws, end, float(value), requests, extra))
     if (names is None or "error_rate" in names) and n:
         out.append(
-            Signal("error_rate", labels, ws, end, result.error_rate, n, {"bad": result.errors})
+            Signal("error_rate", label_map, ws, end, result.error_rate, n, {"bad": result.errors})
         )
     for threshold in latency_thresholds_ms:
         share = fraction_above(result, threshold)
         if not math.isnan(share):
             name = latency_signal_name(threshold)
-            out.append(Signal(name, labels, ws, end, share, n, {"bad": share * n}))
+            out.append(Signal(name, label_map, ws, end, share, n, {"bad": share * n}))
+    for sig in out:
+        # Seed the cached ``Signal.series``: the window's signals share one series.
+        sig.__dict__["series"] = series
     return out
+
+
+def _window_value(
+    result: WindowResult, name: str, n: int, priced: int, ttft_n: int
+) -> tuple[float, int]:
+    """The value of the precomputed signal ``name`` of a window, and its sample size."""
+    if name.startswith("ttft_"):
+        return float(getattr(result, name)), ttft_n
+    if name == "errors":
+        return float(result.errors), n
+    if name == "requests":
+        return float(n), n
+    if name == "cost_usd":
+        return result.cost_usd, priced
+    if name == "cost_per_minute":
+        return result.cost_usd * 60.0 / result.window_seconds, priced
+    if name == "cost_per_request":
+        return (result.cost_usd / priced if priced else math.nan), priced
+    if name in ("input_tokens", "output_tokens"):
+        return float(getattr(result, name)), n
+    return float(getattr(result, name)), n  # the latency percentiles and maximum
 
 
 def signals_from_budget(status: BudgetStatus, event_time: datetime) -> Signal:

@@ -24,7 +24,7 @@ import numpy as np
 
 from llmpulse.alerts.rules import BurnRateRule
 from llmpulse.alerts.ruleset import RuleSet
-from llmpulse.alerts.signals import Signal, signals_from_window
+from llmpulse.alerts.signals import Signal, signals_from_window, window_labels
 from llmpulse.alerts.verdicts import CompiledRule
 from llmpulse.processors.windows import EmissionRuns, emission_runs
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Needs", "WindowReads"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Needs:
     """What the rules read from windows of one length and grouping: each signal with
     the fewest requests any rule on it counts, the signals of burn rates, and the
@@ -45,8 +45,32 @@ class Needs:
     thresholds: tuple[float, ...]
 
     @property
+    def most(self) -> int:
+        """The largest ``min_requests`` of ``names``: more requests read the same."""
+        return max(self.names.values(), default=0)
+
+    @property
     def empty(self) -> bool:
         return not self.names and not self.burn_names and not self.thresholds
+
+
+class _Labels:
+    """The labels (and their ``Signal.series``) of the windows of one call, made once
+    per series: the aggregator's results of a series share one ``dims`` mapping.
+    Kept for one call only, so the ``id`` of a mapping cannot be reused meanwhile."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str], tuple[dict[str, str], tuple[tuple[str, str], ...]]] = {}
+
+    def of(self, result: WindowResult) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+        key = (id(result.dims), result.grouping)
+        found = self._seen.get(key)
+        if found is None:
+            labels = window_labels(result)
+            found = self._seen[key] = labels, tuple(sorted(labels.items()))
+        return found
 
 
 class WindowReads:
@@ -56,25 +80,45 @@ class WindowReads:
         self._compiled = [CompiledRule(r) for r in rules]
         self._window_names = rules.window_signal_names
         self._cache: dict[tuple[int, str], Needs] = {}
+        self._reads_cache: dict[tuple[Needs, int, bool], tuple[frozenset[str], tuple[float, ...]]]
+        self._reads_cache = {}
 
-    def for_window(self, result: WindowResult) -> list[Signal]:
+    def for_window(self, result: WindowResult, shared: _Labels | None = None) -> list[Signal]:
         """The signals of a window result that some rule reads (none for a window
         length or grouping no rule looks at, nor those every rule would ignore: a
-        window below their ``min_requests``, a hopping window for a burn rate)."""
+        window below their ``min_requests``, a hopping window for a burn rate).
+        ``shared``: labels the windows of one series share (see ``for_windows``)."""
         needs = self.needs(result.window_seconds, result.grouping)
         if needs.empty:
             return []
         n = result.requests
-        names = {name for name, least in needs.names.items() if n >= least}
-        thresholds: tuple[float, ...] = ()
+        tile = False
         if needs.burn_names or needs.thresholds:
             length_ms = result.window_seconds * 1000
-            if result.window_start_ms % length_ms == 0:  # burn rates read tiles only
-                names |= needs.burn_names
-                thresholds = needs.thresholds
+            tile = result.window_start_ms % length_ms == 0  # burn rates read tiles only
+        names, thresholds = self._reads(needs, n, tile)
         if not names and not thresholds:
             return []
-        return signals_from_window(result, names=names, latency_thresholds_ms=thresholds)
+        labels = None if shared is None else shared.of(result)
+        return signals_from_window(
+            result, names=names, latency_thresholds_ms=thresholds, labels=labels
+        )
+
+    def _reads(self, needs: Needs, n: int, tile: bool) -> tuple[frozenset[str], tuple[float, ...]]:
+        """The signal names and latency thresholds read from a window of ``n`` requests
+        (``tile``: it starts on a multiple of its length), cached: beyond the largest
+        ``min_requests`` every ``n`` reads the same."""
+        n = min(n, needs.most)
+        key = (needs, n, tile)
+        found = self._reads_cache.get(key)
+        if found is None:
+            names = {name for name, least in needs.names.items() if n >= least}
+            thresholds: tuple[float, ...] = ()
+            if tile:
+                names |= needs.burn_names
+                thresholds = needs.thresholds
+            found = self._reads_cache[key] = (frozenset(names), thresholds)
+        return found
 
     def for_windows(
         self, results: Sequence[WindowResult], runs: EmissionRuns | None = None
@@ -100,7 +144,10 @@ class WindowReads:
                 if needs.burn_names or needs.thresholds:
                     read |= rows & (em.start_ms[js] % (length * 1000) == 0)
                 keep[where[read]] = True
-        return [s for i in np.flatnonzero(keep).tolist() for s in self.for_window(results[i])]
+        shared = _Labels()
+        return [
+            s for i in np.flatnonzero(keep).tolist() for s in self.for_window(results[i], shared)
+        ]
 
     def needs(self, window_seconds: int, grouping: str) -> Needs:
         key = (window_seconds, grouping)
