@@ -16,15 +16,16 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmpulse._types import FloatArray
 from llmpulse.alerts.rules import BurnRateRule
 from llmpulse.alerts.ruleset import RuleSet
-from llmpulse.alerts.signals import Signal, signals_from_window, window_labels
+from llmpulse.alerts.signals import Signal, fractions_above, signals_from_window, window_labels
 from llmpulse.alerts.verdicts import CompiledRule
 from llmpulse.processors.windows import EmissionRuns, emission_runs
 
@@ -83,11 +84,17 @@ class WindowReads:
         self._reads_cache: dict[tuple[Needs, int, bool], tuple[frozenset[str], tuple[float, ...]]]
         self._reads_cache = {}
 
-    def for_window(self, result: WindowResult, shared: _Labels | None = None) -> list[Signal]:
+    def for_window(
+        self,
+        result: WindowResult,
+        shared: _Labels | None = None,
+        shares: Mapping[float, float] | None = None,
+    ) -> list[Signal]:
         """The signals of a window result that some rule reads (none for a window
         length or grouping no rule looks at, nor those every rule would ignore: a
         window below their ``min_requests``, a hopping window for a burn rate).
-        ``shared``: labels the windows of one series share (see ``for_windows``)."""
+        ``shared``: labels the windows of one series share, ``shares``: the window's
+        ``fraction_above`` of the latency thresholds (see ``for_windows``)."""
         needs = self.needs(result.window_seconds, result.grouping)
         if needs.empty:
             return []
@@ -101,7 +108,11 @@ class WindowReads:
             return []
         labels = None if shared is None else shared.of(result)
         return signals_from_window(
-            result, names=names, latency_thresholds_ms=thresholds, labels=labels
+            result,
+            names=names,
+            latency_thresholds_ms=thresholds,
+            labels=labels,
+            shares=shares if thresholds else None,
         )
 
     def _reads(self, needs: Needs, n: int, tile: bool) -> tuple[frozenset[str], tuple[float, ...]]:
@@ -131,6 +142,11 @@ class WindowReads:
         found, own = emission_runs(results) if runs is None else runs
         keep = np.zeros(len(results), dtype=np.bool_)
         keep[own] = True
+        # The latency SLO shares of the burn-rate tiles, read from the sketch columns
+        # of their emission pass: threshold -> share per position of ``results``.
+        shares: dict[float, FloatArray] = {}
+        tiles = np.zeros(len(results), dtype=np.bool_)
+        computed: dict[tuple[int, float], FloatArray] = {}  # (emission, threshold): all rows
         for em, where, js in found:
             seconds = em.numbers["window_seconds"][js]
             requests = em.numbers["requests"][js]
@@ -142,12 +158,23 @@ class WindowReads:
                 least = min(needs.names.values(), default=None)
                 read = rows & (requests >= least) if least is not None else np.zeros_like(rows)
                 if needs.burn_names or needs.thresholds:
-                    read |= rows & (em.start_ms[js] % (length * 1000) == 0)
+                    aligned = rows & (em.start_ms[js] % (length * 1000) == 0)
+                    read |= aligned
+                    at = where[aligned]
+                    tiles[at] = True
+                    for t in needs.thresholds:
+                        col = shares.setdefault(t, np.full(len(results), np.nan))
+                        per_em = computed.get((id(em), t))
+                        if per_em is None:
+                            per_em = computed[id(em), t] = fractions_above(em.sketches, t)
+                        col[at] = per_em[js[aligned]]
                 keep[where[read]] = True
         shared = _Labels()
-        return [
-            s for i in np.flatnonzero(keep).tolist() for s in self.for_window(results[i], shared)
-        ]
+        out: list[Signal] = []
+        for i in np.flatnonzero(keep).tolist():
+            own_shares = {t: float(col[i]) for t, col in shares.items()} if tiles[i] else None
+            out.extend(self.for_window(results[i], shared, own_shares))
+        return out
 
     def needs(self, window_seconds: int, grouping: str) -> Needs:
         key = (window_seconds, grouping)

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 
 from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import load_rules
+from llmpulse.alerts.signals import fraction_above, fractions_above
 from llmpulse.alerts.window_reads import WindowReads
 from llmpulse.processors.windows import DEFAULT_GROUPINGS, DEFAULT_SPECS, WindowAggregator
 from llmpulse.processors.windows._batch import EventBatch
+from llmpulse.processors.windows._results import emission_runs
 from llmpulse.stages.windows import window_from_row
 
 T0 = 1_767_225_600_000  # 2026-01-01, a whole hour: some windows are burn-rate tiles
@@ -18,7 +20,16 @@ T0 = 1_767_225_600_000  # 2026-01-01, a whole hour: some windows are burn-rate t
 
 def _signals_key(signals: list[object]) -> list[tuple[object, ...]]:
     return [
-        (s.name, tuple(sorted(s.labels.items())), s.window_seconds, s.event_time, s.value)  # type: ignore[attr-defined]
+        (
+            s.name,  # type: ignore[attr-defined]
+            tuple(sorted(s.labels.items())),  # type: ignore[attr-defined]
+            s.series,  # type: ignore[attr-defined]
+            s.window_seconds,  # type: ignore[attr-defined]
+            s.event_time,  # type: ignore[attr-defined]
+            s.value,  # type: ignore[attr-defined]
+            s.requests,  # type: ignore[attr-defined]
+            tuple(sorted(s.extra.items())),  # type: ignore[attr-defined]
+        )
         for s in signals
     ]
 
@@ -85,3 +96,39 @@ def test_results_read_back_from_the_store_are_not_screened() -> None:
     )  # fmt: skip
     assert _signals_key(WindowReads(load_rules()).for_windows([copy])) == expected
     assert _signals_key(WindowReads(load_rules()).for_windows([tile])) == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_events=st.integers(1, 300),
+    threshold=st.one_of(
+        st.sampled_from([-1.0, 0.0, 1e-9, 800.0]), st.floats(0.0, 5_000.0, allow_nan=False)
+    ),
+    zeros=st.booleans(),
+)
+def test_column_shares_equal_the_per_sketch_ones(
+    seed: int, n_events: int, threshold: float, zeros: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(5.5, 1.0, n_events).round(rng.integers(0, 3))
+    if zeros:
+        values[rng.random(n_events) < 0.2] = 0.0
+    if n_events > 2:  # a threshold on a value seen (the edges of the min/max rules)
+        values[0] = threshold if threshold >= 0 else values[0]
+    records = [
+        {
+            "ts_ms": T0 + int(t),
+            "latency_ms": float(v),
+            "model": "m1",
+            "endpoint": f"/e{rng.integers(5)}",
+        }
+        for t, v in zip(np.sort(rng.uniform(0, 300_000, n_events)), values, strict=True)
+    ]
+    agg = WindowAggregator(DEFAULT_SPECS, DEFAULT_GROUPINGS, allowed_lateness_s=0)
+    results = agg.add(EventBatch.from_records(records)) + agg.flush_all()
+    runs, _ = emission_runs(results)
+    for em, where, js in runs:
+        shares = fractions_above(em.sketches, threshold)[js].tolist()
+        expected = [fraction_above(results[i], threshold) for i in where.tolist()]
+        assert np.array_equal(shares, expected, equal_nan=True)
