@@ -316,7 +316,6 @@ def signals_from_window(
     if labels is None:
         own = window_labels(result)
         labels = own, tuple(sorted(own.items()))
-    label_map, series = labels
     ws = result.window_seconds
     end = result.window_end
     n = result.requests
@@ -331,20 +330,49 @@ def signals_from_window(
         for name in wanted:
             value, requests = _window_value(result, name, n, priced, ttft_n)
             if not math.isnan(value):
-                out.append(Signal(name, label_map, ws, end, float(value), requests, extra))
+                out.append(_signal(name, labels, ws, end, float(value), requests, extra))
     if (names is None or "error_rate" in names) and n:
         out.append(
-            Signal("error_rate", label_map, ws, end, result.error_rate, n, {"bad": result.errors})
+            _signal("error_rate", labels, ws, end, result.error_rate, n, {"bad": result.errors})
         )
     for threshold in latency_thresholds_ms:
         share = fraction_above(result, threshold) if shares is None else shares[threshold]
         if not math.isnan(share):
             name = latency_signal_name(threshold)
-            out.append(Signal(name, label_map, ws, end, share, n, {"bad": share * n}))
-    for sig in out:
-        # Seed the cached ``Signal.series``: the window's signals share one series.
-        sig.__dict__["series"] = series
+            out.append(_signal(name, labels, ws, end, share, n, {"bad": share * n}))
     return out
+
+
+_new: Final = object.__new__
+
+
+def _signal(
+    name: str,
+    labels: tuple[dict[str, str], tuple[tuple[str, str], ...]],
+    window_seconds: int,
+    event_time: datetime,
+    value: float,
+    requests: int,
+    extra: Mapping[str, float],
+) -> Signal:
+    """``Signal(name, labels[0], ...)`` with its cached ``series`` set to ``labels[1]``.
+
+    Filled through ``__dict__`` as ``Signal.__init__`` would (every field given):
+    the frozen ``__init__`` makes one ``object.__setattr__`` call per field, about
+    three times the cost, and windows make hundreds of thousands of signals.
+    """
+    sig: Signal = _new(Signal)
+    sig.__dict__.update(
+        name=name,
+        labels=labels[0],
+        window_seconds=window_seconds,
+        event_time=event_time,
+        value=value,
+        requests=requests,
+        extra=extra,
+        series=labels[1],
+    )
+    return sig
 
 
 def _window_value(

@@ -44,11 +44,7 @@ class Needs:
     names: dict[str, int]
     burn_names: frozenset[str]
     thresholds: tuple[float, ...]
-
-    @property
-    def most(self) -> int:
-        """The largest ``min_requests`` of ``names``: more requests read the same."""
-        return max(self.names.values(), default=0)
+    most: int = 0  # the largest ``min_requests`` of ``names``: more requests read the same
 
     @property
     def empty(self) -> bool:
@@ -84,26 +80,31 @@ class WindowReads:
         self._reads_cache: dict[tuple[Needs, int, bool], tuple[frozenset[str], tuple[float, ...]]]
         self._reads_cache = {}
 
-    def for_window(
-        self,
-        result: WindowResult,
-        shared: _Labels | None = None,
-        shares: Mapping[float, float] | None = None,
-    ) -> list[Signal]:
+    def for_window(self, result: WindowResult) -> list[Signal]:
         """The signals of a window result that some rule reads (none for a window
         length or grouping no rule looks at, nor those every rule would ignore: a
-        window below their ``min_requests``, a hopping window for a burn rate).
-        ``shared``: labels the windows of one series share, ``shares``: the window's
-        ``fraction_above`` of the latency thresholds (see ``for_windows``)."""
+        window below their ``min_requests``, a hopping window for a burn rate)."""
         needs = self.needs(result.window_seconds, result.grouping)
         if needs.empty:
             return []
-        n = result.requests
         tile = False
         if needs.burn_names or needs.thresholds:
             length_ms = result.window_seconds * 1000
             tile = result.window_start_ms % length_ms == 0  # burn rates read tiles only
-        names, thresholds = self._reads(needs, n, tile)
+        return self._signals(result, needs, tile)
+
+    def _signals(
+        self,
+        result: WindowResult,
+        needs: Needs,
+        tile: bool,
+        shared: _Labels | None = None,
+        shares: Mapping[float, float] | None = None,
+    ) -> list[Signal]:
+        """``for_window`` once its needs and tile are known. ``shared``: labels the
+        windows of one series share, ``shares``: the window's ``fraction_above`` of
+        the latency thresholds (see ``for_windows``)."""
+        names, thresholds = self._reads(needs, result.requests, tile)
         if not names and not thresholds:
             return []
         labels = None if shared is None else shared.of(result)
@@ -171,9 +172,19 @@ class WindowReads:
                 keep[where[read]] = True
         shared = _Labels()
         out: list[Signal] = []
+        mine = set(own)
+        # The screen knows which windows are tiles: the aggregator's results need
+        # no datetime conversion for it.
+        is_tile = tiles.tolist()
         for i in np.flatnonzero(keep).tolist():
-            own_shares = {t: float(col[i]) for t, col in shares.items()} if tiles[i] else None
-            out.extend(self.for_window(results[i], shared, own_shares))
+            r = results[i]
+            if i in mine:
+                out.extend(self.for_window(r))
+                continue
+            needs = self.needs(r.window_seconds, r.grouping)
+            tile = is_tile[i]
+            own_shares = {t: float(col[i]) for t, col in shares.items()} if tile else None
+            out.extend(self._signals(r, needs, tile, shared, own_shares))
         return out
 
     def needs(self, window_seconds: int, grouping: str) -> Needs:
@@ -198,5 +209,7 @@ class WindowReads:
                 elif rule.signal_name in self._window_names:
                     least = names.get(rule.signal_name, c.min_requests)
                     names[rule.signal_name] = min(least, c.min_requests)
-            found = self._cache[key] = Needs(names, frozenset(burn), tuple(sorted(thresholds)))
+            found = self._cache[key] = Needs(
+                names, frozenset(burn), tuple(sorted(thresholds)), max(names.values(), default=0)
+            )
         return found

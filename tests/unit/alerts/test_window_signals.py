@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmpulse.alerts.engine import AlertEngine
 from llmpulse.alerts.rules import load_rules
-from llmpulse.alerts.signals import fraction_above, fractions_above
+from llmpulse.alerts.signals import Signal, fraction_above, fractions_above
 from llmpulse.alerts.window_reads import WindowReads
 from llmpulse.processors.windows import DEFAULT_GROUPINGS, DEFAULT_SPECS, WindowAggregator
 from llmpulse.processors.windows._batch import EventBatch
@@ -62,7 +64,11 @@ def test_screened_signals_equal_the_per_window_ones(
     results = agg.add(EventBatch.from_records(records)) + agg.flush_all()
     engine = AlertEngine(load_rules())
     expected = [s for r in results for s in engine.signals_for(r)]
-    assert _signals_key(WindowReads(load_rules()).for_windows(results)) == _signals_key(expected)
+    found = WindowReads(load_rules()).for_windows(results)
+    assert _signals_key(found) == _signals_key(expected)
+    for s in found:  # made without Signal.__init__, their series given: the same signals
+        assert s == Signal(**{f.name: getattr(s, f.name) for f in fields(Signal)})
+        assert s.series == tuple(sorted(s.labels.items()))
 
 
 def test_results_read_back_from_the_store_are_not_screened() -> None:
