@@ -81,7 +81,7 @@ class Signal:
         """The labels as a sorted tuple: a hashable series identity."""
         return tuple(sorted(self.labels.items()))
 
-    @cached_property
+    @property
     def window_aligned(self) -> bool:
         """True when the window starts on a multiple of its length (epoch aligned).
 
