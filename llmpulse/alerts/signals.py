@@ -391,9 +391,7 @@ def _window_value(
         return result.cost_usd * 60.0 / result.window_seconds, priced
     if name == "cost_per_request":
         return (result.cost_usd / priced if priced else math.nan), priced
-    if name in ("input_tokens", "output_tokens"):
-        return float(getattr(result, name)), n
-    return float(getattr(result, name)), n  # the latency percentiles and maximum
+    return float(getattr(result, name)), n  # latencies and token counts
 
 
 def signals_from_budget(status: BudgetStatus, event_time: datetime) -> Signal:
