@@ -23,7 +23,9 @@ Every message on a repartition topic is a whole batch (Arrow IPC), and carries
 the sender's event-time progress (``llmpulse.topology.watermarks``). One
 iteration: take what ``getmany`` returns, run the tasks (in a thread, off the
 event loop), write their rows, send their messages, run the effects that wait
-for durable rows. Every ``commit_interval_s`` each task writes a checkpoint to
+for durable rows. The write, sends and effects of one iteration run in the
+background while the next is fetched and processed (one iteration in flight at
+most; checkpoints, takeovers and stops wait for it). Every ``commit_interval_s`` each task writes a checkpoint to
 ``<app>-changelog`` (compacted, keyed by task), and only then are the consumer
 offsets committed. A task taken over (rebalance, restart) resumes from its
 checkpoint: it undoes its rows written after it, rebuilds what its stages keep
@@ -61,7 +63,7 @@ from llmpulse.worker._checkpoints import Changelog
 from llmpulse.worker._hops import Hops
 from llmpulse.worker._scores import SWEEP_INTERVAL_S, ScoreHop
 from llmpulse.worker._takeover import Listener, Takeover
-from llmpulse.worker._tasks import TaskState, TopologyConfig, replay_start
+from llmpulse.worker._tasks import Plan, TaskState, TopologyConfig, replay_start
 from llmpulse.worker._wire import (
     MAX_MESSAGE_BYTES,
     REPARTITION_BATCH_BYTES,
@@ -121,6 +123,8 @@ class TopologyRunner(Takeover):
         self._stopped = asyncio.Event()
         self.retry = StoreRetry(self.store, wall, self._stopping)
         self._unacked: list[Awaitable[Any]] = []  # sends not yet acknowledged
+        # The previous iteration's write, sends and effects (see _iteration).
+        self._inflight: asyncio.Future[None] | None = None
         self.tasks: dict[TopicPartition, TaskState] = {}
         self.intake = stages.intake()
         self.hops = Hops(config, self.intake, stages.keyed(), otlp)
@@ -192,20 +196,22 @@ class TopologyRunner(Takeover):
                     if self._stopping.is_set():
                         break
                     if self._pending:
-                        # Records of the partitions restored now were fetched
-                        # before their seek: they come again.
+                        # A takeover undoes rows past checkpoints: ours in flight
+                        # are stored first. Records of the partitions restored now
+                        # were fetched before their seek: they come again.
+                        await self._drain()
                         restored = await self._restore_pending()
                         records = {tp: m for tp, m in records.items() if tp not in restored}
                     try:
                         await self._iteration(records)
+                        if self.wall() - self._last_checkpoint >= self.config.commit_interval_s:
+                            await self._checkpoint()
                     except Unwritten:
                         log.warning(
                             "stopping with rows not stored: nothing past the last "
                             "checkpoint is committed, the next start redoes it"
                         )
                         break
-                    if self.wall() - self._last_checkpoint >= self.config.commit_interval_s:
-                        await self._checkpoint()
         finally:
             self._stopped.set()
 
@@ -236,6 +242,14 @@ class TopologyRunner(Takeover):
     # -- one iteration ----------------------------------------------------------------------
 
     async def _iteration(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Process ``records`` while the previous iteration's rows are written and its
+        messages sent, then hand this one's to the background (:meth:`_finish`).
+
+        Processing k+1 during the write of k is safe: processing reads only the
+        tasks' memory, never the store, and a checkpoint, a takeover or a stop
+        first waits for what is in flight (:meth:`_drain`). The messages of k+1
+        go out after all of k's, so each partition keeps its order.
+        """
         started = time.perf_counter()
         # Only what comes after each task's position: a seek on takeover may leave
         # records fetched before it in the consumer's buffer.
@@ -250,6 +264,23 @@ class TopologyRunner(Takeover):
         caught_up = {tp: self._caught_up(tp) for tp, st in self.tasks.items() if st.kind == "input"}
         now, wall = self.clock(), self.wall()
         plan = await asyncio.to_thread(self.hops.process, self.tasks, records, caught_up, now, wall)
+        await self._drain()
+        self._inflight = asyncio.ensure_future(self._finish(records, plan, wall, started))
+
+    async def _drain(self) -> None:
+        """Wait until the iteration in flight has its rows stored, its messages handed
+        to the producer and its effects run (raises what it raised)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    async def _finish(
+        self,
+        records: dict[TopicPartition, list[Any]],
+        plan: Plan,
+        wall: float,
+        started: float,
+    ) -> None:
         processed = time.perf_counter()
         # The store write (a thread; chDB works outside the GIL) overlaps the sends.
         # Sending before the rows are stored is safe: until the next checkpoint
@@ -341,6 +372,7 @@ class TopologyRunner(Takeover):
     async def _checkpoint(self) -> None:
         """Every changed task's checkpoint to the changelog, then the offsets."""
         self._last_checkpoint = self.wall()
+        await self._drain()
         if self.retry.behind:
             raise Unwritten("the state is ahead of the store: no checkpoint from it")
         await self._acked()
