@@ -25,13 +25,13 @@ iteration: take what ``getmany`` returns, run the tasks (in a thread, off the
 event loop), write their rows, send their messages, run the effects that wait
 for durable rows. The write, sends and effects of one iteration run in the
 background while the next is fetched and processed (one iteration in flight at
-most; checkpoints, takeovers and stops wait for it). Every ``commit_interval_s`` each task writes a checkpoint to
-``<app>-changelog`` (compacted, keyed by task), and only then are the consumer
-offsets committed. A task taken over (rebalance, restart) resumes from its
-checkpoint: it undoes its rows written after it, rebuilds what its stages keep
-as a fold over recent input by replaying that input, and seeks to the
-checkpoint's offset. Rows carry their task's lineage, so a crash never stores
-anything twice and never loses anything.
+most; checkpoints, takeovers and stops wait for it). Every ``commit_interval_s``
+each task writes a checkpoint to ``<app>-changelog`` (compacted, keyed by task),
+and only then are the consumer offsets committed. A task taken over (rebalance,
+restart) resumes from its checkpoint: it undoes its rows written after it,
+rebuilds what its stages keep as a fold over recent input by replaying that
+input, and seeks to the checkpoint's offset. Rows carry their task's lineage, so
+a crash never stores anything twice and never loses anything.
 
 This module drives the loop (fetch, iterate, write, send, checkpoint, commit).
 The rest lives beside it: the hops' processing in ``_hops``, the score path in
